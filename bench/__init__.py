@@ -1,0 +1,1 @@
+"""The movibench harness: CLI, validation, data, evaluation protocols, matrix and reports."""

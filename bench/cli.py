@@ -1,0 +1,56 @@
+"""The `movibench` command line.
+
+Each verb lives in `bench/commands/<verb>.py` and registers itself here. Verbs import their
+heavy dependencies (TensorFlow, engines) inside the command, so `movibench --help` is instant.
+Exit codes: 0 success/PASS, 1 a check or gate FAILED, 2 bad usage or bad input (printed as one
+line starting with 'error:'), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from typer.exceptions import TyperException
+
+from bench.cli_common import EXIT_USAGE, console
+from converters.errors import MovibenchError
+
+app = typer.Typer(
+    name="movibench",
+    help="Export streaming MoViNets with explicit states to TFLite/ONNX/TensorRT and "
+         "benchmark every deployment for latency, memory and accuracy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One line per verb module; each exposes register(app).
+COMMAND_MODULES = [
+    "bench.commands.models",
+    "bench.commands.validate",
+]
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Console entry point: bad input becomes one 'error:' line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except MovibenchError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except TyperException as exc:  # usage errors arrive here in non-standalone mode
+        exc.show()
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared pieces of every verb: exit codes, common options, the stderr console."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Progress and status go to stderr so stdout stays clean for --json.
+console = Console(stderr=True)
+stdout = Console()
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1,4,8' -> [1, 4, 8]; a bad list is a usage error naming the option."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{what} must be integers >= 1, got {text!r}")
+    return values
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id: t0, a0..a5.")]
+VariantOpt = Annotated[Optional[str], typer.Option(help="Variant: base, stream or mobile.")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the model's).")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    help="tf.train.Checkpoint directory or prefix (official Kinetics-600 or a project checkpoint).")]
+ClassesOpt = Annotated[Optional[int], typer.Option("--classes", help="Class count of the head (default 600).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the library's).")]

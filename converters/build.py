@@ -1,0 +1,188 @@
+"""Build MoViNets with TF Model Garden, load checkpoints and trace step functions.
+
+The traced step function is the single source every format starts from: the TF runtime calls
+it, the exporters convert it. Inputs are `image` + `state_*`, outputs `logits` + `next_state_*`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
+from official.projects.movinet.modeling import movinet, movinet_model  # noqa: E402
+
+from converters.errors import CheckpointMismatchError  # noqa: E402
+from converters.manifest import (  # noqa: E402
+    IMAGE_INPUT, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
+)
+from converters.zoo import CONFIG_SIDECAR, ModelConfig  # noqa: E402
+
+
+
+def build_model(config: ModelConfig, seed: int | None = 0) -> tf_keras.Model:
+    """Build a MovinetClassifier for `config` (causal variants take and return states).
+
+    Random initialisation is seeded so a model without a checkpoint is reproducible.
+    """
+    config = config.resolved()
+    if seed is not None:
+        tf_keras.utils.set_random_seed(seed)
+    backbone = movinet.Movinet(
+        model_id=config.model_id,
+        causal=config.causal,
+        conv_type=config.conv_type,
+        se_type=config.se_type,
+        activation=config.activation,
+        gating_activation=config.gating_activation,
+        use_positional_encoding=config.use_positional_encoding,
+        use_external_states=config.causal,
+        norm_momentum=config.norm_momentum,
+    )
+    model = movinet_model.MovinetClassifier(
+        backbone,
+        num_classes=config.num_classes,
+        activation=config.activation,
+        output_states=config.causal,
+    )
+    model.build([1, 1 if config.causal else 8, config.resolution, config.resolution, 3])
+    return model
+
+
+def state_specs(model: tf_keras.Model, config: ModelConfig) -> list[StateSpec]:
+    """The model's stream states (empty for non-causal models), sorted by name."""
+    config = config.resolved()
+    if not config.causal:
+        return []
+    states = model.init_states(tf.constant([1, 1, config.resolution, config.resolution, 3]))
+    return sorted(
+        (StateSpec(state_name_from_tensor(k), tuple(int(d) for d in v.shape), v.dtype.name)
+         for k, v in states.items()),
+        key=lambda s: s.name,
+    )
+
+
+def resolve_checkpoint(path: str | Path) -> str:
+    """Turn a checkpoint directory or prefix into a prefix, or raise a clear error."""
+    path = Path(path)
+    if path.is_dir():
+        prefix = tf.train.latest_checkpoint(str(path))
+        if prefix is None:
+            raise CheckpointMismatchError(f"no checkpoint found in directory {path}")
+        return prefix
+    if not Path(str(path) + ".index").exists():
+        raise CheckpointMismatchError(f"checkpoint not found: {path} (no {path.name}.index)")
+    return str(path)
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """SHA-256 over a checkpoint's index and data files."""
+    prefix = Path(resolve_checkpoint(path))
+    digest = hashlib.sha256()
+    for file in sorted(prefix.parent.glob(prefix.name + ".*")):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
+    """Restore `path` (official Kinetics-600 layout or the project's) into `model`.
+
+    Returns the checkpoint's SHA-256. Any variable the checkpoint lacks, or whose shape differs
+    (e.g. a 600-class head into a 5-class model), raises CheckpointMismatchError naming it.
+    """
+    prefix = resolve_checkpoint(path)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise CheckpointMismatchError(
+            f"checkpoint {prefix} does not fit model "
+            f"{getattr(model, '_movibench_name', model.name)}: {first}") from None
+    return checkpoint_sha256(prefix)
+
+
+def save_checkpoint(model: tf_keras.Model, config: ModelConfig, directory: str | Path) -> str:
+    """Write a project checkpoint (tf.train.Checkpoint layout + config sidecar); return prefix."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    prefix = tf.train.Checkpoint(model=model).write(str(directory / "ckpt"))
+    (directory / CONFIG_SIDECAR).write_text(json.dumps(config.resolved().to_dict(), indent=2) + "\n")
+    return prefix
+
+
+def weights_sha256(model: tf_keras.Model) -> str:
+    """SHA-256 of every weight value in order: the identity of what a model computes."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.name.encode())
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def make_manifest(model: tf_keras.Model, config: ModelConfig, checkpoint_hash: str = "",
+                  frames_per_step: int | None = None) -> StateManifest:
+    """The reference (TensorFlow) manifest of a built model."""
+    config = config.resolved()
+    return StateManifest(
+        model_id=config.model_id,
+        variant=config.variant,
+        resolution=config.resolution,
+        num_classes=config.num_classes,
+        states=state_specs(model, config),
+        frames_per_step=frames_per_step,
+        format="tensorflow",
+        precision="fp32",
+        model_config=config.to_dict(),
+        checkpoint_sha256=checkpoint_hash,
+        weights_sha256=weights_sha256(model),
+        converter_versions={"tensorflow": tf.__version__},
+    )
+
+
+def input_signature(manifest: StateManifest, frames: int | None) -> list[tf.TensorSpec]:
+    """TensorSpecs named by the state contract: image first, then states in manifest order."""
+    res = manifest.resolution
+    specs = [tf.TensorSpec([1, frames, res, res, 3], tf.float32, name=IMAGE_INPUT)]
+    specs += [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.input_name)
+              for s in manifest.states]
+    return specs
+
+
+def step_function(model: tf_keras.Model, manifest: StateManifest, frames: int | None):
+    """A tf.function(image, *states) -> {'logits', 'next_state_*'} with a fixed signature.
+
+    `frames=None` accepts any number of frames per call (TF runtime); exporters pass the
+    static T their format needs. Non-causal models take only the image.
+    """
+    specs = manifest.states
+
+    @tf.function(input_signature=input_signature(manifest, frames))
+    def step(image, *states):
+        if not specs:
+            return {LOGITS_OUTPUT: model(image, training=False)}
+        inputs = {IMAGE_INPUT: image}
+        # Model Garden's own state keys are exactly our input names ('state_<name>').
+        inputs.update({spec.input_name: value for spec, value in zip(specs, states)})
+        logits, next_states = model(inputs, training=False)
+        outputs = {LOGITS_OUTPUT: logits}
+        outputs.update({spec.output_name: next_states[spec.input_name] for spec in specs})
+        return outputs
+
+    return step
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a TF-side build depends on (part of cache keys)."""
+    import official  # noqa: F401  (tf-models-official carries no __version__)
+    from importlib.metadata import version
+
+    return {"tensorflow": tf.__version__, "tf-models-official": version("tf-models-official"),
+            "tf-keras": version("tf-keras")}
