@@ -38,7 +38,8 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Console entry point: bad input becomes one 'error:' line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of typer.Exit instead of raising it.
+        code = app(standalone_mode=False)
     except MovibenchError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_USAGE)
@@ -50,6 +51,7 @@ def main() -> None:
     except TyperException as exc:  # usage errors arrive here in non-standalone mode
         exc.show()
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ def build_model(config: ModelConfig, seed: int | None = 0) -> tf_keras.Model:
         output_states=config.causal,
     )
     model.build([1, 1 if config.causal else 8, config.resolution, config.resolution, 3])
+    model.movibench_label = (f"{config.model_id}/{config.variant}@{config.resolution} "
+                             f"({config.num_classes} classes, conv {config.conv_type})")
     return model
 
 
@@ -74,7 +76,14 @@ def resolve_checkpoint(path: str | Path) -> str:
     if path.is_dir():
         prefix = tf.train.latest_checkpoint(str(path))
         if prefix is None:
-            raise CheckpointMismatchError(f"no checkpoint found in directory {path}")
+            # save_checkpoint uses Checkpoint.write, which leaves no 'checkpoint' state file:
+            # a directory holding exactly one prefix is unambiguous.
+            indexes = sorted(path.glob("*.index"))
+            if len(indexes) != 1:
+                raise CheckpointMismatchError(
+                    f"no checkpoint found in directory {path}" if not indexes else
+                    f"{len(indexes)} checkpoints in {path} and no 'checkpoint' file: pass a prefix")
+            prefix = str(indexes[0].with_suffix(""))
         return prefix
     if not Path(str(path) + ".index").exists():
         raise CheckpointMismatchError(f"checkpoint not found: {path} (no {path.name}.index)")
@@ -105,7 +114,7 @@ def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CheckpointMismatchError(
             f"checkpoint {prefix} does not fit model "
-            f"{getattr(model, '_movibench_name', model.name)}: {first}") from None
+            f"{getattr(model, 'movibench_label', model.name)}: {first}") from None
     return checkpoint_sha256(prefix)
 
 
@@ -113,16 +122,22 @@ def save_checkpoint(model: tf_keras.Model, config: ModelConfig, directory: str |
     """Write a project checkpoint (tf.train.Checkpoint layout + config sidecar); return prefix."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    prefix = tf.train.Checkpoint(model=model).write(str(directory / "ckpt"))
+    # save() (not write()) also stores save_counter, as the official checkpoints do, so
+    # restore's assert_existing_objects_matched() holds for both.
+    prefix = tf.train.Checkpoint(model=model).save(str(directory / "ckpt"))
     (directory / CONFIG_SIDECAR).write_text(json.dumps(config.resolved().to_dict(), indent=2) + "\n")
     return prefix
 
 
 def weights_sha256(model: tf_keras.Model) -> str:
-    """SHA-256 of every weight value in order: the identity of what a model computes."""
+    """SHA-256 of every weight value in order: the identity of what a model computes.
+
+    Shapes and values only: Keras uniquifies layer names per process ('..._2'), which would
+    make the same weights hash differently.
+    """
     digest = hashlib.sha256()
     for weight in model.weights:
-        digest.update(weight.name.encode())
+        digest.update(str(tuple(weight.shape)).encode())
         digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     return digest.hexdigest()
 

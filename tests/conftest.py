@@ -1,0 +1,35 @@
+"""Session-wide fixtures: small models built once, an isolated artifact cache."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from converters.zoo import ModelConfig  # noqa: E402
+
+# t0 at 64² with a small head: the cheapest model that still has every kind of stream state.
+T0_STREAM = ModelConfig("t0", "stream", 64, 5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Artifacts built by tests go to a per-session cache, never the user's."""
+    path = tmp_path_factory.mktemp("movibench-cache")
+    old = os.environ.get("MOVIBENCH_CACHE")
+    os.environ["MOVIBENCH_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MOVIBENCH_CACHE", None)
+    else:
+        os.environ["MOVIBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def t0_stream_session():
+    """The TF reference session of t0 stream at 64², random-init (seed 0), 5 classes."""
+    from runtimes.tensorflow import TensorFlowSession
+
+    return TensorFlowSession.from_config(T0_STREAM)

@@ -1,0 +1,58 @@
+"""Stream-vs-full-clip equivalence on the TF reference, and its failure mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.compare_logits import Tolerance, compare_logits
+from bench.validate import synthetic_clips, validate_equivalence
+from converters.zoo import ModelConfig
+from runtimes.base import chunks, stream
+
+
+def test_t0_stream_equals_full_clip(t0_stream_session):
+    clips = synthetic_clips(2, 12, 64, seed=1)
+    report = validate_equivalence(t0_stream_session, clips, [1, 3, 12], Tolerance(atol=1e-4))
+    assert [r.label for r in report.rows] == [f"chunk={c} vs full-clip" for c in (1, 3, 12)]
+    assert report.passed, report.to_dict()
+    assert all(r.top1_agreement == 1.0 for r in report.rows)
+
+
+@pytest.mark.slow
+def test_a0_stream_equals_full_clip():
+    from runtimes.tensorflow import TensorFlowSession
+
+    session = TensorFlowSession.from_config(ModelConfig("a0", "stream", 96, 600))
+    report = validate_equivalence(session, synthetic_clips(1, 8, 96), [1, 4], Tolerance(atol=1e-4))
+    assert report.passed, report.to_dict()
+    assert max(r.max_abs for r in report.rows) < 1e-4
+
+
+def test_a_tolerance_of_zero_can_fail(t0_stream_session):
+    """Floating-point reassociation makes frame-by-frame differ in the last bits: the check
+    must be able to say FAIL, or its PASS means nothing."""
+    clips = synthetic_clips(1, 8, 64, seed=2)
+    report = validate_equivalence(t0_stream_session, clips, [1], Tolerance(atol=0.0))
+    assert not report.passed
+
+
+def test_states_carry_information(t0_stream_session):
+    """Streaming with states reset every frame must NOT equal the full clip."""
+    clip = synthetic_clips(1, 8, 64, seed=3)[0]
+    full = t0_stream_session.predict(clip[None])
+    carried = stream(t0_stream_session, chunks(clip, 1))[0][-1]
+    reset = t0_stream_session.step(clip[None, -1:], t0_stream_session.init_states())[0]
+    assert np.abs(full - carried).max() < 1e-4
+    assert np.abs(full - reset).max() > 1e-3
+
+
+def test_compare_logits_metrics():
+    ref = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
+    cand = ref + np.array([[0.0, -2.5, 0.0], [0.1, 0.0, 0.0]])
+    diff = compare_logits("x", ref, cand, Tolerance(atol=1e-3, min_top1_agreement=0.5))
+    assert diff.max_abs == pytest.approx(2.5)
+    assert diff.max_rel == pytest.approx(2.5 / 3.0)
+    assert diff.top1_agreement == 0.5
+    assert not diff.passed
+    assert compare_logits("x", ref, cand, Tolerance(atol=None, min_top1_agreement=0.5)).passed
