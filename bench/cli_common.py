@@ -34,3 +34,17 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option(
 ClassesOpt = Annotated[Optional[int], typer.Option("--classes", help="Class count of the head (default 600).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the library's).")]
+DemoOpt = Annotated[Optional[str], typer.Option(
+    help="A shipped demo checkpoint instead of --checkpoint: t0-stream-synth, t0-base-synth.")]
+
+
+def resolve_checkpoint_option(checkpoint: Path | None, demo: str | None) -> Path | None:
+    """--checkpoint or --demo (never both) → the checkpoint path to load, or None."""
+    if demo is None:
+        return checkpoint
+    from converters.errors import MovibenchError
+    from converters.zoo import demo_checkpoint
+
+    if checkpoint is not None:
+        raise MovibenchError("give --demo or --checkpoint, not both")
+    return demo_checkpoint(demo)

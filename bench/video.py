@@ -41,7 +41,8 @@ def _open(path: str | Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoError(f"cannot open video {path}: {exc}") from None
+        reason = getattr(exc, "strerror", None) or _one_line(exc)
+        raise VideoError(f"cannot open video {path}: {reason}") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"no video stream in {path}")
@@ -58,69 +59,121 @@ def probe(path: str | Path) -> VideoInfo:
                          stream.codec_context.name)
 
 
-def _resize_crop(frame: av.VideoFrame, size: int) -> np.ndarray:
+CROPS = ("center", "none")
+
+
+def _resize_crop(frame: av.VideoFrame, size: int, crop: str = "center") -> np.ndarray:
     scale = size / min(frame.width, frame.height)
     width = max(size, round(frame.width * scale))
     height = max(size, round(frame.height * scale))
     rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    if crop == "none":
+        return rgb.astype(np.float32) / 255.0
     top, left = (height - size) // 2, (width - size) // 2
     return rgb[top:top + size, left:left + size].astype(np.float32) / 255.0
 
 
 def iter_frames(path: str | Path, size: int, *, stride: int = 1, fps: float | None = None,
-                max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield frames [size, size, 3] float32 in [0, 1], decoding lazily.
+                max_frames: int | None = None, crop: str = "center") -> Iterator[np.ndarray]:
+    """Yield frames float32 in [0, 1], decoding lazily (one decoded frame held at a time).
 
+    Each frame is resized so its short side is `size`; `crop="center"` then cuts the centre
+    square [size, size, 3], `crop="none"` keeps the full width (for spatial multi-crop).
     `stride` keeps every n-th decoded frame; `fps` instead resamples to a target rate by
-    timestamps. Raises VideoError for a missing, empty, corrupt or frameless file.
+    presentation time (dropping frames to go down, repeating them to go up). Raises
+    VideoError for a missing, empty, corrupt or frameless file.
     """
     if stride < 1:
         raise VideoError(f"frame stride must be >= 1, got {stride}")
+    if fps is not None and fps <= 0:
+        raise VideoError(f"target fps must be > 0, got {fps}")
+    if crop not in CROPS:
+        raise VideoError(f"unknown crop {crop!r}; known: {', '.join(CROPS)}")
+    if max_frames is not None and max_frames < 1:
+        raise VideoError(f"max_frames must be >= 1, got {max_frames}")
     container = _open(path)
     produced = 0
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        source_rate = float(stream.average_rate or stream.guessed_rate or 25)
+        first_time: float | None = None
         next_time = 0.0
-        step = 1.0 / fps if fps else None
         for index, frame in enumerate(container.decode(stream)):
-            if step is not None:
-                t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 25)
-                if t + 1e-6 < next_time:
+            if fps is not None:
+                t = float(frame.time) if frame.time is not None else index / source_rate
+                # Containers may start at a non-zero timestamp (webm/mkv pre-roll): count from
+                # the first frame so the output grid is the same for every container.
+                first_time = t if first_time is None else first_time
+                t -= first_time
+                repeats = 0
+                # A frame covers [t, t + 1/source_rate): emit it for every target tick inside.
+                while next_time < t + 1.0 / source_rate - 1e-6:
+                    repeats += 1
+                    next_time += 1.0 / fps
+                if repeats == 0:
                     continue
-                next_time += step
-            elif index % stride:
-                continue
-            yield _resize_crop(frame, size)
-            produced += 1
-            if max_frames is not None and produced >= max_frames:
-                return
+            else:
+                if index % stride:
+                    continue
+                repeats = 1
+            image = _resize_crop(frame, size, crop)
+            for _ in range(repeats):
+                yield image
+                produced += 1
+                if max_frames is not None and produced >= max_frames:
+                    return
     except av.error.FFmpegError as exc:
-        raise VideoError(f"corrupt video {path}: {exc}") from None
+        raise VideoError(f"corrupt video {path}: {_one_line(exc)}") from None
     finally:
         container.close()
     if produced == 0:
         raise VideoError(f"video has no decodable frames: {path}")
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def read_clip(path: str | Path, size: int, *, stride: int = 1, fps: float | None = None,
-              max_frames: int | None = None) -> np.ndarray:
+              max_frames: int | None = None, crop: str = "center") -> np.ndarray:
     """All (or the first `max_frames`) frames of a video as float32 [T, size, size, 3]."""
-    return np.stack(list(iter_frames(path, size, stride=stride, fps=fps, max_frames=max_frames)))
+    return np.stack(list(iter_frames(path, size, stride=stride, fps=fps, max_frames=max_frames,
+                                     crop=crop)))
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264") -> Path:
-    """Encode float [T, H, W, 3] in [0, 1] (or uint8) to a real video file with PyAV."""
+# One codec per container that PyAV's bundled FFmpeg can write and every container accepts.
+CODEC_FOR_SUFFIX = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".m4v": "libx264",
+                    ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str | None = None) -> Path:
+    """Encode float [T, H, W, 3] in [0, 1] (or uint8) to a real video file with PyAV.
+
+    The codec defaults to one the container holds (H.264 for mp4/mkv, VP9 for webm, MPEG-4
+    Part 2 for avi), encoded near-lossless so decoded frames stay close to the input.
+    """
     path = Path(path)
+    codec = codec or CODEC_FOR_SUFFIX.get(path.suffix.lower())
+    if codec is None:
+        raise VideoError(f"no default codec for {path.suffix!r}; known: {', '.join(CODEC_FOR_SUFFIX)}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise VideoError(f"frames must be [T>=1, H, W, 3], got {list(frames.shape)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     data = frames if frames.dtype == np.uint8 else np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = data.shape[2], data.shape[1]
         stream.pix_fmt = "yuv420p"
+        # Single-threaded encoders keep the bytes identical for a seed.
+        stream.thread_count = 1
         if codec == "libx264":
-            # Near-lossless so decoded frames stay close to what was generated.
             stream.options = {"crf": "10", "preset": "veryfast"}
+        elif codec == "libvpx-vp9":
+            stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        elif codec == "mpeg4":
+            stream.options = {"qscale": "2"}
         for image in data:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)

@@ -27,3 +27,11 @@ class UnsupportedExportError(MovibenchError):
 
 class VideoError(MovibenchError):
     """A missing, corrupt, empty or undecodable video file."""
+
+
+class UnknownFormatError(MovibenchError, ValueError):
+    """An export format name that is not in the registry (converters/formats.py)."""
+
+
+class MissingDependencyError(MovibenchError, ImportError):
+    """An optional engine (TensorRT, CUDA bindings) that is not installed here."""

@@ -188,3 +188,25 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
             raise CheckpointMismatchError(
                 f"checkpoint {checkpoint} holds {field_name}={have!r}, not {asked!r}")
     return replace(saved, resolution=resolution or saved.resolution).resolved()
+
+
+# Small checkpoints trained on the synthetic flash-count task (bench/synth.py), shipped as
+# package data so demos, docs and tests have trained weights without any download.
+DEMO_WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
+DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth")
+
+
+def demo_checkpoint(name: str) -> Path:
+    """The directory of demo checkpoint `name` (e.g. 't0-stream-synth'), with its config sidecar.
+
+    Pass it wherever a checkpoint is taken (`--checkpoint`, `config_for`, `load_checkpoint`).
+    Raises UnknownModelError listing the names for an unknown one or a missing install.
+    """
+    key = name.strip().lower()
+    if key not in DEMO_CHECKPOINTS:
+        raise UnknownModelError(
+            f"unknown demo checkpoint {name!r}; known: {', '.join(DEMO_CHECKPOINTS)}")
+    path = DEMO_WEIGHTS_DIR / key
+    if not (path / CONFIG_SIDECAR).exists():
+        raise UnknownModelError(f"demo checkpoint {key!r} is not installed (no {path / CONFIG_SIDECAR})")
+    return path
