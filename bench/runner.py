@@ -1,0 +1,226 @@
+"""Run a benchmark matrix: prepare data and artifacts, run each cell isolated, store rows.
+
+Nothing is lost: an export or cell that fails becomes a failed row with its one-line error, a
+Ctrl-C leaves every finished cell in the store, and `resume` runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from bench.envinfo import environment
+from bench.executor import Executor, JobOutcome, LocalProcessExecutor
+from bench.matrix import TENSORFLOW, Cell, MatrixConfig, MatrixConfigError
+from bench.store import ResultsStore
+from converters.errors import MovibenchError
+
+
+def cache_root() -> Path:
+    """Where datasets and artifacts are cached (MOVIBENCH_CACHE, else ~/.cache/movibench)."""
+    import os
+
+    return Path(os.environ.get("MOVIBENCH_CACHE") or Path.home() / ".cache" / "movibench")
+
+
+def checkpoint_path(ref: str) -> str:
+    """'demo:<name>' -> the shipped demo checkpoint; a path stays a path; '' = random init."""
+    if ref.startswith("demo:"):
+        from converters.zoo import demo_checkpoint
+
+        return str(demo_checkpoint(ref[len("demo:"):]))
+    return ref
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The resolved evaluation data of a run."""
+
+    path: str
+    split: str | None
+    max_videos: int | None
+    frames: int | None  # fixed video length, known for synthetic data
+    first_video: str
+
+
+def prepare_data(config: MatrixConfig) -> DataSource | None:
+    """The dataset path; a synthetic one is generated once into the cache, keyed by its config."""
+    data = config.data
+    if not data.path and not data.synth:
+        return None
+    frames = None
+    if data.synth:
+        from bench.synth import SynthConfig, generate
+
+        synth = SynthConfig(**data.synth)
+        key = hashlib.sha256(json.dumps(data.synth, sort_keys=True).encode()).hexdigest()[:12]
+        root = cache_root() / "datasets" / f"synth-{key}"
+        if not (root / ".complete").exists():
+            generate(root, synth)
+            (root / ".complete").write_text("ok\n")
+        path, frames = root, synth.frames
+    else:
+        path = Path(data.path)
+        if not path.exists():
+            raise MatrixConfigError(f"[data] path not found: {path}")
+    from bench.datasets import load_dataset
+
+    dataset = load_dataset(path, data.split)
+    if not dataset.samples:
+        raise MatrixConfigError(f"[data] no videos in split {data.split!r} of {path}")
+    return DataSource(str(path), data.split, data.max_videos, frames, str(dataset.samples[0].path))
+
+
+def export_frames(cell: Cell, data: DataSource | None) -> int | None:
+    """Frames per call the cell's artifact must take: 1 for causal models, the clip length L
+    for base models (the protocol's L, the video length for full-clip, the sweep length)."""
+    from bench.protocols import MULTI_CLIP, parse_protocol
+    from converters.zoo import get_variant
+
+    if get_variant(cell.variant).causal:
+        return 1
+    if cell.kind == "memory":
+        return cell.clip_frames
+    protocol = parse_protocol(cell.protocol)
+    if protocol.kind == MULTI_CLIP:
+        return protocol.clip_frames
+    if data is None or data.frames is None:
+        raise MatrixConfigError(
+            f"{cell.label}: a base model's {cell.protocol} on an exported format needs videos of "
+            "one fixed length (synthetic data); use multi-clip or the tensorflow format")
+    return data.frames
+
+
+@dataclass
+class CellPlan:
+    """A cell with everything resolved that it needs to run."""
+
+    cell: Cell
+    config: dict
+    checkpoint: str
+    frames_per_step: int | None
+    status: str  # 'done', 'todo'
+    error: str = ""  # a cell that cannot run as configured: recorded as a failed row
+
+
+def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> list[CellPlan]:
+    """Resolve model configs (from checkpoint sidecars, no TF import) and artifact shapes."""
+    from converters.zoo import config_for
+
+    plans = []
+    for cell in cells:
+        ckpt = checkpoint_path(cell.checkpoint)
+        config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
+        fps, error = None, ""
+        if cell.format != TENSORFLOW:
+            try:
+                fps = export_frames(cell, data)
+            except MovibenchError as exc:
+                error = str(exc)
+        plans.append(CellPlan(cell, config.to_dict(), ckpt, fps,
+                              "done" if cell.cell_id in done else "todo", error))
+    return plans
+
+
+def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None) -> dict:
+    from converters.formats import get_format
+
+    cell = plan.cell
+    runtime = TENSORFLOW if cell.format == TENSORFLOW else get_format(cell.format).runtime
+    precision = "fp32" if cell.format == TENSORFLOW else get_format(cell.format).precision
+    row = {
+        "cell_id": cell.cell_id, "run_id": run_id, "kind": cell.kind, "model": cell.model,
+        "variant": cell.variant, "checkpoint": cell.checkpoint,
+        "resolution": plan.config["resolution"], "format": cell.format, "precision": precision,
+        "runtime": runtime, "threads": cell.threads, "protocol": cell.protocol or None,
+        "clip_frames": cell.clip_frames, "sweep_mode": cell.sweep_mode or None,
+        "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
+        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
+    }
+    if artifact:
+        row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"))
+    row.update({k: v for k, v in outcome.result.items() if not k.startswith("_")})
+    return row
+
+
+def summary_line(row: dict) -> str:
+    """One line per finished cell for the console."""
+    if row["status"] != "ok":
+        return f"FAILED {row['error']}"
+    parts = []
+    if row.get("step_p50_ms") is not None:
+        parts.append(f"p50 {row['step_p50_ms']:.2f} ms/step")
+    if row.get("top1") is not None:
+        parts.append(f"top-1 {row['top1']:.1%}")
+    if row.get("sweep_s") is not None:
+        parts.append(f"{row['sweep_s']:.2f} s")
+    parts.append(f"peak Δ{row.get('peak_rss_delta_mb', float('nan')):.0f} MB")
+    return ", ".join(parts)
+
+
+def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
+               cell_timeout_s: float | None = None, executor: Executor | None = None,
+               command: str = "", on_cell: Callable[[CellPlan, dict], None] | None = None,
+               on_start: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Run `cells` of `config` into the store at `out`; returns the consolidated table."""
+    store = ResultsStore(out)
+    if store.exists() and not resume:
+        raise MovibenchError(f"{out} already holds results: pass --resume to continue it, "
+                             "or choose another --out")
+    executor = executor or LocalProcessExecutor()
+    timeout = cell_timeout_s or config.cell_timeout_s
+    data = prepare_data(config)
+    plans = plan_cells(cells, data, store.done_cells())
+    todo = [p for p in plans if p.status == "todo"]
+    meta = store.meta() if resume and store.exists() else {}
+    run_id = meta.get("run_id") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    meta.update(run_id=run_id, name=config.name, config_hash=config.config_hash(),
+                command=command or " ".join(sys.argv), environment=environment(),
+                started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                dataset=data.path if data else None, cells_planned=len(plans))
+    store.init(meta, config.source)
+    if on_start:
+        on_start(len(todo))
+    artifacts: dict[tuple, JobOutcome] = {}
+    try:
+        for plan in todo:
+            cell = plan.cell
+            artifact = None
+            outcome = JobOutcome(False, {}, plan.error, 0, 0.0) if plan.error else None
+            if outcome is None and cell.format != TENSORFLOW:
+                key = (json.dumps(plan.config, sort_keys=True), plan.checkpoint, cell.format, plan.frames_per_step)
+                if key not in artifacts:
+                    artifacts[key] = executor.run({
+                        "job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
+                        "format": cell.format, "frames_per_step": plan.frames_per_step}, timeout)
+                exported = artifacts[key]
+                if exported.ok:
+                    artifact = exported.result
+                else:
+                    outcome = replace(exported, error=f"export failed: {exported.error}", wall_s=0.0)
+            if outcome is None:
+                job = {"cell": cell.to_dict(), "config": plan.config, "checkpoint": plan.checkpoint,
+                       "artifact": artifact["artifact"] if artifact else None,
+                       "label": cell.label, "clip_frames": plan.frames_per_step}
+                if data:
+                    job.update(dataset=data.path, split=data.split, max_videos=data.max_videos,
+                               first_video=data.first_video)
+                outcome = executor.run(job, timeout)
+            row = _row(plan, run_id, outcome, artifact)
+            store.append(row, outcome.result.get("_samples_ms"), outcome.result.get("_predictions"))
+            store.consolidate()
+            if on_cell:
+                on_cell(plan, row)
+    finally:
+        meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        store.write_meta(meta)
+        table = store.consolidate()
+    return table
+

@@ -1,0 +1,237 @@
+"""export_model: one entry point that turns a ModelConfig into a cached artifact + manifest.
+
+Steps compose (checkpoint → Keras model → traced step function → artifact) with one cache in
+front. A cache hit reads two small files and imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.cache import (
+    EXPORTER_VERSION, ArtifactCache, cache_key, library_versions, weights_identity,
+)
+from converters.errors import UnsupportedExportError
+from converters.formats import FormatSpec, get_format
+from converters.manifest import StateManifest, manifest_path_for
+from converters.tensorrt_config import TensorRTBuildConfig
+from converters.zoo import ModelConfig
+
+# Measured to fail on both converters (FIELD_NOTES, tensorflow/models #10730): tf2onnx leaves a
+# nested StatefulPartitionedCall around Conv3D; TFLite has no Conv3D/AvgPool3D builtin.
+UNCONVERTIBLE_CONV_TYPES = ("3d", "3d_2plus1d")
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """Clips [T, H, W, 3] float32 for int8 calibration, with a name that identifies them.
+
+    The name goes into the cache key, so two different clip sources must not share one.
+    `source(resolution)` yields the clips; None means `bench.validate.synthetic_clips`.
+    """
+
+    name: str = "synthetic"
+    clips: int = 8
+    frames: int = 16
+    seed: int = 0
+    source: Callable[[int], Iterable[np.ndarray]] | None = field(default=None, compare=False)
+
+    def iter_clips(self, resolution: int) -> Iterable[np.ndarray]:
+        if self.source is not None:
+            return self.source(resolution)
+        from bench.validate import synthetic_clips
+
+        return synthetic_clips(self.clips, self.frames, resolution, self.seed)
+
+    def key(self) -> dict:
+        return {"name": self.name, "clips": self.clips, "frames": self.frames, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Knobs that change an artifact; only those relevant to a format enter its cache key."""
+
+    opset: int = 17
+    simplify: bool = False
+    # ONNX only: leave T symbolic so one artifact takes 1 frame or a whole clip.
+    dynamic_frames: bool = False
+    # int8: keep image, logits and states float at the boundary (quantize inside the graph).
+    # Quantized state I/O would add a rounding step to every carried state on every frame.
+    int8_float_io: bool = True
+    calibration: CalibrationData = CalibrationData()
+    seed: int = 0
+    tensorrt: TensorRTBuildConfig = TensorRTBuildConfig()
+
+    def key(self, spec: FormatSpec) -> dict:
+        """The options that decide this format's bytes."""
+        onnx_part = {"opset": self.opset, "simplify": self.simplify}
+        if spec.family == "onnx":
+            return {**onnx_part, "dynamic_frames": self.dynamic_frames}
+        if spec.family == "tflite":
+            if spec.precision == "int8":
+                return {"int8_float_io": self.int8_float_io, "calibration": self.calibration.key()}
+            return {}
+        key = {**onnx_part, "tensorrt": self.tensorrt.key()}
+        if spec.precision == "int8":
+            key["calibration"] = self.calibration.key()
+        return key
+
+
+@dataclass
+class Artifact:
+    """An exported model file, its state manifest, and where it came from."""
+
+    path: Path
+    manifest: StateManifest
+    format: str
+    cached: bool
+    build_seconds: float
+    size_bytes: int
+    key: str = ""
+    # Seconds this call took (a cache hit's lookup, or the build itself).
+    elapsed_seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def manifest_path(self) -> Path:
+        return manifest_path_for(self.path)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(path=str(self.path), manifest=str(self.manifest_path))
+        return data
+
+
+def resolve_frames(config: ModelConfig, spec: FormatSpec, frames_per_step: int | None,
+                   options: ExportOptions) -> int | None:
+    """The static T the artifact takes (None: any T), or UnsupportedExportError saying why not."""
+    if config.conv_type in UNCONVERTIBLE_CONV_TYPES:
+        raise UnsupportedExportError(
+            f"{config.model_id}/{config.variant} with conv_type={config.conv_type!r} cannot be "
+            f"exported to {spec.name}: the converters have no 3D convolution/pooling path "
+            "(tf2onnx leaves a nested StatefulPartitionedCall, TFLite has no Conv3D builtin). "
+            "Rebuild it with conv_type='2plus1d' — same weights for '3d_2plus1d' checkpoints")
+    if frames_per_step is not None and frames_per_step < 1:
+        raise UnsupportedExportError(f"frames_per_step must be >= 1, got {frames_per_step}")
+    if options.dynamic_frames:
+        if spec.family != "onnx":
+            raise UnsupportedExportError(f"dynamic_frames is ONNX-only; {spec.name} needs static shapes")
+        if not config.causal:
+            raise UnsupportedExportError("dynamic_frames applies to causal (stream/mobile) variants")
+        return None
+    if not config.causal and frames_per_step is None:
+        raise UnsupportedExportError(
+            f"variant {config.variant!r} is a clip model: pass its clip length L as "
+            "frames_per_step (--clip-frames)")
+    return frames_per_step or 1
+
+
+def artifact_filename(config: ModelConfig, spec: FormatSpec, frames: int | None) -> str:
+    t = "tdyn" if frames is None else f"t{frames}"
+    return (f"{config.model_id}-{config.variant}-{config.resolution}px-{config.num_classes}c-"
+            f"{t}-{spec.name}{spec.extension}")
+
+
+def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = None,
+                 frames_per_step: int | None = None, options: ExportOptions | None = None,
+                 cache: ArtifactCache | None = None) -> Artifact:
+    """Export `config` to format `fmt`, serving it from the artifact cache when it is there.
+
+    Args:
+        config: the model to export (zoo defaults fill unset fields).
+        fmt: a format name from converters.formats (e.g. 'onnx', 'tflite-int8').
+        checkpoint: tf.train.Checkpoint directory/prefix; None exports seeded random weights.
+        frames_per_step: frames per call; defaults to 1 for causal variants; required (= clip
+            length L) for the base variant.
+        options: ExportOptions (opset, simplify, int8 calibration, TensorRT build config).
+        cache: where artifacts live; default $MOVIBENCH_CACHE or ~/.cache/movibench.
+
+    Returns:
+        Artifact with its path inside the cache and the manifest written beside it.
+
+    Raises:
+        UnknownFormatError, UnsupportedExportError, CheckpointMismatchError,
+        MissingDependencyError (TensorRT formats without TensorRT).
+    """
+    start = time.perf_counter()
+    spec = get_format(fmt)
+    options = options or ExportOptions()
+    cache = cache or ArtifactCache()
+    config = config.resolved()
+    frames = resolve_frames(config, spec, frames_per_step, options)
+    versions = library_versions()
+    key = cache_key({
+        "exporter_version": EXPORTER_VERSION,
+        "model": config.to_dict(),
+        "weights": weights_identity(checkpoint, options.seed),
+        "format": spec.name,
+        "frames_per_step": frames,
+        "options": options.key(spec),
+        "versions": versions,
+    })
+    filename = artifact_filename(config, spec, frames)
+    hit = cache.lookup(key, filename)
+    if hit is not None:
+        info = hit.build_info
+        return Artifact(hit.artifact, StateManifest.load(manifest_path_for(hit.artifact)), spec.name,
+                        True, float(info.get("build_seconds", 0.0)), hit.artifact.stat().st_size,
+                        key, time.perf_counter() - start, info.get("details", {}))
+
+    if spec.family == "tensorrt":
+        from converters.export_tensorrt import require_tensorrt
+
+        require_tensorrt()  # fail before spending a minute on the ONNX source
+    staging = cache.staging_dir()
+    try:
+        target = staging / filename
+        details, manifest = _build(config, spec, checkpoint, frames, options, cache, target)
+        manifest = manifest.with_format(spec.name, spec.precision, frames,
+                                        {k: v for k, v in versions.items() if v != "absent"})
+        manifest.save(manifest_path_for(target))
+        build_seconds = time.perf_counter() - start
+        entry = cache.commit(key, staging, filename, {
+            "key": key, "format": spec.name, "build_seconds": build_seconds, "details": details,
+            "model": config.to_dict(), "checkpoint": str(checkpoint) if checkpoint else None})
+    except BaseException:
+        cache.discard(staging)
+        raise
+    return Artifact(entry.artifact, manifest, spec.name, False, build_seconds,
+                    entry.artifact.stat().st_size, key, time.perf_counter() - start, details)
+
+
+def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: int,
+                    frames: int | None):
+    """Build the Keras model (restoring `checkpoint`) and its reference manifest."""
+    from converters.build import build_model, load_checkpoint, make_manifest
+
+    model = build_model(config, seed=seed)
+    ckpt_hash = load_checkpoint(model, checkpoint) if checkpoint else ""
+    return model, make_manifest(model, config, ckpt_hash, frames_per_step=frames)
+
+
+def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None,
+           options: ExportOptions, cache: ArtifactCache, target: Path) -> tuple[dict, StateManifest]:
+    if spec.family == "tensorrt":
+        from converters.export_tensorrt import build_engine
+
+        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=frames,
+                              options=options, cache=cache)
+        details = build_engine(source.path, source.manifest, spec.precision, options.tensorrt,
+                               target, calibration=options.calibration)
+        details["onnx_source"] = str(source.path)
+        return details, source.manifest
+    model, manifest = build_reference(config, checkpoint, options.seed, frames)
+    if spec.family == "onnx":
+        from converters.export_onnx import export_onnx
+
+        return export_onnx(model, manifest, frames, target, opset=options.opset,
+                           simplify=options.simplify), manifest
+    from converters.export_tflite import export_tflite
+
+    return export_tflite(model, manifest, frames, target, spec.precision,
+                         calibration=options.calibration, int8_float_io=options.int8_float_io), manifest
