@@ -30,6 +30,11 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "bench.commands.models",
     "bench.commands.validate",
+    "bench.commands.export",
+    "bench.commands.matrix",
+    "bench.commands.data",
+    "bench.commands.train",
+    "bench.commands.eval",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

@@ -106,6 +106,15 @@ class Session(ABC):
         self.close()
 
     # -- what a runtime implements ---------------------------------------------------------
+    @classmethod
+    def open(cls, path, manifest: StateManifest, *, threads: int | None = None, **options) -> Session:
+        """Load the artifact at `path` described by `manifest` (runtimes.loader calls this).
+
+        Implementations check the artifact's own inputs/outputs against the manifest and raise
+        ArtifactError naming the first mismatch.
+        """
+        raise NotImplementedError(f"{cls.runtime} does not load artifacts")
+
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         raise NotImplementedError(f"{self.runtime} does not run causal models")
 

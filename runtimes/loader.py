@@ -1,0 +1,62 @@
+"""Open any exported artifact as a Session: read its manifest, import only its own engine.
+
+The format named in the manifest picks the runtime (converters.formats.RUNTIME_SESSIONS), so a
+deployment box with only onnxruntime installed can open an ONNX artifact without TensorFlow.
+A `.tflite` file without a manifest (e.g. an official MoViNet stream binary) gets one read off
+its own signature by the LiteRT runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from converters.errors import ArtifactError, MissingDependencyError
+from converters.formats import RUNTIME_SESSIONS, get_format
+from converters.manifest import StateManifest, manifest_path_for
+from runtimes.base import Session
+
+
+def load_manifest(artifact: str | Path) -> StateManifest:
+    """The manifest beside `artifact`, or one read off a bare `.tflite` file's signature."""
+    path = Path(artifact)
+    if not path.exists():
+        raise ArtifactError(f"artifact not found: {path}")
+    manifest_path = manifest_path_for(path)
+    if manifest_path.exists():
+        return StateManifest.load(manifest_path)
+    if path.suffix == ".tflite":
+        from runtimes.litert import manifest_from_tflite
+
+        return manifest_from_tflite(path)
+    raise ArtifactError(f"no state manifest for {path} (expected {manifest_path.name} beside it)")
+
+
+def session_class(runtime: str) -> type[Session]:
+    """The Session class of `runtime`, importing its module (and engine) only now."""
+    target = RUNTIME_SESSIONS.get(runtime)
+    if target is None:
+        raise ArtifactError(f"no runtime named {runtime!r}; known: {', '.join(RUNTIME_SESSIONS)}")
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MissingDependencyError(f"runtime {runtime!r} cannot be imported here: {exc}") from None
+    return getattr(module, class_name)
+
+
+def open_session(artifact: str | Path, *, threads: int | None = None, **options) -> Session:
+    """Load `artifact` with the runtime its manifest's format names.
+
+    Args:
+        artifact: path of an exported file (.onnx, .tflite, .engine) with its manifest beside it.
+        threads: intra-op threads for the engine (None: the engine's default).
+        **options: runtime-specific knobs (e.g. ONNX Runtime `providers`, `io_binding`).
+
+    Raises:
+        ArtifactError for a missing/corrupt artifact or a manifest that does not match it;
+        MissingDependencyError when the runtime's engine is not installed.
+    """
+    manifest = load_manifest(artifact)
+    spec = get_format(manifest.format)
+    return session_class(spec.runtime).open(Path(artifact), manifest, threads=threads, **options)

@@ -1,0 +1,120 @@
+"""The benchmark matrix: config parsing, expansion, and isolated cells that crash or hang."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench.executor import LocalProcessExecutor
+from bench.matrix import MatrixConfigError, apply_filter, expand, load_config, parse_config
+from bench.runner import run_matrix
+from bench.store import ResultsStore, load_cells
+from converters.errors import MovibenchError
+
+CONFIG = """
+name = "tiny"
+
+[[models]]
+model = "t0"
+variant = "stream"
+resolution = 32
+classes = 2
+
+[axes]
+formats = ["tensorflow"]
+threads = [1]
+protocols = ["stream", "multi-clip:2x4", "full-clip"]
+
+[timing]
+warmup = 1
+iterations = 5
+cell_timeout_s = 120
+
+[data]
+split = "val"
+synth = { classes = 2, videos_per_class = 2, frames = 8, size = 32, seed = 11, val_fraction = 0.5 }
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_shipped_default_config_expands():
+    from bench.commands.matrix import config_path
+
+    config = load_config(config_path("default"))
+    cells = expand(config)
+    # The base model has no states: stream cells of it are excluded by the config's rules.
+    assert not [c for c in cells if c.variant == "base" and c.protocol == "stream"]
+    assert {c.kind for c in cells} == {"eval", "memory"}
+    assert len({c.cell_id for c in cells}) == len(cells)
+
+
+def test_cell_ids_are_stable_and_ignore_timing(config_file):
+    first = expand(load_config(config_file))
+    again = expand(parse_config(__import__("tomllib").loads(CONFIG.replace("iterations = 5", "iterations = 9"))))
+    assert [c.cell_id for c in first] == [c.cell_id for c in again]
+    assert len(apply_filter(first, "protocol=stream|full-clip")) == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ('name = "x"\n', "at least one"),
+    ('[[models]]\nmodel = "z9"\n', "unknown model id"),
+    ('[[models]]\nmodel = "t0"\n[axes]\nformats = ["onnx", "tflite-int4"]\n', "unknown format"),
+    ('[[models]]\nmodel = "t0"\n[axes]\nprotocols = ["multi-clip:4"]\n', "multi-clip needs"),
+    ('[[models]]\nmodel = "t0"\n[axes]\ncolours = [1]\n', "unknown axes"),
+])
+def test_bad_configs_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(MovibenchError, match=message):
+        expand(load_config(path))
+
+
+def test_bad_filter_is_a_usage_error(config_file):
+    with pytest.raises(MatrixConfigError, match="key=value"):
+        apply_filter(expand(load_config(config_file)), "colour")
+
+
+def test_crash_and_hang_become_failed_rows_and_resume_runs_nothing(config_file, tmp_path):
+    """One real cell, one that aborts and one that hangs: the run completes with all three."""
+    config = load_config(config_file)
+    cells = expand(config)
+    out = tmp_path / "run"
+    executor = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "crash:multi-clip"})
+    finished = []
+    table = run_matrix(config, out, cells=apply_filter(cells, "protocol=stream|multi-clip:2x4"),
+                       executor=executor, command="test", on_cell=lambda p, r: finished.append(r))
+    assert len(finished) == 2 and len(table) == 2
+    by_protocol = table.set_index("protocol")
+    assert by_protocol.at["stream", "status"] == "ok"
+    assert by_protocol.at["stream", "top1"] >= 0 and by_protocol.at["stream", "step_p50_ms"] > 0
+    assert by_protocol.at["multi-clip:2x4", "status"] == "failed"
+    assert "SIGABRT" in by_protocol.at["multi-clip:2x4", "error"]
+
+    hang = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "hang:full-clip"})
+    table = run_matrix(config, out, cells=cells, resume=True, executor=hang, cell_timeout_s=3)
+    assert len(table) == 3
+    row = table.set_index("protocol").loc["full-clip"]
+    assert row["status"] == "failed" and "timed out" in row["error"]
+
+    # Nothing is missing any more: a resumed run starts no cell and keeps every row.
+    started = []
+    table = run_matrix(config, out, cells=cells, resume=True, executor=hang,
+                       on_start=started.append)
+    assert started == [0] and len(table) == 3
+    assert len(load_cells(out)) == 3 and len(pd.read_csv(out / "cells.csv")) == 3
+    assert ResultsStore(out).meta()["name"] == "tiny"
+
+
+def test_existing_run_needs_resume(config_file, tmp_path):
+    out = tmp_path / "run"
+    store = ResultsStore(out)
+    store.init({}, CONFIG)
+    (store.parts / "x.parquet").write_bytes(b"")
+    with pytest.raises(MovibenchError, match="--resume"):
+        run_matrix(load_config(config_file), out, cells=[])
