@@ -35,6 +35,8 @@ COMMAND_MODULES = [
     "bench.commands.data",
     "bench.commands.train",
     "bench.commands.eval",
+    "bench.commands.report",
+    "bench.commands.compare",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
@@ -46,7 +48,7 @@ def main() -> None:
         # Without standalone mode, click returns the code of typer.Exit instead of raising it.
         code = app(standalone_mode=False)
     except MovibenchError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -22,6 +22,15 @@ class Tolerance:
             parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
         return " and ".join(parts) or "always"
 
+    def accepts(self, max_abs: float, top1_agreement: float) -> bool:
+        """True when a difference of `max_abs` with this top-1 agreement is within bounds."""
+        ok = True
+        if self.atol is not None:
+            ok &= bool(max_abs <= self.atol)
+        if self.min_top1_agreement is not None:
+            ok &= bool(top1_agreement >= self.min_top1_agreement)
+        return ok
+
 
 @dataclass
 class Difference:
@@ -55,13 +64,9 @@ def compare_logits(label: str, reference: np.ndarray, candidate: np.ndarray,
     max_abs = float(delta.max()) if delta.size else 0.0
     scale = float(np.abs(ref).max()) if ref.size else 0.0
     agree = float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1))) if len(ref) else 1.0
-    ok = True
-    if tolerance.atol is not None:
-        ok &= max_abs <= tolerance.atol
-    if tolerance.min_top1_agreement is not None:
-        ok &= agree >= tolerance.min_top1_agreement
     return Difference(label, len(ref), max_abs, float(delta.mean()) if delta.size else 0.0,
-                      max_abs / scale if scale else 0.0, agree, bool(ok), tolerance.describe())
+                      max_abs / scale if scale else 0.0, agree, tolerance.accepts(max_abs, agree),
+                      tolerance.describe())
 
 
 # Per-precision bounds for an exported model against the TF reference, the one place they live
@@ -69,7 +74,8 @@ def compare_logits(label: str, reference: np.ndarray, candidate: np.ndarray,
 # reordering (measured ≤ 4e-6 on a0, FIELD_NOTES). fp16 weights move logits by ~2e-3 on a0
 # (FIELD_NOTES), so 2e-2 leaves a 10x margin while still catching a broken conversion. Integer
 # quantization changes logits by O(1) (0.96-1.77 measured), so it is judged by whether it keeps
-# the reference's decision: top-1 agreement over every streamed frame.
+# the reference's decision: top-1 agreement over every streamed frame. Reports apply the same
+# bounds to softmax probabilities, which move at most half as far as the largest logit.
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4),
     "fp16": Tolerance(atol=2e-2),

@@ -74,6 +74,8 @@ def environment() -> dict:
         "physical_cores": psutil.cpu_count(logical=False),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gb": round(vm.total / 2**30, 1),
+        # Other work on the machine inflates latencies: compare runs only at similar load.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "git_revision": git_revision(),
         "libraries": library_versions(),
     }

@@ -78,6 +78,19 @@ def prepare_data(config: MatrixConfig) -> DataSource | None:
     return DataSource(str(path), data.split, data.max_videos, frames, str(dataset.samples[0].path))
 
 
+def planned_data(config: MatrixConfig) -> DataSource | None:
+    """What `prepare_data` will resolve, without generating or decoding anything (for plans)."""
+    data = config.data
+    if not data.path and not data.synth:
+        return None
+    frames = data.synth.get("frames") if data.synth else None
+    if frames is None and data.synth:
+        from bench.synth import SynthConfig
+
+        frames = SynthConfig().frames
+    return DataSource(data.path, data.split, data.max_videos, frames, "")
+
+
 def export_frames(cell: Cell, data: DataSource | None) -> int | None:
     """Frames per call the cell's artifact must take: 1 for causal models, the clip length L
     for base models (the protocol's L, the video length for full-clip, the sweep length)."""

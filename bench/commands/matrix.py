@@ -52,12 +52,12 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
              out: Annotated[Optional[Path], typer.Option(help="Run directory to compare with (shows done cells).")] = None,
              as_json: JsonOpt = False) -> None:
     """Print the expanded cells, the artifact each needs, and which are already done."""
-    from bench.runner import plan_cells
+    from bench.runner import plan_cells, planned_data
     from bench.store import ResultsStore
 
     cfg, cells = _cells(config, only)
     done = ResultsStore(out).done_cells() if out else set()
-    plans = plan_cells(cells, None, done)
+    plans = plan_cells(cells, planned_data(cfg), done)
     if as_json:
         print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id, "status": p.status,
                            "frames_per_step": p.frames_per_step, "error": p.error} for p in plans], indent=2))

@@ -1,0 +1,304 @@
+"""`movibench report`: a real run directory (written with bench.store from generated numbers,
+no TF) rendered to Markdown + self-contained HTML, checked the way a reader would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.matrix import Cell
+from bench.protocols import softmax
+from bench.report import build_report, pareto_front
+from bench.store import ResultsStore
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CLASSES = ["one", "two", "three", "four"]
+FRAMES = 32
+VIDEOS = 8
+FORMATS = {  # format: (runtime, precision, frame ms at 1 thread, logit noise vs TF)
+    "tensorflow": ("tensorflow", "fp32", 20.0, 0.0),
+    "onnx": ("onnxruntime", "fp32", 4.5, 1e-6),
+    "tflite-fp32": ("litert", "fp32", 3.3, 1e-6),
+    "tflite-fp16": ("litert", "fp16", 6.6, 1e-3),
+    "tflite-int8": ("litert", "int8", 11.0, 3.0),
+}
+PROTOCOLS = {"stream": 1.0, "full-clip": 1.0, "multi-clip:2x16": 0.8, "multi-clip:4x4": 0.5}
+FAILED = ("tflite-int8", 2, "multi-clip:4x4")
+
+
+def _cell(fmt: str, threads: int, protocol: str = "", **kw) -> Cell:
+    return Cell("eval" if protocol else "memory", "t0", "stream", "demo:t0-stream-synth", 64, 4,
+                fmt, threads, protocol, **kw)
+
+
+def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0) -> Path:
+    """A run of t0/stream over 5 formats x 2 threads x 4 protocols (+ a memory sweep): rows,
+    raw samples and per-video predictions written through ResultsStore like the runner does."""
+    rng = np.random.default_rng(seed)
+    store = ResultsStore(root)
+    environment = {"cpu_model": "Test CPU", "logical_cores": 2,
+                   "libraries": {"numpy": np.__version__, "tensorrt": ""}}
+    store.init({"run_id": "20260101T000000Z", "name": "unit", "config_hash": "abc123",
+                "command": "movibench matrix run unit.toml", "environment": environment},
+               'name = "unit"\n[axes]\nformats = ["tensorflow", "onnx"]\n')
+    labels = np.arange(VIDEOS) % len(CLASSES)
+    # TF reference logits per protocol: the longer the temporal context, the more often right.
+    reference = {}
+    for protocol, skill in PROTOCOLS.items():
+        logits = rng.normal(0, 1, (VIDEOS, len(CLASSES)))
+        right = rng.random(VIDEOS) < skill
+        logits[np.arange(VIDEOS), labels] += np.where(right, 4.0, -4.0)
+        reference[protocol] = logits
+    run_id = "20260101T000000Z"
+    for fmt, (runtime, precision, frame_ms, noise) in FORMATS.items():
+        for threads in (1, 2):
+            for protocol in PROTOCOLS:
+                cell = _cell(fmt, threads, protocol)
+                row = {"cell_id": cell.cell_id, "run_id": run_id, "kind": "eval", "model": "t0",
+                       "variant": "stream", "checkpoint": cell.checkpoint, "resolution": 64,
+                       "format": fmt, "precision": precision, "runtime": runtime,
+                       "threads": threads, "protocol": protocol}
+                if (fmt, threads, protocol) == FAILED:
+                    store.append({**row, "status": "failed", "exit_code": -6,
+                                  "error": "worker killed by SIGABRT (core dumped)"})
+                    continue
+                step = frame_ms / threads ** 0.7
+                samples = list(step * rng.lognormal(0, 0.05, 50))
+                logits = reference[protocol] + rng.normal(0, noise, reference[protocol].shape)
+                probs = softmax(logits)
+                preds = probs.argmax(1)
+                frames = FRAMES if not protocol.startswith("multi") else \
+                    {"multi-clip:2x16": 32, "multi-clip:4x4": 16}[protocol]
+                p50 = float(np.median(samples))
+                row.update(status="ok", exit_code=0, cell_wall_s=3.0,
+                           artifact="" if fmt == "tensorflow" else f"/cache/{fmt}.bin",
+                           artifact_mb=None if fmt == "tensorflow" else 7.5 / (1 + (precision != "fp32")),
+                           frames_per_step=None if fmt == "tensorflow" else 1, load_s=0.5,
+                           step_n=50, step_p50_ms=p50, frame_p50_ms=p50, fps=1000 / p50,
+                           peak_rss_mb=400.0 + 100 * (fmt == "tensorflow"),
+                           peak_rss_delta_mb=150.0, videos=VIDEOS, videos_failed=0,
+                           top1=float(np.mean(preds == labels)), top5=1.0,
+                           frames_per_video=float(frames), video_ms=frames * p50,
+                           classes=json.dumps(CLASSES))
+                trace = ""
+                predictions = []
+                for v in range(VIDEOS):
+                    if traces and protocol == "stream" and v == 0:
+                        ramp = np.linspace(0.05, 1, FRAMES)[:, None]
+                        steps = ramp * logits[v] + rng.normal(0, 0.3, (FRAMES, len(CLASSES)))
+                        trace = json.dumps(np.round(steps, 5).tolist())
+                    predictions.append({"video": f"/data/val/{CLASSES[labels[v]]}/clip{v}.mp4",
+                                        "label_index": int(labels[v]), "pred_index": int(preds[v]),
+                                        "ok": True, "error": "",
+                                        "probs": json.dumps([round(float(p), 6) for p in probs[v]]),
+                                        "trace": trace if v == 0 else ""})
+                store.append(row, samples, predictions)
+    if memory:
+        for frames in (8, 32, 128):
+            for mode in ("full-clip", "stream"):
+                cell = _cell("tensorflow", 2, clip_frames=frames, sweep_mode=mode)
+                grows = mode == "full-clip"
+                store.append({"cell_id": cell.cell_id, "run_id": run_id, "kind": "memory", "model": "t0",
+                              "variant": "stream", "checkpoint": cell.checkpoint, "resolution": 64,
+                              "format": "tensorflow", "precision": "fp32", "runtime": "tensorflow",
+                              "threads": 2, "clip_frames": frames, "sweep_mode": mode, "status": "ok",
+                              "peak_rss_mb": 500 + (7.6 * frames if grows else 3),
+                              "peak_rss_delta_mb": 140 + (7.6 * frames if grows else 3),
+                              "sweep_s": (0.19 if grows else 0.02) * frames})
+    store.consolidate()
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run") / "unit")
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory):
+    return build_report(run_dir, tmp_path_factory.mktemp("report"))
+
+
+class Page(HTMLParser):
+    """The parts of report.html a test reads: headings, tables as rows of cells, images, and
+    anything that would reach the network or run code."""
+
+    def __init__(self):
+        super().__init__()
+        self.headings, self.tables, self.images, self.external, self.scripts = [], [], [], [], 0
+        self._cell = None
+        self._heading = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        for key in ("src", "href"):
+            if key in attrs and not attrs[key].startswith("data:"):
+                self.external.append(attrs[key])
+        if tag == "img":
+            self.images.append(attrs["src"])
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag in ("h1", "h2"):
+            self._heading = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+        elif tag in ("h1", "h2"):
+            self.headings.append(self._heading)
+            self._heading = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._heading is not None:
+            self._heading += data
+
+    def table_with(self, header: str) -> list[dict]:
+        """The first table whose header row has `header`, as dicts."""
+        for table in self.tables:
+            if header in table[0]:
+                return [dict(zip(table[0], row)) for row in table[1:]]
+        raise AssertionError(f"no table with a {header!r} column")
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text())
+    page.close()
+    return page
+
+
+def test_html_is_self_contained_with_tables_and_images(report):
+    page = parse(report.html)
+    assert page.scripts == 0 and page.external == []
+    for title in report.sections:
+        assert title in page.headings
+    assert len(page.images) == len(report.images) == 4
+    for src in page.images:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix)
+        assert base64.b64decode(src[len(prefix):]).startswith(PNG_SIGNATURE)
+    assert report.omitted == []
+
+
+def test_markdown_references_the_pngs_it_wrote(report):
+    text = report.markdown.read_text()
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert sorted(names) == sorted(p.name for p in report.images)
+    for name in names:
+        path = report.markdown.parent / name
+        assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_headline_picks_one_best_deployment_per_runtime_and_precision(report, run_dir):
+    rows = parse(report.html).table_with("deployment")
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("litert", "fp16"), ("litert", "fp32"), ("litert", "int8"), ("onnxruntime", "fp32"),
+        ("tensorflow", "fp32")]
+    cells = pd.read_parquet(run_dir / "cells.parquet")
+    onnx = next(r for r in rows if r["runtime"] == "onnxruntime")
+    # stream and full-clip tie on accuracy; 2 threads are faster, so t2 wins.
+    assert onnx["deployment"] == "t0/stream onnx t2"
+    best = cells[(cells["format"] == "onnx") & (cells["threads"] == 2) &
+                 (cells["protocol"] == onnx["protocol"])].iloc[0]
+    assert onnx["top-1 (%)"] == f"{100 * best['top1']:.1f}"
+    assert onnx["per-frame p50 (ms)"] == f"{best['frame_p50_ms']:,.3f}"
+    assert onnx["top-1 (%)"] == f"{100 * cells[cells['status'] == 'ok']['top1'].max():.1f}"
+
+
+def test_equivalence_passes_float_formats_and_fails_int8(report):
+    rows = {r["format"]: r for r in parse(report.html).table_with("verdict")}
+    assert set(rows) == {"onnx", "tflite-fp32", "tflite-fp16", "tflite-int8"}
+    assert rows["onnx"]["verdict"] == rows["tflite-fp32"]["verdict"] == "PASS"
+    assert rows["tflite-fp16"]["verdict"] == "PASS"
+    assert rows["tflite-int8"]["verdict"] == "FAIL"
+    assert rows["tflite-int8"]["cells"] == "7"  # one int8 cell failed
+
+
+def test_failed_cell_speedup_memory_and_trace_sections(report):
+    page = parse(report.html)
+    failed = page.table_with("error")
+    assert len(failed) == 1 and "SIGABRT" in failed[0]["error"]
+    assert "tflite-int8 t2 multi-clip:4x4" in failed[0]["cell"]
+    speed = page.table_with("per-frame speedup (×)")
+    onnx = [float(r["per-frame speedup (×)"]) for r in speed if r["format"] == "onnx"]
+    assert len(onnx) == 8 and all(s > 2 for s in onnx)  # 20 ms vs 4.5 ms per frame
+    memory = page.table_with("mode")
+    assert len(memory) == 6
+    trace = page.table_with("prediction")
+    assert trace[0]["protocol"] == "stream (this trace)"
+    assert {r["protocol"] for r in trace[1:]} == {"full-clip", "multi-clip:2x16", "multi-clip:4x4"}
+
+
+def test_environment_command_and_config_are_reported(report):
+    text = report.markdown.read_text()
+    assert "movibench matrix run unit.toml" in text
+    assert 'formats = ["tensorflow", "onnx"]' in text
+    assert "Test CPU" in text and "not installed" in text
+
+
+def test_regenerating_reproduces_the_same_report(run_dir, report, tmp_path):
+    again = build_report(run_dir, tmp_path)
+    assert again.markdown.read_text() == report.markdown.read_text()
+    assert parse(again.html).tables == parse(report.html).tables
+
+
+def test_missing_pieces_are_omitted_with_a_note(tmp_path):
+    run = make_run(tmp_path / "bare", memory=False, traces=False)
+    paths = build_report(run, tmp_path / "out")
+    assert set(paths.omitted) == {"Peak memory and time vs clip length", "Prediction trace of one video"}
+    text = paths.markdown.read_text()
+    assert "no memory-sweep cells" in text and "no stream cell with a recorded per-step trace" in text
+    assert len(paths.images) == 2
+
+
+def test_validation_table_is_included_when_present(tmp_path):
+    run = make_run(tmp_path / "val", memory=False)
+    pd.DataFrame([{"format": "onnx", "precision": "fp32", "max_abs": 3.1e-6, "mean_abs": 4e-7,
+                   "top1_agreement": 1.0, "passed": True, "tolerance": "max|Δ| ≤ 0.0001"},
+                  {"format": "tflite-int8", "precision": "int8", "max_abs": 1.77, "mean_abs": 0.4,
+                   "top1_agreement": 0.5, "passed": False, "tolerance": "top-1 agreement ≥ 90%"}]
+                 ).to_parquet(run / "validation.parquet")
+    rows = parse(build_report(run, tmp_path / "out").html).table_with("max_abs")
+    assert [(r["format"], r["max_abs"], r["passed"]) for r in rows] == [
+        ("onnx", "3.10e-06", "PASS"), ("tflite-int8", "1.77e+00", "FAIL")]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = pd.DataFrame({"cost": [10, 20, 5, 30, 20, 40], "acc": [0.5, 0.7, 0.5, 0.6, 0.8, 0.8]})
+    front = pareto_front(points, "cost", "acc")
+    # (5, .5) dominates (10, .5); (20, .8) dominates (20, .7), (30, .6) and (40, .8).
+    assert list(points[front].index) == [2, 4]
+
+
+def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setattr("sys.argv", ["movibench", "report", str(run_dir), "--out", str(tmp_path), "--json"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["html"]).exists() and len(out["images"]) == 4
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["movibench", "report", "no-such-run"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2
+    assert err == ["error: run directory not found: no-such-run"]
