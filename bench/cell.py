@@ -33,13 +33,16 @@ def _inject_fault(label: str) -> None:
 
 def run_export(job: dict) -> dict:
     """Export (or fetch from the cache) one artifact; return its path and build facts."""
+    from bench.calibration import export_options
     from converters.export import export_model
     from converters.zoo import ModelConfig
 
     start = time.perf_counter()
+    options = export_options(job["format"], job.get("calibration_videos") or [],
+                             job.get("calibration_frames") or 16)
     artifact = export_model(ModelConfig.from_dict(job["config"]), job["format"],
                             checkpoint=job.get("checkpoint") or None,
-                            frames_per_step=job.get("frames_per_step"))
+                            frames_per_step=job.get("frames_per_step"), options=options)
     return {"artifact": str(artifact.path), "cached": artifact.cached,
             "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
             "artifact_mb": artifact.size_bytes / 2**20}

@@ -20,14 +20,8 @@ from bench.envinfo import environment
 from bench.executor import Executor, JobOutcome, LocalProcessExecutor
 from bench.matrix import TENSORFLOW, Cell, MatrixConfig, MatrixConfigError
 from bench.store import ResultsStore
+from converters.cache import default_cache_dir
 from converters.errors import MovibenchError
-
-
-def cache_root() -> Path:
-    """Where datasets and artifacts are cached (MOVIBENCH_CACHE, else ~/.cache/movibench)."""
-    import os
-
-    return Path(os.environ.get("MOVIBENCH_CACHE") or Path.home() / ".cache" / "movibench")
 
 
 def checkpoint_path(ref: str) -> str:
@@ -39,6 +33,9 @@ def checkpoint_path(ref: str) -> str:
     return ref
 
 
+CALIBRATION_VIDEOS = 8
+
+
 @dataclass(frozen=True)
 class DataSource:
     """The resolved evaluation data of a run."""
@@ -48,6 +45,15 @@ class DataSource:
     max_videos: int | None
     frames: int | None  # fixed video length, known for synthetic data
     first_video: str
+    # int8 calibration streams these (the train split when there is one, so the evaluated
+    # videos are not the ones the quantization ranges were fitted on).
+    calibration_videos: tuple[str, ...] = ()
+
+
+def synth_root(synth: dict) -> Path:
+    """Where a synthetic dataset of these parameters is generated (once) in the cache."""
+    key = hashlib.sha256(json.dumps(synth, sort_keys=True).encode()).hexdigest()[:12]
+    return default_cache_dir() / "datasets" / f"synth-{key}"
 
 
 def prepare_data(config: MatrixConfig) -> DataSource | None:
@@ -60,8 +66,7 @@ def prepare_data(config: MatrixConfig) -> DataSource | None:
         from bench.synth import SynthConfig, generate
 
         synth = SynthConfig(**data.synth)
-        key = hashlib.sha256(json.dumps(data.synth, sort_keys=True).encode()).hexdigest()[:12]
-        root = cache_root() / "datasets" / f"synth-{key}"
+        root = synth_root(data.synth)
         if not (root / ".complete").exists():
             generate(root, synth)
             (root / ".complete").write_text("ok\n")
@@ -75,12 +80,24 @@ def prepare_data(config: MatrixConfig) -> DataSource | None:
     dataset = load_dataset(path, data.split)
     if not dataset.samples:
         raise MatrixConfigError(f"[data] no videos in split {data.split!r} of {path}")
-    return DataSource(str(path), data.split, data.max_videos, frames, str(dataset.samples[0].path))
+    everything = load_dataset(path)
+    train = [s for s in everything.samples if s.split == "train"] or list(dataset.samples)
+    calibration = tuple(str(s.path) for s in train[:CALIBRATION_VIDEOS])
+    return DataSource(str(path), data.split, data.max_videos, frames, str(dataset.samples[0].path),
+                      calibration)
+
+
+def calibration_frames(data: DataSource | None) -> int:
+    """Frames per int8 calibration clip: whole videos of fixed-length data, else 16."""
+    return (data.frames if data else None) or 16
 
 
 def planned_data(config: MatrixConfig) -> DataSource | None:
-    """What `prepare_data` will resolve, without generating or decoding anything (for plans)."""
+    """What `prepare_data` will resolve, without generating anything (for plans): the real
+    thing once a synthetic dataset exists in the cache, else its expected shape."""
     data = config.data
+    if data.path or (data.synth and synth_root(data.synth).joinpath(".complete").exists()):
+        return prepare_data(config)
     if not data.path and not data.synth:
         return None
     frames = data.synth.get("frames") if data.synth else None
@@ -121,6 +138,8 @@ class CellPlan:
     frames_per_step: int | None
     status: str  # 'done', 'todo'
     error: str = ""  # a cell that cannot run as configured: recorded as a failed row
+    # 'cached', 'to build', or '' (the tensorflow reference needs no artifact)
+    artifact: str = ""
 
 
 def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> list[CellPlan]:
@@ -132,13 +151,23 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
         ckpt = checkpoint_path(cell.checkpoint)
         config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
         fps, error = None, ""
-        if cell.format != TENSORFLOW:
-            try:
-                fps = export_frames(cell, data)
-            except MovibenchError as exc:
+        try:
+            # TF takes any T, but is timed on the same clip length as the artifacts.
+            fps = export_frames(cell, data)
+        except MovibenchError as exc:
+            if cell.format != TENSORFLOW:
                 error = str(exc)
+        artifact = ""
+        if cell.format != TENSORFLOW and not error:
+            from bench.calibration import export_options
+            from converters.export import is_cached
+
+            options = export_options(cell.format, data.calibration_videos if data else (),
+                                     calibration_frames(data))
+            artifact = "cached" if is_cached(config, cell.format, checkpoint=ckpt or None,
+                                             frames_per_step=fps, options=options) else "to build"
         plans.append(CellPlan(cell, config.to_dict(), ckpt, fps,
-                              "done" if cell.cell_id in done else "todo", error))
+                              "done" if cell.cell_id in done else "todo", error, artifact))
     return plans
 
 
@@ -212,7 +241,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
                 if key not in artifacts:
                     artifacts[key] = executor.run({
                         "job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
-                        "format": cell.format, "frames_per_step": plan.frames_per_step}, timeout)
+                        "format": cell.format, "frames_per_step": plan.frames_per_step,
+                        "calibration_videos": list(data.calibration_videos) if data else [],
+                        "calibration_frames": calibration_frames(data)}, timeout)
                 exported = artifacts[key]
                 if exported.ok:
                     artifact = exported.result

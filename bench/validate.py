@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.compare_logits import Difference, Tolerance, compare_logits
+# Re-exported: callers import it from here; it lives in converters for int8 calibration.
+from converters.calibration import synthetic_clips  # noqa: F401
 from runtimes.base import Session, chunks, stream
 
 
@@ -28,25 +30,6 @@ class EquivalenceReport:
         return {"model": self.model, "runtime": self.runtime, "frames": self.frames,
                 "videos": self.videos, "passed": self.passed,
                 "rows": [r.to_dict() for r in self.rows]}
-
-
-def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.ndarray]:
-    """`n` reproducible clips [frames, size, size, 3]: moving gradients plus noise, in [0, 1].
-
-    Structured rather than pure noise so activations look like video, not static.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    clips = []
-    for _ in range(n):
-        phase = rng.uniform(0, 2 * np.pi, size=3)
-        speed = rng.uniform(0.1, 0.6, size=3)
-        t = np.arange(frames, dtype=np.float32)[:, None, None]
-        channels = [0.5 + 0.4 * np.sin(2 * np.pi * (xx * (c + 1) + yy) + phase[c] + speed[c] * t)
-                    for c in range(3)]
-        clip = np.stack(channels, axis=-1) + rng.normal(0, 0.05, (frames, size, size, 3))
-        clips.append(np.clip(clip, 0, 1).astype(np.float32))
-    return clips
 
 
 def validate_equivalence(session: Session, clips: list[np.ndarray], chunk_sizes: list[int],

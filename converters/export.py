@@ -32,7 +32,7 @@ class CalibrationData:
     """Clips [T, H, W, 3] float32 for int8 calibration, with a name that identifies them.
 
     The name goes into the cache key, so two different clip sources must not share one.
-    `source(resolution)` yields the clips; None means `bench.validate.synthetic_clips`.
+    `source(resolution)` yields the clips; None means `converters.calibration.synthetic_clips`.
     """
 
     name: str = "synthetic"
@@ -44,7 +44,7 @@ class CalibrationData:
     def iter_clips(self, resolution: int) -> Iterable[np.ndarray]:
         if self.source is not None:
             return self.source(resolution)
-        from bench.validate import synthetic_clips
+        from converters.calibration import synthetic_clips
 
         return synthetic_clips(self.clips, self.frames, resolution, self.seed)
 
@@ -137,6 +137,34 @@ def artifact_filename(config: ModelConfig, spec: FormatSpec, frames: int | None)
             f"{t}-{spec.name}{spec.extension}")
 
 
+def artifact_key(config: ModelConfig, spec: FormatSpec, checkpoint: str | Path | None,
+                 frames: int | None, options: ExportOptions,
+                 versions: dict[str, str]) -> tuple[str, str]:
+    """The cache key and file name of an artifact: everything that decides its bytes."""
+    key = cache_key({
+        "exporter_version": EXPORTER_VERSION,
+        "model": config.to_dict(),
+        "weights": weights_identity(checkpoint, options.seed),
+        "format": spec.name,
+        "frames_per_step": frames,
+        "options": options.key(spec),
+        "versions": versions,
+    })
+    return key, artifact_filename(config, spec, frames)
+
+
+def is_cached(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = None,
+              frames_per_step: int | None = None, options: ExportOptions | None = None,
+              cache: ArtifactCache | None = None) -> bool:
+    """True when `export_model` with these arguments would be served from the cache."""
+    spec = get_format(fmt)
+    options = options or ExportOptions()
+    config = config.resolved()
+    frames = resolve_frames(config, spec, frames_per_step, options)
+    key, filename = artifact_key(config, spec, checkpoint, frames, options, library_versions())
+    return (cache or ArtifactCache()).lookup(key, filename) is not None
+
+
 def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = None,
                  frames_per_step: int | None = None, options: ExportOptions | None = None,
                  cache: ArtifactCache | None = None) -> Artifact:
@@ -165,16 +193,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
     config = config.resolved()
     frames = resolve_frames(config, spec, frames_per_step, options)
     versions = library_versions()
-    key = cache_key({
-        "exporter_version": EXPORTER_VERSION,
-        "model": config.to_dict(),
-        "weights": weights_identity(checkpoint, options.seed),
-        "format": spec.name,
-        "frames_per_step": frames,
-        "options": options.key(spec),
-        "versions": versions,
-    })
-    filename = artifact_filename(config, spec, frames)
+    key, filename = artifact_key(config, spec, checkpoint, frames, options, versions)
     hit = cache.lookup(key, filename)
     if hit is not None:
         info = hit.build_info

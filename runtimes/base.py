@@ -8,16 +8,97 @@ and times the engine call alone. Each runtime overrides only `_step` (causal mod
 from __future__ import annotations
 
 import time
-from abc import ABC
-from collections.abc import Iterable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from converters.errors import StateError
-from converters.manifest import StateManifest
+from converters.errors import ArtifactError, StateError
+from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
-States = dict[str, Any]
+States = Mapping[str, Any]
+
+
+class StateHandle(ABC):
+    """A state kept in a runtime's own memory (an ORT OrtValue, a TensorRT device buffer).
+
+    It has `shape` and `dtype` like an array, so `Session.check_states` validates it, and
+    passing it back to the session that made it avoids any host copy. `numpy()` (or
+    `np.asarray(handle)`) copies it to the host, e.g. to hand states to another runtime.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @abstractmethod
+    def numpy(self) -> np.ndarray:
+        """The state's value, copied to a host array."""
+
+    def __array__(self, dtype=None, copy=None):
+        value = self.numpy()
+        return value if dtype is None else value.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={list(self.shape)}, dtype={np.dtype(self.dtype)})"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output as an artifact declares it; None marks a symbolic dim.
+
+    `dtype` is a numpy dtype name ('float32'), or the engine's own name for a type numpy lacks.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+def manifest_io(manifest: StateManifest) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The inputs and outputs an artifact of `manifest` must have, per the state contract."""
+    inputs = [TensorInfo(IMAGE_INPUT, manifest.image_shape, "float32")]
+    inputs += [TensorInfo(s.input_name, s.shape, s.dtype) for s in manifest.states]
+    outputs = [TensorInfo(LOGITS_OUTPUT, (1, manifest.num_classes), "float32")]
+    outputs += [TensorInfo(s.output_name, s.shape, s.dtype) for s in manifest.states]
+    return inputs, outputs
+
+
+def check_artifact_io(path, manifest: StateManifest, inputs: list[TensorInfo],
+                      outputs: list[TensorInfo]) -> None:
+    """Raise ArtifactError naming the first way the artifact's I/O differs from `manifest`.
+
+    A symbolic dim in the artifact where the manifest has a number is fine (the artifact is
+    more general); the reverse is not: the manifest would promise shapes the artifact refuses.
+    """
+    expected_in, expected_out = manifest_io(manifest)
+    for kind, expected, found in (("input", expected_in, inputs), ("output", expected_out, outputs)):
+        have = {t.name: t for t in found}
+        want = {t.name: t for t in expected}
+        missing = [n for n in want if n not in have]
+        extra = [n for n in have if n not in want]
+        if missing or extra:
+            what = (f"has no {kind} {missing[0]!r} that the manifest names" if missing else
+                    f"has an {kind} {extra[0]!r} that the manifest does not name")
+            raise ArtifactError(f"{path} does not match its manifest: it {what}")
+        for name, spec in want.items():
+            got = have[name]
+            dims_ok = len(got.shape) == len(spec.shape) and all(
+                g is None and s is not None or g == s for g, s in zip(got.shape, spec.shape))
+            if not dims_ok:
+                raise ArtifactError(
+                    f"{path} does not match its manifest: {kind} {name!r} has shape "
+                    f"{_dims(got.shape)}, the manifest says {_dims(spec.shape)}")
+            if got.dtype != np.dtype(spec.dtype).name:
+                raise ArtifactError(
+                    f"{path} does not match its manifest: {kind} {name!r} has dtype "
+                    f"{got.dtype}, the manifest says {spec.dtype}")
+
+
+def _dims(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 class Session(ABC):
@@ -32,6 +113,10 @@ class Session(ABC):
     def __init__(self, manifest: StateManifest):
         self.manifest = manifest
         self.step_ns: list[int] = []
+        # The read-only states this session handed out last: passed back untouched, they are
+        # known to fit the manifest, so the per-state check (tens of microseconds for ~40
+        # states, several % of a sub-millisecond step) is skipped for them.
+        self._issued: Mapping[str, Any] | None = None
 
     # -- checks against the manifest -------------------------------------------------------
     def check_frames(self, frames: np.ndarray) -> None:
@@ -62,6 +147,8 @@ class Session(ABC):
             raise StateError(f"unexpected state {extra[0]!r}; the manifest has no such state")
         for name, spec in expected.items():
             value = states[name]
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                raise StateError(f"state {name!r} must be an array, got {type(value).__name__}")
             shape = tuple(value.shape)
             if shape != spec.shape:
                 raise StateError(f"state {name!r} has shape {list(shape)}, expected {list(spec.shape)}")
@@ -69,21 +156,30 @@ class Session(ABC):
                 raise StateError(f"state {name!r} has dtype {np.dtype(value.dtype)}, expected {spec.dtype}")
 
     # -- public calls ----------------------------------------------------------------------
+    def _issue(self, states: dict[str, Any]) -> Mapping[str, Any]:
+        self._issued = MappingProxyType(states)
+        return self._issued
+
     def init_states(self) -> States:
-        """Fresh states from the manifest (zeros)."""
-        return self.manifest.init_states()
+        """Fresh states from the manifest (zeros), as a read-only mapping."""
+        return self._issue(self.manifest.init_states())
 
     def step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        """Run T frames with `states`; return (logits [1, classes], next states)."""
+        """Run T frames with `states`; return (logits [1, classes], next states).
+
+        The next states come back as a read-only mapping; copy it (`dict(states)`) to change
+        an entry — a changed mapping is checked against the manifest again.
+        """
         if not self.manifest.causal:
             raise StateError(f"{self.manifest.model_id}/{self.manifest.variant} is not causal: "
                              "it has no states; use predict(clip)")
         self.check_frames(frames)
-        self.check_states(states)
+        if states is not self._issued:
+            self.check_states(states)
         start = time.perf_counter_ns()
         logits, next_states = self._step(frames, states)
         self.step_ns.append(time.perf_counter_ns() - start)
-        return logits, next_states
+        return logits, self._issue(next_states)
 
     def predict(self, clip: np.ndarray) -> np.ndarray:
         """Logits of a whole clip [1, T, H, W, 3]; causal models start from fresh states."""

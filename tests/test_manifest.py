@@ -62,7 +62,7 @@ def _frame(session, frames=1):
 
 
 def test_wrong_state_shape_is_named(t0_stream_session):
-    states = t0_stream_session.init_states()
+    states = dict(t0_stream_session.init_states())
     name = next(iter(states))
     states[name] = np.zeros((1, 2, 3), states[name].dtype)
     with pytest.raises(StateError, match=rf"state '{name}' has shape \[1, 2, 3\]"):
@@ -70,7 +70,7 @@ def test_wrong_state_shape_is_named(t0_stream_session):
 
 
 def test_wrong_state_dtype_is_named(t0_stream_session):
-    states = t0_stream_session.init_states()
+    states = dict(t0_stream_session.init_states())
     name = next(n for n, v in states.items() if v.dtype == np.int32)
     states[name] = states[name].astype(np.float32)
     with pytest.raises(StateError, match=rf"state '{name}' has dtype float32, expected int32"):
@@ -78,12 +78,12 @@ def test_wrong_state_dtype_is_named(t0_stream_session):
 
 
 def test_missing_and_extra_states_are_named(t0_stream_session):
-    states = t0_stream_session.init_states()
+    states = dict(t0_stream_session.init_states())
     dropped = sorted(states)[0]
     del states[dropped]
     with pytest.raises(StateError, match=f"missing state '{dropped}'"):
         t0_stream_session.step(_frame(t0_stream_session), states)
-    states = t0_stream_session.init_states()
+    states = dict(t0_stream_session.init_states())
     states["bogus"] = np.zeros(1, np.float32)
     with pytest.raises(StateError, match="unexpected state 'bogus'"):
         t0_stream_session.step(_frame(t0_stream_session), states)
@@ -98,3 +98,14 @@ def test_missing_and_extra_states_are_named(t0_stream_session):
 def test_bad_images_are_named(t0_stream_session, image, match):
     with pytest.raises(StateError, match=match):
         t0_stream_session.step(image, t0_stream_session.init_states())
+
+
+def test_issued_states_are_read_only(t0_stream_session):
+    """States a session hands out cannot be changed in place, so they need no re-check."""
+    _, states = t0_stream_session.step(_frame(t0_stream_session), t0_stream_session.init_states())
+    name = next(iter(states))
+    with pytest.raises(TypeError):
+        states[name] = np.zeros((1, 2, 3), np.float32)
+    copied = {**states, name: np.zeros((1, 2, 3), states[name].dtype)}
+    with pytest.raises(StateError, match="has shape"):
+        t0_stream_session.step(_frame(t0_stream_session), copied)

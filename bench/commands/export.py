@@ -20,30 +20,6 @@ def register(root: typer.Typer) -> None:
     root.command("export")(export_cmd)
 
 
-def calibration_from_videos(folder: Path, clips: int, frames: int):
-    """CalibrationData streaming real decoded clips from `folder` (named by the files' identity)."""
-    import hashlib
-
-    from bench.video import list_videos, read_clip
-    from converters.export import CalibrationData
-    from converters.errors import MovibenchError
-
-    paths = list_videos(folder)[:clips]
-    if not paths:
-        raise MovibenchError(f"no video files in {folder} for int8 calibration")
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(str(path.stat().st_size).encode())
-
-    def source(resolution: int):
-        for path in paths:
-            yield read_clip(path, resolution, max_frames=frames)
-
-    return CalibrationData(name=f"videos:{digest.hexdigest()[:16]}", clips=len(paths),
-                           frames=frames, source=source)
-
-
 def export_cmd(
     formats: Annotated[str, typer.Option(
         "--formats", "-f", help="Comma-separated: onnx, tflite-fp32, tflite-fp16, tflite-dynamic, "
@@ -86,8 +62,16 @@ def export_cmd(
     specs = parse_formats(formats)
     checkpoint = resolve_checkpoint_option(checkpoint, demo)
     config = config_for(model, variant, resolution, classes, checkpoint)
-    calibration = (calibration_from_videos(calib_videos, calib_clips, calib_frames) if calib_videos
-                   else CalibrationData(clips=calib_clips, frames=calib_frames, seed=seed))
+    if calib_videos is not None:
+        from bench.calibration import calibration_from_videos
+        from bench.video import list_videos
+
+        paths = list_videos(calib_videos)[:calib_clips]
+        if not paths:
+            raise MovibenchError(f"no video files in {calib_videos} for int8 calibration")
+        calibration = calibration_from_videos(paths, calib_frames)
+    else:
+        calibration = CalibrationData(clips=calib_clips, frames=calib_frames, seed=seed)
     options = ExportOptions(opset=opset, simplify=simplify, dynamic_frames=dynamic_frames,
                             int8_float_io=int8_float_io, calibration=calibration, seed=seed)
     rows = []

@@ -60,17 +60,19 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
     plans = plan_cells(cells, planned_data(cfg), done)
     if as_json:
         print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id, "status": p.status,
-                           "frames_per_step": p.frames_per_step, "error": p.error} for p in plans], indent=2))
+                           "frames_per_step": p.frames_per_step, "artifact": p.artifact,
+                           "error": p.error} for p in plans], indent=2))
         return
-    table = Table(title=f"{cfg.name}: {len(plans)} cells ({sum(p.status == 'todo' for p in plans)} to run)")
-    for col in ("cell", "kind", "model", "format", "threads", "protocol / sweep", "artifact T", "status"):
-        table.add_column(col)
+    todo = sum(p.status == "todo" for p in plans)
+    table = Table(title=f"{cfg.name}: {len(plans)} cells ({todo} to run)", box=None)
+    for col in ("cell", "model", "format", "thr", "protocol / sweep", "T", "artifact", "status"):
+        table.add_column(col, no_wrap=col != "protocol / sweep")
     for p in plans:
         c = p.cell
-        what = c.protocol if c.kind == "eval" else f"{c.sweep_mode} @ {c.clip_frames} frames"
-        table.add_row(c.cell_id[:8], c.kind, f"{c.model}/{c.variant}", c.format, str(c.threads), what,
+        what = c.protocol if c.kind == "eval" else f"memory {c.sweep_mode}@{c.clip_frames}f"
+        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, str(c.threads), what,
                       "-" if p.frames_per_step is None else str(p.frames_per_step),
-                      p.error and "[red]cannot run" or p.status)
+                      p.artifact or "-", "[red]cannot run" if p.error else p.status)
     stdout.print(table)
 
 

@@ -6,8 +6,9 @@ Excluded from the default test run (pyproject addopts). Run and save JSON that
     .venv/bin/python -m pytest tests/benchmarks --benchmark-only \
         --benchmark-json results/benchmarks/step_latency.json
 
-MOVIBENCH_BENCH_MODEL / _RESOLUTION pick the model (default t0 stream at 64², random init,
-5 classes: seconds to convert); `a0` at 172 is the FIELD_NOTES reference point.
+MOVIBENCH_BENCH_MODEL / _RESOLUTION / _THREADS pick the model (default t0 stream at 64²,
+random init, 600 classes: seconds to convert); `a0` at 172 is the FIELD_NOTES reference point
+and shares its artifacts with `movibench validate cross-runtime --model a0`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from converters.zoo import ModelConfig
 MODEL = os.environ.get("MOVIBENCH_BENCH_MODEL", "t0")
 RESOLUTION = int(os.environ.get("MOVIBENCH_BENCH_RESOLUTION", "64"))
 THREADS = int(os.environ.get("MOVIBENCH_BENCH_THREADS", "2"))
-CONFIG = ModelConfig(MODEL, "stream", RESOLUTION, 5)
+CONFIG = ModelConfig(MODEL, "stream", RESOLUTION)
 FORMATS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "trt-fp16"]
 
 

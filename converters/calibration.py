@@ -1,0 +1,62 @@
+"""Calibration inputs for int8 exporters: reproducible clips, and realistic per-step feeds.
+
+A streaming model's int8 ranges must cover the states it sees mid-video, not zeros: feeds are
+made by streaming each clip through the fp32 ONNX model and recording every step's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import UnsupportedExportError
+from converters.manifest import IMAGE_INPUT, StateManifest
+
+
+def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` reproducible clips [frames, size, size, 3]: moving gradients plus noise, in [0, 1].
+
+    Structured rather than pure noise so activations look like video, not static.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    clips = []
+    for _ in range(n):
+        phase = rng.uniform(0, 2 * np.pi, size=3)
+        speed = rng.uniform(0.1, 0.6, size=3)
+        t = np.arange(frames, dtype=np.float32)[:, None, None]
+        channels = [0.5 + 0.4 * np.sin(2 * np.pi * (xx * (c + 1) + yy) + phase[c] + speed[c] * t)
+                    for c in range(3)]
+        clip = np.stack(channels, axis=-1) + rng.normal(0, 0.05, (frames, size, size, 3))
+        clips.append(np.clip(clip, 0, 1).astype(np.float32))
+    return clips
+
+
+def streamed_feeds(onnx_path: str | Path, manifest: StateManifest,
+                   clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Every step's inputs {tensor name: array} when `clips` stream through the fp32 ONNX model.
+
+    Each clip [T, H, W, 3] is cut into steps of `manifest.frames_per_step` frames (a trailing
+    partial step is dropped: a static-shape engine cannot take it) and streamed from fresh
+    states, so later feeds carry the states a deployed model really sees. Clip models (no
+    states) get consecutive windows of their clip length.
+    """
+    import onnxruntime as ort
+
+    step = manifest.frames_per_step
+    if step is None:
+        raise UnsupportedExportError(
+            "int8 calibration needs a static frames_per_step (a static-shape artifact)")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    outputs = [s.output_name for s in manifest.states]
+    for clip in clips:
+        states = manifest.init_states()
+        for start in range(0, clip.shape[0] - step + 1, step):
+            feed = {IMAGE_INPUT: np.ascontiguousarray(clip[None, start:start + step], np.float32)}
+            feed.update({s.input_name: states[s.name] for s in manifest.states})
+            yield feed
+            if outputs:
+                states = {s.name: value for s, value in
+                          zip(manifest.states, session.run(outputs, feed))}

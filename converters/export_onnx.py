@@ -1,0 +1,143 @@
+"""Export a traced step function to ONNX with tf2onnx, named by the state contract.
+
+The graph takes `image` + `state_*` and returns `logits` + `next_state_*`; the file is checked
+(onnx.checker, strict shape inference) before it is written, so a graph that tf2onnx could
+only half convert fails here with the reason instead of at load time in a runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+from converters.errors import UnsupportedExportError
+from converters.manifest import LOGITS_OUTPUT, StateManifest
+
+# Name given to the symbolic T axis of a dynamic-frames export (tf2onnx calls it 'unk__N').
+FRAMES_DIM = "frames"
+
+
+@contextmanager
+def quiet_tf2onnx():
+    """Silence tf2onnx's Python logging while converting.
+
+    Its transpose optimizer fails on MoViNet's 0-d bias constants and logs a traceback, then
+    carries on without that one optimization (FIELD_NOTES); errors that matter still raise.
+    """
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def op_histogram(model) -> dict[str, int]:
+    """Node count per op type of the main graph, most frequent first."""
+    return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def check_contract_names(model, manifest: StateManifest) -> None:
+    """Raise UnsupportedExportError unless graph I/O names are exactly the manifest's, in order."""
+    for kind, found, expected in (
+        ("input", [i.name for i in model.graph.input], manifest.input_names),
+        ("output", [o.name for o in model.graph.output], manifest.output_names),
+    ):
+        if found != expected:
+            first = next((f"{e!r} (found {f!r})" for f, e in zip(found, expected) if f != e),
+                         f"{len(expected)} names (found {len(found)})")
+            raise UnsupportedExportError(
+                f"tf2onnx named the ONNX graph's {kind}s differently from the state contract: "
+                f"expected {first}")
+
+
+def pin_io_shapes(model, manifest: StateManifest, frames: int | None) -> None:
+    """Declare output shapes from the manifest where tf2onnx left dims unknown; name T 'frames'.
+
+    With a symbolic T, TF's shape inference also loses the (static) T of stream buffers in
+    `next_state_*`; a consumer should see the same static state shapes on both sides.
+    """
+    shapes = {LOGITS_OUTPUT: (1, manifest.num_classes)}
+    shapes.update({s.output_name: s.shape for s in manifest.states})
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[output.name]):
+            dim.Clear()
+            dim.dim_value = size
+    if frames is None:
+        image_t = model.graph.input[0].type.tensor_type.shape.dim[1]
+        image_t.Clear()
+        image_t.dim_param = FRAMES_DIM
+
+
+def simplify_model(model) -> tuple[object, dict]:
+    """Run onnxslim; return the slimmed model and the before/after node counts and sizes."""
+    import onnxslim
+
+    start = time.perf_counter()
+    slim = onnxslim.slim(model)
+    return slim, {
+        "seconds": round(time.perf_counter() - start, 3),
+        "nodes_before": len(model.graph.node), "nodes_after": len(slim.graph.node),
+        "bytes_before": model.ByteSize(), "bytes_after": slim.ByteSize(),
+    }
+
+
+def validate_onnx(model):
+    """onnx.checker plus strict shape inference; return the model with inferred value_info."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise UnsupportedExportError(f"tf2onnx produced an invalid ONNX graph: {first}") from None
+
+
+def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path, *,
+                opset: int, simplify: bool) -> dict:
+    """Convert `model`'s step function to ONNX at `target`.
+
+    Args:
+        model: the built Keras MovinetClassifier.
+        manifest: its reference manifest (state names, shapes, dtypes).
+        frames: static frames per call, or None for a symbolic T axis named 'frames'.
+        target: the .onnx file to write.
+        opset: ONNX opset for tf2onnx.
+        simplify: run onnxslim after conversion and record its effect.
+
+    Returns:
+        details: conversion seconds, node count, op histogram, opset, file size and, with
+        `simplify`, the before/after node counts and sizes.
+
+    Raises:
+        UnsupportedExportError when tf2onnx cannot produce a valid graph with contract names.
+    """
+    import onnx
+    import tf2onnx
+
+    from converters.build import input_signature, step_function
+
+    start = time.perf_counter()
+    step = step_function(model, manifest, frames)
+    with quiet_tf2onnx():
+        proto, _ = tf2onnx.convert.from_function(
+            step, input_signature=input_signature(manifest, frames), opset=opset)
+    convert_seconds = time.perf_counter() - start
+    check_contract_names(proto, manifest)
+    pin_io_shapes(proto, manifest, frames)
+    details: dict = {"convert_seconds": round(convert_seconds, 3), "opset": opset,
+                     "dynamic_frames": frames is None}
+    if simplify:
+        proto, details["simplify"] = simplify_model(proto)
+        check_contract_names(proto, manifest)
+    proto = validate_onnx(proto)
+    onnx.save(proto, str(target))
+    details.update(nodes=len(proto.graph.node), op_histogram=op_histogram(proto),
+                   file_bytes=Path(target).stat().st_size)
+    return details

@@ -1,0 +1,216 @@
+"""Export a traced step function to TFLite at fp32, fp16, dynamic-range or full-int8 precision.
+
+The file's `serving_default` signature takes `image` + `state_*` and returns `logits` +
+`next_state_*`. Every converted file is opened with LiteRT and run for one step before it is
+returned, so a model that converts but cannot run (FIELD_NOTES: int8 RESHAPE mismatch at
+prepare) fails here with the reason instead of being cached.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import ArtifactError, UnsupportedExportError
+from converters.manifest import IMAGE_INPUT, StateManifest
+
+SIGNATURE_KEY = "serving_default"
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+# Ops that only move values across the float/int8 boundary; any other op reading float32
+# in an int8 model is a float fallback.
+BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def function_holder(step, model):
+    """A bare tf.Module that tracks only `step` and the model's variables.
+
+    The converter saves its trackable object as a SavedModel before converting. Handed the
+    Keras model itself, it serialises every layer's call functions too (Keras' legacy SavedModel
+    path): 130-170 s for t0 at 64² against ~26 s with this holder, byte-identical output
+    (measured on a loaded 2-core machine).
+    """
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.step = step
+    holder.weights = list(model.variables)
+    return holder
+
+
+def calibration_feeds(step, manifest: StateManifest, frames: int,
+                      clips) -> Iterator[dict[str, np.ndarray]]:
+    """Every call's inputs {signature input name: array} as `clips` stream through the TF step.
+
+    Each clip [T, H, W, 3] is cut into calls of `frames` frames (a trailing partial call is
+    dropped) and streamed from fresh states, so later samples carry the states a deployed
+    model sees mid-video rather than zeros. A clip model's clips shorter than its length L
+    are looped in time to L frames. Dicts, not positional lists: a list is matched to the
+    inputs in an order of the converter's choosing (FIELD_NOTES int8 trap).
+    """
+    for clip in clips:
+        clip = np.asarray(clip, dtype=np.float32)
+        if clip.shape[0] < frames:
+            clip = clip[np.arange(frames) % clip.shape[0]]
+        states = manifest.init_states()
+        for start in range(0, clip.shape[0] - frames + 1, frames):
+            image = np.ascontiguousarray(clip[None, start:start + frames])
+            yield {IMAGE_INPUT: image, **{s.input_name: states[s.name] for s in manifest.states}}
+            if manifest.states:
+                out = step(image, *(states[s.name] for s in manifest.states))
+                states = {s.name: out[s.output_name].numpy() for s in manifest.states}
+
+
+def configure(converter, precision: str, feeds=None) -> None:
+    """Set the converter's optimizations for `precision` (feeds: int8 calibration samples)."""
+    import tensorflow as tf
+
+    if precision == "fp32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        converter.representative_dataset = feeds
+        # Full integer: conversion fails rather than silently leaving float kernels behind.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+
+def graph_facts(data: bytes, precision: str) -> dict:
+    """Op histogram and tensor dtypes of a converted model, read off its flatbuffer.
+
+    For int8 also the float fallbacks: ops other than QUANTIZE/DEQUANTIZE that read float32,
+    i.e. work the int8 kernels do not do (candidates when int8 is no faster than fp32).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    graph = model.subgraphs[0]
+    ops = Counter()
+    float_ops = Counter()
+    for op in graph.operators:
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        ops[name] += 1
+        if name not in BOUNDARY_OPS and any(
+                graph.tensors[i].type == schema.TensorType.FLOAT32 for i in op.inputs if i >= 0):
+            float_ops[name] += 1
+    facts = {"op_histogram": dict(ops.most_common()), "operators": sum(ops.values()),
+             "tensor_dtypes": dict(Counter(flatbuffer_utils.type_to_name(t.type).lower()
+                                           for t in graph.tensors).most_common())}
+    if precision == "int8":
+        facts["float_ops"] = dict(float_ops.most_common())
+        facts["boundary_ops"] = {name: ops[name] for name in BOUNDARY_OPS if ops[name]}
+    return facts
+
+
+def verify_tflite(path: Path, manifest: StateManifest, feed: dict[str, np.ndarray]) -> None:
+    """Open `path` with LiteRT, check its signature names, run one step; ArtifactError if not."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path))
+        signatures = interpreter.get_signature_list()
+    except (ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"LiteRT cannot load the converted model {path.name}: "
+                            f"{_first_line(exc)}") from None
+    if SIGNATURE_KEY not in signatures:
+        raise ArtifactError(f"converted model {path.name} has no {SIGNATURE_KEY!r} signature "
+                            f"(has {sorted(signatures)})")
+    found = signatures[SIGNATURE_KEY]
+    for kind, names, expected in (("input", found["inputs"], manifest.input_names),
+                                  ("output", found["outputs"], manifest.output_names)):
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        if missing or extra:
+            what = f"lacks {kind} {missing[0]!r}" if missing else f"has unexpected {kind} {extra[0]!r}"
+            raise ArtifactError(f"converted model {path.name} breaks the state contract: its "
+                                f"{SIGNATURE_KEY} signature {what}")
+    try:
+        interpreter.get_signature_runner(SIGNATURE_KEY)(**feed)
+    except (ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"converted model {path.name} fails to run in LiteRT: "
+                            f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def export_tflite(model, manifest: StateManifest, frames: int, target: Path, precision: str, *,
+                  calibration, int8_float_io: bool = True) -> dict:
+    """Convert `model`'s step function to a TFLite file at `target`.
+
+    Args:
+        model: the built Keras MovinetClassifier.
+        manifest: its reference manifest (state names, shapes, dtypes).
+        frames: static frames per call (1 for streaming; the clip length L for base models).
+        target: the .tflite file to write.
+        precision: 'fp32', 'fp16' (float16 weights), 'dynamic' (int8 weights, float
+            activations) or 'int8' (full integer post-training quantization).
+        calibration: a converters.export.CalibrationData; its clips are streamed through the
+            TF model to calibrate int8 ranges, carried states included.
+        int8_float_io: int8 only: keep image, logits and states float32 at the boundary.
+
+    Returns:
+        details: convert seconds (calibration included), file bytes, op histogram, tensor
+        dtypes and, for int8, the float ops left, the boundary ops and the calibration used.
+
+    Raises:
+        UnsupportedExportError for an unknown precision or int8 I/O; ArtifactError when the
+        converted file breaks the state contract or fails to run one step in LiteRT.
+    """
+    if precision not in PRECISIONS:
+        raise UnsupportedExportError(
+            f"unknown TFLite precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision == "int8" and not int8_float_io:
+        raise UnsupportedExportError(
+            "int8 TFLite with int8 image/logits/state I/O is not supported: the state manifest "
+            "has no per-tensor scale/zero-point, and a quantized state's initial value is its "
+            "zero point, not the zeros the manifest promises; export with float I/O")
+    if frames is None:
+        raise UnsupportedExportError("TFLite needs a static number of frames per call")
+    import tensorflow as tf
+
+    from converters.build import step_function
+
+    step = step_function(model, manifest, frames)
+    concrete = step.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete], function_holder(step, model))
+    calibrated = 0
+
+    def feeds():
+        nonlocal calibrated
+        for feed in calibration_feeds(concrete, manifest, frames,
+                                      calibration.iter_clips(manifest.resolution)):
+            calibrated += 1
+            yield feed
+
+    configure(converter, precision, feeds)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # int8 calibration runs TF's own deprecated tf.lite.Interpreter internally.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            data = converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and assorted others
+        raise UnsupportedExportError(
+            f"TFLite conversion ({precision}) failed: {_first_line(exc)}") from None
+    convert_seconds = time.perf_counter() - start
+    target = Path(target)
+    target.write_bytes(data)
+    first = {IMAGE_INPUT: np.zeros(manifest.image_shape, np.float32),
+             **{s.input_name: s.initial_value() for s in manifest.states}}
+    verify_tflite(target, manifest, first)
+    details = {"convert_seconds": round(convert_seconds, 3), "precision": precision,
+               "file_bytes": len(data), **graph_facts(data, precision)}
+    if precision == "int8":
+        details.update(int8_float_io=int8_float_io, calibration=calibration.key(),
+                       calibration_samples=calibrated)
+    return details

@@ -1,0 +1,203 @@
+"""LiteRT (ai-edge-litert): runs an exported .tflite artifact; imports ai_edge_litert, never TF.
+
+Calls go through the file's `serving_default` signature, by tensor name. Two naming conventions
+for next states are understood: ours (`next_state_<name>`) and the official MoViNet TFLite
+stream binaries' (outputs named exactly like the state inputs, `state_<name>`), so a file a
+user brings without a manifest runs too (`manifest_from_tflite`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import ArtifactError
+from converters.formats import get_format
+from converters.manifest import (
+    IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, state_name_from_tensor,
+    state_output_name,
+)
+from runtimes.base import Session, States, TensorInfo, check_artifact_io
+
+SIGNATURE_KEY = "serving_default"
+
+
+def load_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool = True):
+    """(Interpreter, SignatureRunner) for the file at `path`, or a one-line ArtifactError.
+
+    `xnnpack=False` uses the builtin kernels without LiteRT's default delegate, to tell what
+    XNNPACK contributes. The runner is `serving_default`, or the file's only signature.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"TFLite artifact not found: {path}")
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                  experimental_op_resolver_type=resolver)
+        signatures = interpreter.get_signature_list()
+    except (ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"cannot load TFLite model {path}: {_first_line(exc)}") from None
+    if SIGNATURE_KEY in signatures:
+        key = SIGNATURE_KEY
+    elif len(signatures) == 1:
+        key = next(iter(signatures))
+    else:
+        raise ArtifactError(f"{path} has no {SIGNATURE_KEY!r} signature to run "
+                            f"(signatures: {sorted(signatures) or 'none'})")
+    return interpreter, interpreter.get_signature_runner(key)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _tensor_infos(details: dict) -> dict[str, TensorInfo]:
+    """Signature tensor details → TensorInfo by signature name (-1 in a shape → None)."""
+    infos = {}
+    for name, d in details.items():
+        dims = d["shape_signature"] if len(d["shape_signature"]) else d["shape"]
+        infos[name] = TensorInfo(name, tuple(None if int(x) < 0 else int(x) for x in dims),
+                                 np.dtype(d["dtype"]).name)
+    return infos
+
+
+def state_outputs(input_names, output_names) -> dict[str, str]:
+    """Short state name → the output tensor carrying its next value, in either convention.
+
+    Raises ArtifactError naming the first state input with no matching output.
+    """
+    mapping = {}
+    for name in input_names:
+        if not name.startswith(STATE_PREFIX):
+            continue
+        short = state_name_from_tensor(name)
+        ours = state_output_name(short)
+        if ours in output_names:
+            mapping[short] = ours
+        elif name in output_names:
+            mapping[short] = name
+        else:
+            raise ArtifactError(f"state input {name!r} has no output {ours!r} or {name!r} "
+                                "carrying its next value")
+    return mapping
+
+
+def _as_contract(outputs: dict[str, TensorInfo], naming: dict[str, str]) -> list[TensorInfo]:
+    """Outputs under contract names: a state output named like its input becomes next_state_*."""
+    carried = {tensor: short for short, tensor in naming.items()}
+    return [TensorInfo(state_output_name(carried[n]), t.shape, t.dtype) if n in carried else t
+            for n, t in outputs.items()]
+
+
+def _detect_precision(interpreter, inputs: dict[str, TensorInfo]) -> str:
+    """fp32 / fp16 / dynamic / int8 from the dtypes of the file's tensors.
+
+    float16 tensors are fp16 weights. int8 tensors with float I/O are either dynamic-range
+    (int8 weights only: biases stay float) or full int8 (int32 quantized biases); int8 I/O is
+    full int8 by definition.
+    """
+    if any(t.dtype in ("int8", "uint8") for t in inputs.values()):
+        return "int8"
+    details = interpreter.get_tensor_details()
+    dtypes = {np.dtype(d["dtype"]).name for d in details}
+    if "float16" in dtypes:
+        return "fp16"
+    if "int8" not in dtypes:
+        return "fp32"
+    quantized_int32 = any(np.dtype(d["dtype"]) == np.int32
+                          and len(d["quantization_parameters"]["scales"]) for d in details)
+    return "int8" if quantized_int32 else "dynamic"
+
+
+def manifest_from_tflite(path: str | Path) -> StateManifest:
+    """A manifest read off a `.tflite` file's own signature, for a file that came without one.
+
+    Infers resolution and frames per step from `image` [1, T, H, W, 3], the class count from
+    `logits` [1, C], the states from the `state_*` inputs (and their outputs in either naming
+    convention), and the precision from the tensor dtypes. Model id is the file's stem.
+
+    Raises ArtifactError when the signature does not follow the state contract.
+    """
+    path = Path(path)
+    interpreter, runner = load_interpreter(path, xnnpack=False)
+    inputs = _tensor_infos(runner.get_input_details())
+    outputs = _tensor_infos(runner.get_output_details())
+    image = inputs.get(IMAGE_INPUT)
+    logits = outputs.get(LOGITS_OUTPUT)
+    if image is None or logits is None:
+        missing = f"input {IMAGE_INPUT!r}" if image is None else f"output {LOGITS_OUTPUT!r}"
+        raise ArtifactError(f"{path} has no {missing}: not a MoViNet signature "
+                            f"(inputs {sorted(inputs)}, outputs {sorted(outputs)})")
+    shape = image.shape
+    if len(shape) != 5 or shape[2] != shape[3] or shape[2] is None or shape[4] != 3:
+        raise ArtifactError(f"{path}: input {IMAGE_INPUT!r} has shape {list(shape)}, "
+                            "expected [1, T, H, H, 3]")
+    if len(logits.shape) != 2 or logits.shape[1] is None:
+        raise ArtifactError(f"{path}: output {LOGITS_OUTPUT!r} has shape {list(logits.shape)}, "
+                            "expected [1, classes]")
+    extra = sorted(n for n in inputs if n != IMAGE_INPUT and not n.startswith(STATE_PREFIX))
+    if extra:
+        raise ArtifactError(f"{path}: input {extra[0]!r} is neither {IMAGE_INPUT!r} nor a state")
+    naming = state_outputs(inputs, outputs)
+    states = [StateSpec(state_name_from_tensor(n), inputs[n].shape, inputs[n].dtype)
+              for n in sorted(inputs) if n.startswith(STATE_PREFIX)]
+    if any(None in s.shape for s in states):
+        raise ArtifactError(f"{path}: state shapes must be static to build initial states")
+    precision = _detect_precision(interpreter, inputs)
+    convention = ("next_state_*" if all(o.startswith("next_") for o in naming.values())
+                  else "outputs named like the state inputs")
+    return StateManifest(
+        model_id=path.stem, variant="stream" if states else "base", resolution=int(shape[2]),
+        num_classes=int(logits.shape[1]), states=states, frames_per_step=shape[1],
+        format=f"tflite-{precision}", precision=precision,
+        source=f"read from the signature of {path.name} (state outputs: {convention})")
+
+
+class LiteRTSession(Session):
+    """A LiteRT interpreter behind the streaming interface, called through its signature."""
+
+    runtime = "litert"
+
+    def __init__(self, interpreter, runner, manifest: StateManifest, outputs: dict[str, str]):
+        super().__init__(manifest)
+        self.interpreter = interpreter
+        self._runner = runner
+        self._outputs = outputs
+
+    @classmethod
+    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
+             xnnpack: bool = True) -> LiteRTSession:
+        """Load the .tflite file at `path` and check its signature against `manifest`.
+
+        Args:
+            path: the .tflite artifact.
+            manifest: its state manifest (or one from `manifest_from_tflite`).
+            threads: CPU threads (None: LiteRT's default).
+            xnnpack: apply LiteRT's default XNNPACK delegate (False: builtin kernels only).
+
+        Raises:
+            ArtifactError for a missing or corrupt file, or one whose signature's names,
+            shapes or dtypes differ from the manifest (naming the first difference).
+        """
+        if get_format(manifest.format).runtime != "litert":
+            raise ArtifactError(f"manifest format {manifest.format!r} is not a TFLite format")
+        interpreter, runner = load_interpreter(path, threads, xnnpack)
+        inputs = _tensor_infos(runner.get_input_details())
+        outputs = _tensor_infos(runner.get_output_details())
+        naming = state_outputs(inputs, outputs)
+        check_artifact_io(path, manifest, list(inputs.values()), _as_contract(outputs, naming))
+        return cls(interpreter, runner, manifest, naming)
+
+    def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        feeds = {IMAGE_INPUT: frames}
+        feeds.update({s.input_name: np.asarray(states[s.name]) for s in self.manifest.states})
+        out = self._runner(**feeds)
+        return out[LOGITS_OUTPUT], {s.name: out[self._outputs[s.name]] for s in self.manifest.states}
+
+    def _predict(self, clip: np.ndarray) -> np.ndarray:
+        return self._runner(**{IMAGE_INPUT: clip})[LOGITS_OUTPUT]

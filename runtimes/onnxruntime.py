@@ -1,0 +1,160 @@
+"""ONNX Runtime: runs an exported .onnx artifact; imports onnxruntime only, never TensorFlow.
+
+With IO binding (the default) the next states stay OrtValues in the provider's memory (host for
+the CPU provider, device for CUDA/TensorRT) and are bound straight back as the next step's
+inputs, so carrying 40-odd stream buffers costs no numpy conversion or host round trip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import ArtifactError, MissingDependencyError, MovibenchError
+from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from runtimes.base import Session, StateHandle, States, TensorInfo, check_artifact_io
+
+# ORT's type strings ('tensor(float)') → numpy dtype names.
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+             "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+             "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider"}
+# Providers whose outputs live in CUDA device memory when bound by device.
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+class OrtState(StateHandle):
+    """A state held as an OrtValue (host or device memory, wherever the provider put it)."""
+
+    def __init__(self, value):
+        self.value = value
+        self.shape = tuple(value.shape())
+        self.dtype = np.dtype(ORT_TYPES.get(value.data_type(), "void"))
+
+    def numpy(self) -> np.ndarray:
+        return self.value.numpy()
+
+
+def resolve_providers(providers: list[str] | tuple[str, ...] | str | None) -> list[str]:
+    """Provider names ('cpu', 'cuda', 'tensorrt' or ORT's full names), CPU appended as fallback.
+
+    Raises MissingDependencyError naming a provider this onnxruntime build does not have.
+    """
+    import onnxruntime as ort
+
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    names = [providers] if isinstance(providers, str) else list(providers)
+    resolved = [PROVIDER_ALIASES.get(p.lower(), p) for p in names]
+    available = ort.get_available_providers()
+    for name in resolved:
+        if name not in available:
+            raise MissingDependencyError(
+                f"ONNX Runtime provider {name} is not available in this onnxruntime build "
+                f"(available: {', '.join(available)})")
+    if "CPUExecutionProvider" not in resolved:
+        resolved.append("CPUExecutionProvider")  # runs the nodes a GPU provider does not take
+    return resolved
+
+
+def _tensor_infos(node_args) -> list[TensorInfo]:
+    return [TensorInfo(a.name, tuple(d if isinstance(d, int) else None for d in a.shape),
+                       ORT_TYPES.get(a.type, a.type)) for a in node_args]
+
+
+class OnnxRuntimeSession(Session):
+    """An InferenceSession behind the streaming interface (sequential, inter-op threads 1)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, session, manifest: StateManifest, io_binding: bool):
+        super().__init__(manifest)
+        self.session = session
+        self.providers = session.get_providers()
+        on_cuda = self.providers[0] in CUDA_PROVIDERS
+        self._device = "cuda" if on_cuda else "cpu"
+        self._binding = session.io_binding() if io_binding else None
+        self._outputs = manifest.output_names
+
+    @property
+    def io_binding(self) -> bool:
+        return self._binding is not None
+
+    @classmethod
+    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
+             providers: list[str] | str | None = None, io_binding: bool = True,
+             optimization_level: str = "all") -> OnnxRuntimeSession:
+        """Load the ONNX file at `path` and check its inputs/outputs against `manifest`.
+
+        Args:
+            path: the .onnx artifact.
+            manifest: its state manifest.
+            threads: intra-op threads (None: ONNX Runtime's default, one per core).
+            providers: 'cpu' (default), 'cuda', 'tensorrt' or ORT provider names, in priority order.
+            io_binding: keep states as OrtValues between steps instead of numpy arrays.
+            optimization_level: graph optimizations: 'disable', 'basic', 'extended' or 'all'.
+
+        Raises:
+            ArtifactError for a missing, corrupt or mismatched file; MissingDependencyError for
+            an unavailable provider.
+        """
+        import onnxruntime as ort
+
+        path = Path(path)
+        if optimization_level not in OPTIMIZATION_LEVELS:
+            raise MovibenchError(f"unknown ONNX Runtime optimization level {optimization_level!r}; "
+                                 f"known: {', '.join(OPTIMIZATION_LEVELS)}")
+        if not path.is_file():
+            raise ArtifactError(f"ONNX artifact not found: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        # One op at a time: a streaming step is a chain; parallel ops only fight for the cores.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization_level]
+        resolved = resolve_providers(providers)
+        try:
+            session = ort.InferenceSession(str(path), options, providers=resolved)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"cannot load ONNX model {path}: {first}") from None
+        check_artifact_io(path, manifest, _tensor_infos(session.get_inputs()),
+                          _tensor_infos(session.get_outputs()))
+        return cls(session, manifest, io_binding)
+
+    def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        if self._binding is None:
+            feeds = {IMAGE_INPUT: np.ascontiguousarray(frames)}
+            feeds.update({s.input_name: np.asarray(states[s.name]) for s in self.manifest.states})
+            values = dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
+            return values[LOGITS_OUTPUT], {s.name: values[s.output_name] for s in self.manifest.states}
+        binding = self._binding
+        binding.bind_cpu_input(IMAGE_INPUT, np.ascontiguousarray(frames))
+        for spec in self.manifest.states:
+            value = states[spec.name]
+            if isinstance(value, OrtState):
+                binding.bind_ortvalue_input(spec.input_name, value.value)
+            else:
+                binding.bind_cpu_input(spec.input_name, np.ascontiguousarray(value))
+        # Rebind outputs every step: ORT then allocates fresh OrtValues, so the states returned
+        # last step (bound as inputs now) are never overwritten while being read.
+        binding.clear_binding_outputs()
+        for name in self._outputs:
+            binding.bind_output(name, self._device)
+        self.session.run_with_iobinding(binding)
+        if self._device != "cpu":
+            binding.synchronize_outputs()
+        outputs = binding.get_outputs()
+        next_states = {s.name: OrtState(v) for s, v in zip(self.manifest.states, outputs[1:])}
+        return outputs[0].numpy(), next_states
+
+    def _predict(self, clip: np.ndarray) -> np.ndarray:
+        return self.session.run([LOGITS_OUTPUT], {IMAGE_INPUT: clip})[0]

@@ -1,0 +1,54 @@
+"""`movibench export` and `movibench validate cross-runtime` end to end (ONNX: seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from bench.cli import app
+
+T0 = ["--model", "t0", "--variant", "stream", "--resolution", "64", "--classes", "5"]
+
+
+def invoke(*args):
+    """Run the CLI in-process; `.code` is what `movibench` would exit with."""
+    result = CliRunner().invoke(app, list(args), standalone_mode=False, catch_exceptions=True)
+    exc = result.exception
+    result.code = getattr(exc, "exit_code", None) if exc is not None else (result.return_value or 0)
+    return result
+
+
+def test_export_twice_second_is_cached(tmp_path):
+    first = invoke("export", *T0, "--formats", "onnx", "--out", str(tmp_path / "a"), "--json")
+    assert first.code == 0, first.output
+    data = json.loads(first.stdout)["artifacts"][0]
+    assert data["ok"] and (tmp_path / "a" / (data["path"].rsplit("/", 1)[-1])).exists()
+    again = json.loads(invoke("export", *T0, "--formats", "onnx", "--json").stdout)["artifacts"][0]
+    assert again["cached"] and again["key"] == data["key"]
+
+
+def test_export_reports_a_format_that_cannot_be_built_and_keeps_the_rest():
+    result = invoke("export", *T0, "--formats", "trt-fp16,onnx", "--json")
+    rows = {r["format"]: r for r in json.loads(result.stdout)["artifacts"]}
+    assert result.code == 1
+    assert rows["onnx"]["ok"]
+    assert not rows["trt-fp16"]["ok"] and "tensorrt" in rows["trt-fp16"]["error"].lower()
+
+
+def test_cross_runtime_onnx_passes_and_writes_rows(tmp_path):
+    out = tmp_path / "validation.parquet"
+    result = invoke("validate", "cross-runtime", *T0, "--formats", "onnx", "--frames", "8",
+                    "--synthetic", "1", "--full-clip", "onnx", "--out", str(out), "--json")
+    report = json.loads(result.stdout)
+    assert report["passed"], report
+    assert result.code == 0
+    table = pd.read_parquet(out)
+    assert set(table["comparison"]) == {"stream vs tensorflow", "stream vs full-clip"}
+    assert (table["max_abs"] <= 1e-4).all() and (table["n"] >= 1).all()
+
+
+def test_cross_runtime_rejects_a_base_model():
+    result = invoke("validate", "cross-runtime", "--model", "t0", "--variant", "base")
+    assert "not causal" in str(result.exception)

@@ -1,0 +1,243 @@
+"""ONNX export (tf2onnx) and the ONNX Runtime session: contract names, cache, equivalence, errors.
+
+Three conversions in all (t0 stream static and dynamic-T, t0 base 2plus1d), each built once
+per session through the artifact cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from bench.compare_logits import Tolerance
+from bench.validate import validate_equivalence
+from converters.calibration import synthetic_clips
+from converters.errors import (
+    ArtifactError, MissingDependencyError, MovibenchError, StateError, UnsupportedExportError,
+)
+from converters.export import ExportOptions, export_model
+from converters.export_onnx import FRAMES_DIM
+from converters.manifest import StateManifest, StateSpec, manifest_path_for
+from converters.trt_compat import check_tensorrt_compat
+from converters.zoo import ModelConfig
+from runtimes.base import chunks, stream
+from runtimes.loader import open_session
+from runtimes.onnxruntime import OnnxRuntimeSession, OrtState
+
+from conftest import T0_STREAM
+
+BASE_2PLUS1D = ModelConfig("t0", "base", 64, 5, conv_type="2plus1d")
+CLIP_FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def static_onnx():
+    return export_model(T0_STREAM, "onnx")
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx():
+    return export_model(T0_STREAM, "onnx", options=ExportOptions(dynamic_frames=True))
+
+
+@pytest.fixture(scope="module")
+def base_onnx():
+    return export_model(BASE_2PLUS1D, "onnx", frames_per_step=CLIP_FRAMES,
+                        options=ExportOptions(simplify=True))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return synthetic_clips(1, 16, 64, seed=5)[0]
+
+
+def graph_io(path) -> tuple[list[str], list[str]]:
+    graph = onnx.load(str(path)).graph
+    return [i.name for i in graph.input], [o.name for o in graph.output]
+
+
+def test_static_export_follows_the_contract_and_is_cached(static_onnx):
+    m = static_onnx.manifest
+    assert (m.format, m.frames_per_step, m.causal) == ("onnx", 1, True)
+    assert graph_io(static_onnx.path) == (m.input_names, m.output_names)
+    assert not set(m.input_names) & set(m.output_names)
+    details = static_onnx.details
+    assert details["nodes"] == sum(details["op_histogram"].values()) > 100
+    assert details["opset"] == 17 and "Conv" in details["op_histogram"]
+    again = export_model(T0_STREAM, "onnx")
+    assert again.cached and again.key == static_onnx.key and again.path == static_onnx.path
+    assert again.details == details
+
+
+def test_dynamic_frames_is_a_new_key_with_a_symbolic_t(static_onnx, dynamic_onnx):
+    assert dynamic_onnx.key != static_onnx.key and not dynamic_onnx.cached
+    assert dynamic_onnx.manifest.frames_per_step is None
+    graph = onnx.load(str(dynamic_onnx.path)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[1].dim_param == FRAMES_DIM
+    # Output state shapes are pinned static, equal to the inputs' (tf2onnx leaves them unknown).
+    shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
+    for spec in dynamic_onnx.manifest.states:
+        assert shapes[spec.output_name] == list(spec.shape)
+
+
+def test_ort_streams_like_the_tf_reference(static_onnx, t0_stream_session, clip):
+    assert static_onnx.manifest.weights_sha256 == t0_stream_session.manifest.weights_sha256
+    session = open_session(static_onnx.path, threads=1)
+    assert isinstance(session, OnnxRuntimeSession) and session.io_binding
+    ort_logits, ort_states = stream(session, chunks(clip, 1))
+    tf_logits, tf_states = stream(t0_stream_session, chunks(clip, 1))
+    assert ort_logits.shape == (16, 5)
+    assert np.abs(ort_logits - tf_logits).max() <= 1e-4
+    for name, value in tf_states.items():
+        assert isinstance(ort_states[name], OrtState)
+        assert np.abs(np.asarray(ort_states[name]) - value).max() <= 1e-4, name
+
+
+def test_dynamic_onnx_stream_equals_full_clip(dynamic_onnx, clip):
+    session = open_session(dynamic_onnx.path)
+    report = validate_equivalence(session, [clip], [1, 4], Tolerance(atol=1e-4))
+    assert report.passed, report.to_dict()
+
+
+def test_io_binding_and_plain_runs_agree(static_onnx, clip):
+    bound = OnnxRuntimeSession.open(static_onnx.path, static_onnx.manifest, io_binding=True)
+    plain = OnnxRuntimeSession.open(static_onnx.path, static_onnx.manifest, io_binding=False)
+    bound_logits, bound_states = stream(bound, chunks(clip, 1))
+    plain_logits, plain_states = stream(plain, chunks(clip, 1))
+    assert np.abs(bound_logits - plain_logits).max() <= 1e-6
+    assert all(isinstance(v, np.ndarray) for v in plain_states.values())
+    # Handles stay readable after later steps: outputs are fresh OrtValues, never the inputs.
+    frame = clip[None, :1]
+    first, _ = bound.step(frame, bound_states)
+    second, _ = bound.step(frame, bound_states)
+    from_host, _ = plain.step(frame, bound_states)  # handles convert to arrays for other sessions
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first - from_host).max() <= 1e-6
+
+
+def test_session_options_are_checked(static_onnx):
+    with pytest.raises(MissingDependencyError, match="NopeExecutionProvider is not available"):
+        open_session(static_onnx.path, providers=["NopeExecutionProvider"])
+    with pytest.raises(MovibenchError, match="unknown ONNX Runtime optimization level"):
+        open_session(static_onnx.path, optimization_level="max")
+    session = open_session(static_onnx.path, providers="cpu", optimization_level="basic")
+    assert session.providers == ["CPUExecutionProvider"]
+
+
+def test_trt_compat_passes_static_and_fails_dynamic(static_onnx, dynamic_onnx):
+    good = check_tensorrt_compat(static_onnx.path)
+    assert good.passed and good.summary().startswith("PASS"), good.summary()
+    assert good.ops == static_onnx.details["op_histogram"]
+    bad = check_tensorrt_compat(dynamic_onnx.path)
+    assert not bad.passed and not bad.unsupported_ops
+    assert bad.dynamic_inputs[0].startswith("image[") and FRAMES_DIM in bad.dynamic_inputs[0]
+    assert "dynamic inputs: image" in bad.summary() and "\n" not in bad.summary()
+
+
+def _branch(op: str):
+    """An If branch that applies `op` to the outer graph's 'x'."""
+    out = helper.make_tensor_value_info("out_" + op, TensorProto.FLOAT, [1, 4])
+    return helper.make_graph([helper.make_node(op, ["x"], ["out_" + op])], op, [], [out])
+
+
+def test_trt_compat_walks_subgraphs_and_checks_types():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=_branch("Bernoulli"),
+                          else_branch=_branch("Relu"))],
+        "nested", [x, cond], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    report = check_tensorrt_compat(model)
+    assert report.ops == {"If": 1, "Bernoulli": 1, "Relu": 1}
+    assert report.unsupported_ops == ["Bernoulli"] and not report.passed
+    # A node whose data input has a type its op does not take (Conv on int32).
+    w = helper.make_tensor_value_info("w", TensorProto.INT32, [1, 1, 1, 1])
+    xi = helper.make_tensor_value_info("xi", TensorProto.INT32, [1, 1, 4, 4])
+    yi = helper.make_tensor_value_info("yi", TensorProto.INT32, [1, 1, 4, 4])
+    conv = helper.make_model(helper.make_graph([helper.make_node("Conv", ["xi", "w"], ["yi"])],
+                                               "conv", [xi, w], [yi]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+    assert check_tensorrt_compat(conv).unsupported_node_types == ["Conv(INT32)"]
+
+
+def test_corrupt_artifact_is_an_artifact_error(static_onnx, tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"definitely not a protobuf" * 10)
+    shutil.copy(static_onnx.manifest_path, manifest_path_for(bad))
+    with pytest.raises(ArtifactError, match="cannot load ONNX model") as err:
+        open_session(bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ArtifactError, match="cannot read ONNX model"):
+        check_tensorrt_compat(bad)
+
+
+def test_manifest_that_does_not_match_the_artifact(static_onnx, tmp_path):
+    data = json.loads(static_onnx.manifest_path.read_text())
+    state = data["states"][0]
+    copy = tmp_path / "model.onnx"
+    shutil.copy(static_onnx.path, copy)
+    state["shape"] = [d + 1 for d in state["shape"]]
+    manifest_path_for(copy).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=f"input 'state_{state['name']}' has shape"):
+        open_session(copy)
+    data = json.loads(static_onnx.manifest_path.read_text())
+    next(s for s in data["states"] if s["dtype"] == "int32")["dtype"] = "float32"
+    manifest_path_for(copy).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="has dtype int32, the manifest says float32"):
+        open_session(copy)
+    renamed = StateManifest.load(static_onnx.manifest_path)
+    renamed.states[0] = StateSpec("renamed", renamed.states[0].shape, renamed.states[0].dtype)
+    with pytest.raises(ArtifactError, match="has no input 'state_renamed'"):
+        OnnxRuntimeSession.open(static_onnx.path, renamed)
+
+
+def test_wrong_states_are_state_errors(static_onnx, clip):
+    session = open_session(static_onnx.path)
+    frame = clip[None, :1]
+    states = session.init_states()
+    float_state = next(s for s in session.manifest.states if s.dtype == "float32")
+    count_state = next(s for s in session.manifest.states if s.dtype == "int32")
+    cases = {
+        "has shape": {**states, float_state.name: np.zeros((1, 2), np.float32)},
+        "has dtype float32": {**states, count_state.name: np.zeros(count_state.shape, np.float32)},
+        "missing state": {k: v for k, v in states.items() if k != float_state.name},
+        "unexpected state": {**states, "bogus": np.zeros(1, np.float32)},
+        "must be an array": {**states, float_state.name: [0.0]},
+    }
+    for message, bad in cases.items():
+        with pytest.raises(StateError, match=message):
+            session.step(frame, bad)
+    with pytest.raises(StateError, match="exactly 1 frame"):
+        session.step(clip[None, :2], states)
+
+
+def test_base_2plus1d_clip_model_matches_tf(base_onnx, clip):
+    from runtimes.tensorflow import TensorFlowSession
+
+    m = base_onnx.manifest
+    assert (m.causal, m.frames_per_step, m.states) == (False, CLIP_FRAMES, [])
+    assert graph_io(base_onnx.path) == (["image"], ["logits"])
+    effect = base_onnx.details["simplify"]
+    assert effect["nodes_after"] <= effect["nodes_before"] and effect["bytes_after"] > 0
+    session = open_session(base_onnx.path)
+    reference = TensorFlowSession.from_config(BASE_2PLUS1D)
+    assert reference.manifest.weights_sha256 == m.weights_sha256
+    for start in (0, 8):
+        window = clip[None, start:start + CLIP_FRAMES]
+        assert np.abs(session.predict(window) - reference.predict(window)).max() <= 1e-4
+    with pytest.raises(StateError, match="not causal"):
+        session.step(clip[None, :CLIP_FRAMES], {})
+    with pytest.raises(StateError, match=f"exactly {CLIP_FRAMES} frame"):
+        session.predict(clip[None, :CLIP_FRAMES + 1])
+
+
+def test_3d_base_model_is_unsupported():
+    with pytest.raises(UnsupportedExportError, match="conv_type='3d'"):
+        export_model(ModelConfig("t0", "base", 64, 5), "onnx", frames_per_step=CLIP_FRAMES)
