@@ -9,7 +9,12 @@ line starting with 'error:'), 130 interrupted.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter (oneDNN notes, a CUDA probe failing on CPU-only machines)
+# drowns the tool's own output; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
 from typer.exceptions import TyperException

@@ -80,7 +80,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("ref_top1_agreement", "float64", "fraction", "share of videos with the reference's top-1"),
     # memory sweep
     Column("sweep_mode", "string", "", "memory sweep: 'full-clip' (one call) or 'stream' (frame by frame)"),
-    Column("sweep_s", "float64", "s", "memory sweep: time to run the clip"),
+    Column("sweep_s", "float64", "s", "memory sweep: time to run the clip (a second run; the first traces)"),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (

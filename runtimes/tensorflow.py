@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ def set_threads(threads: int | None) -> None:
     """Pin TF's thread pools; effective only before TF runs its first op in this process."""
     if not threads:
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     try:

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Artifacts and generated data live in the checkout (git-ignored), so every path the results
+# record is relative to it.
+export MOVIBENCH_CACHE="${MOVIBENCH_CACHE:-.movibench-cache}"
 OUT="${MOVIBENCH_OUT:-runs/default}"
 status=0
 .venv/bin/movibench matrix run default --out "$OUT" "$@" || status=$?
