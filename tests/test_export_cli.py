@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -52,3 +53,29 @@ def test_cross_runtime_onnx_passes_and_writes_rows(tmp_path):
 def test_cross_runtime_rejects_a_base_model():
     result = invoke("validate", "cross-runtime", "--model", "t0", "--variant", "base")
     assert "not causal" in str(result.exception)
+
+
+@pytest.fixture(scope="module")
+def four_videos(tmp_path_factory):
+    """One real encoded video per class of the demo models' flash-count task."""
+    from bench.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("eval-data")
+    generate(root, SynthConfig(classes=4, videos_per_class=1, frames=32, size=64, seed=21,
+                               val_fraction=0.0))
+    return root
+
+
+def test_eval_runs_an_exported_format_of_the_demo_model(four_videos):
+    """Export (cached) → ONNX Runtime → stream protocol over real decoded videos."""
+    result = invoke("eval", "--data", str(four_videos), "--demo", "t0-stream-synth",
+                    "--format", "onnx", "--protocol", "stream", "--limit", "2", "--json")
+    assert result.code == 0, result.output
+    summary = json.loads(result.stdout)["summaries"][0]
+    assert summary["protocol"] == "stream" and summary["videos"] == 2 and summary["failed"] == 0
+
+
+def test_eval_base_model_on_an_exported_format_needs_one_clip_length(four_videos):
+    result = invoke("eval", "--data", str(four_videos), "--demo", "t0-base-synth",
+                    "--format", "onnx", "--protocol", "multi-clip:2x8", "--protocol", "multi-clip:2x16")
+    assert "--clip-frames" in str(result.exception)

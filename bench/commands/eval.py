@@ -21,13 +21,28 @@ def register(root: typer.Typer) -> None:
     root.command("eval")(eval_cmd)
 
 
-def _open_session(artifact, model, variant, resolution, checkpoint, dataset, threads):
-    if artifact is not None:
-        from runtimes.loader import open_session
+def _clip_frames(config, protocols, clip_frames: int | None) -> int | None:
+    """Frames per call of an exported artifact: 1 streams; a base model needs one clip length."""
+    from bench.protocols import MULTI_CLIP
 
+    if config.causal:
+        return clip_frames
+    lengths = {p.clip_frames for p in protocols if p.kind == MULTI_CLIP}
+    if clip_frames is None and len(lengths) == 1:
+        return lengths.pop()
+    if clip_frames is None:
+        raise MovibenchError("a base model on an exported format runs clips of one fixed length: "
+                             "pass --clip-frames L (or multi-clip protocols of one L)")
+    return clip_frames
+
+
+def _open_session(artifact, fmt, clip_frames, protocols, model, variant, resolution, checkpoint,
+                  dataset, threads):
+    from runtimes.loader import open_session
+
+    if artifact is not None:
         return open_session(artifact, threads=threads)
     from converters.zoo import config_for
-    from runtimes.tensorflow import TensorFlowSession
 
     config = config_for(model, variant, resolution, dataset.num_classes, checkpoint)
     if checkpoint is not None:
@@ -39,6 +54,14 @@ def _open_session(artifact, model, variant, resolution, checkpoint, dataset, thr
             if trained != tuple(dataset.classes):
                 raise MovibenchError(f"checkpoint classes {list(trained)} differ from the "
                                      f"dataset's {list(dataset.classes)}")
+    if fmt != "tensorflow":
+        from converters.export import export_model
+
+        exported = export_model(config, fmt, checkpoint=checkpoint,
+                                frames_per_step=_clip_frames(config, protocols, clip_frames))
+        return open_session(exported.path, threads=threads)
+    from runtimes.tensorflow import TensorFlowSession
+
     return TensorFlowSession.from_config(config, checkpoint, threads=threads)
 
 
@@ -51,6 +74,12 @@ def eval_cmd(
     resolution: ResolutionOpt = None,
     checkpoint: CheckpointOpt = None,
     demo: DemoOpt = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="tensorflow (the reference), or an export format (onnx, "
+                               "tflite-fp32, ...): exported through the cache, then evaluated.")] = "tensorflow",
+    clip_frames: Annotated[Optional[int], typer.Option(
+        "--clip-frames", help="Base model on an exported format: the clip length L it is "
+                              "exported for (default: the multi-clip protocols' L).", min=1)] = None,
     artifact: Annotated[Optional[Path], typer.Option(
         help="An exported artifact (opened with runtimes.loader) instead of a TF model.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only this split (e.g. val).")] = None,
@@ -77,7 +106,8 @@ def eval_cmd(
     dataset = load_dataset(data, split)
     samples = dataset.samples[:limit] if limit else dataset.samples
     with console.status("loading model"):
-        session = _open_session(artifact, model, variant, resolution, checkpoint, dataset, threads)
+        session = _open_session(artifact, fmt, clip_frames, protocols, model, variant,
+                                resolution, checkpoint, dataset, threads)
     from tqdm import tqdm
 
     results = []

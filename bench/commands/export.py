@@ -93,7 +93,7 @@ def export_cmd(
                      "build_seconds": round(artifact.build_seconds, 3),
                      "size_mb": round(artifact.size_bytes / 2**20, 3),
                      "frames_per_step": artifact.manifest.frames_per_step,
-                     "path": str(path), "key": artifact.key})
+                     "path": str(path), "key": artifact.key, "details": artifact.details})
     failed = [r for r in rows if not r["ok"]]
     if as_json:
         print(json.dumps({"model": config.to_dict(), "artifacts": rows}, indent=2))
