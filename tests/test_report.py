@@ -302,3 +302,15 @@ def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch)
     err = capsys.readouterr().err.strip().splitlines()
     assert done.value.code == 2
     assert err == ["error: run directory not found: no-such-run"]
+
+
+def test_committed_reference_report_regenerates_from_its_results(tmp_path, monkeypatch):
+    """results/default/report is exactly what `movibench report` makes of results/default."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    committed = Path("results") / "default"  # as the report names it: relative to the checkout
+    if not (committed / "cells.parquet").exists():
+        pytest.skip("no committed reference run in results/default")
+    build_report(committed, tmp_path)
+    assert (tmp_path / "report.md").read_text() == (committed / "report" / "report.md").read_text()
+    page = parse(tmp_path / "report.html")
+    assert page.tables and page.images
