@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 from official.projects.movinet.modeling import movinet, movinet_model  # noqa: E402
 
+from converters.cache import checkpoint_files_sha256, resolve_checkpoint_prefix  # noqa: E402
 from converters.errors import CheckpointMismatchError  # noqa: E402
 from converters.manifest import (  # noqa: E402
     IMAGE_INPUT, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
@@ -70,43 +71,13 @@ def state_specs(model: tf_keras.Model, config: ModelConfig) -> list[StateSpec]:
     )
 
 
-def resolve_checkpoint(path: str | Path) -> str:
-    """Turn a checkpoint directory or prefix into a prefix, or raise a clear error."""
-    path = Path(path)
-    if path.is_dir():
-        prefix = tf.train.latest_checkpoint(str(path))
-        if prefix is None:
-            # save_checkpoint uses Checkpoint.write, which leaves no 'checkpoint' state file:
-            # a directory holding exactly one prefix is unambiguous.
-            indexes = sorted(path.glob("*.index"))
-            if len(indexes) != 1:
-                raise CheckpointMismatchError(
-                    f"no checkpoint found in directory {path}" if not indexes else
-                    f"{len(indexes)} checkpoints in {path} and no 'checkpoint' file: pass a prefix")
-            prefix = str(indexes[0].with_suffix(""))
-        return prefix
-    if not Path(str(path) + ".index").exists():
-        raise CheckpointMismatchError(f"checkpoint not found: {path} (no {path.name}.index)")
-    return str(path)
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """SHA-256 over a checkpoint's index and data files."""
-    prefix = Path(resolve_checkpoint(path))
-    digest = hashlib.sha256()
-    for file in sorted(prefix.parent.glob(prefix.name + ".*")):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
     """Restore `path` (official Kinetics-600 layout or the project's) into `model`.
 
     Returns the checkpoint's SHA-256. Any variable the checkpoint lacks, or whose shape differs
     (e.g. a 600-class head into a 5-class model), raises CheckpointMismatchError naming it.
     """
-    prefix = resolve_checkpoint(path)
+    prefix = str(resolve_checkpoint_prefix(path))
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.assert_existing_objects_matched()
@@ -115,7 +86,7 @@ def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
         raise CheckpointMismatchError(
             f"checkpoint {prefix} does not fit model "
             f"{getattr(model, 'movibench_label', model.name)}: {first}") from None
-    return checkpoint_sha256(prefix)
+    return checkpoint_files_sha256(prefix)
 
 
 def save_checkpoint(model: tf_keras.Model, config: ModelConfig, directory: str | Path) -> str:

@@ -69,7 +69,7 @@ def resolve_checkpoint_prefix(path: str | Path) -> Path:
 
 
 def checkpoint_files_sha256(path: str | Path) -> str:
-    """SHA-256 over a checkpoint's index and data files; equals converters.build.checkpoint_sha256."""
+    """SHA-256 over a checkpoint's index and data files (the manifest's checkpoint_sha256)."""
     prefix = resolve_checkpoint_prefix(path)
     digest = hashlib.sha256()
     for file in sorted(prefix.parent.glob(prefix.name + ".*")):
