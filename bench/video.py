@@ -95,7 +95,9 @@ def iter_frames(path: str | Path, size: int, *, stride: int = 1, fps: float | No
     produced = 0
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Slice threads only: frame threading wants draining to EOF (an early stop at
+        # max_frames can stall it), and CI once decoded the same file two ways with it on.
+        stream.thread_type = "SLICE"
         source_rate = float(stream.average_rate or stream.guessed_rate or 25)
         first_time: float | None = None
         next_time = 0.0
