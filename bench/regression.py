@@ -42,6 +42,11 @@ DEFAULT_METRICS = ("step_p50_ms", "peak_rss_mb", "top1")
 # Environment keys whose difference makes two runs' timings hard to compare.
 ENV_KEYS = ("cpu_model", "logical_cores", "affinity_cores", "python", "git_revision")
 
+# 1-minute load per core at a run's start above which other work may have shared the CPU,
+# and the per-core gap between two runs that makes their latencies suspect.
+BUSY_LOAD_PER_CORE = 0.5
+LOAD_GAP_PER_CORE = 0.25
+
 MIN_SAMPLES = 10
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -193,7 +198,15 @@ def environment_differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
     for lib in sorted(set(libs_a) | set(libs_b)):
         if libs_a.get(lib) != libs_b.get(lib):
             diff[f"libraries.{lib}"] = (libs_a.get(lib), libs_b.get(lib))
+    load = _load_per_core(env_a), _load_per_core(env_b)
+    if None not in load and max(load) >= BUSY_LOAD_PER_CORE and abs(load[0] - load[1]) >= LOAD_GAP_PER_CORE:
+        diff["load_average_1m_per_core"] = tuple(round(x, 2) for x in load)
     return diff
+
+
+def _load_per_core(env: dict) -> float | None:
+    load, cores = env.get("load_average"), env.get("affinity_cores") or env.get("logical_cores")
+    return float(load[0]) / cores if load and cores else None
 
 
 def _compare_cell(row_a: pd.Series, row_b: pd.Series, samples_a: dict, samples_b: dict,

@@ -15,7 +15,8 @@ import pytest
 
 from bench.matrix import Cell
 from bench.regression import (
-    IMPROVED, NOISY, REGRESSED, UNCHANGED, LatencyTest, compare_runs, latency_verdict,
+    IMPROVED, NOISY, REGRESSED, UNCHANGED, LatencyTest, compare_runs, environment_differences,
+    latency_verdict,
 )
 from bench.rundir import load_run
 from bench.store import ResultsStore
@@ -158,6 +159,16 @@ def test_cells_only_in_one_run_failures_metrics_and_environment(run_a, tmp_path)
     assert onnx.changes["top1"][2] == 0.0
     assert result.environment_differences["cpu_model"] == ("Test CPU", "Other CPU")
     assert result.to_frame()["verdict"].iloc[0] == REGRESSED  # most urgent first
+
+
+def test_a_busy_machine_is_an_environment_difference():
+    def meta(load1: float) -> dict:
+        return {"environment": {"load_average": [load1, 0.5, 0.5], "affinity_cores": 2}}
+
+    assert environment_differences(meta(0.2), meta(0.6)) == {}  # both quiet enough
+    assert environment_differences(meta(0.3), meta(1.9)) == {"load_average_1m_per_core": (0.15, 0.95)}
+    assert environment_differences(meta(1.9), meta(1.8)) == {}  # equally busy: comparable
+    assert "load_average_1m_per_core" not in environment_differences({}, meta(1.9))  # no field
 
 
 def test_bad_input_is_one_line_exit_2(run_a, tmp_path, monkeypatch, capsys):
