@@ -1,17 +1,15 @@
 """The report of one run: `report.md` plus a self-contained `report.html`, and the PNGs.
 
-Sections are built once as data (paragraphs, tables of formatted strings, figures, code) and
-rendered twice, so the Markdown and the HTML always say the same thing. Every number comes
+Sections are built here once as data (paragraphs, tables of formatted strings, figures, code)
+and rendered twice by bench.report_render, so the Markdown and the HTML say the same thing. Every number comes
 from the run directory's files (bench.rundir); a piece the run lacks (no memory sweep, no
 stream trace, no TF reference) is omitted with a sentence saying so, never invented.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pandas as pd
 
 from bench.compare_logits import PRECISION_TOLERANCES
 from bench.protocols import MULTI_CLIP, STREAM, parse_protocol, softmax, subclip_starts
+from bench.report_render import Code, Figure, Section, Table, render_html, render_markdown
 from bench.rundir import RunData, cell_label, load_run
 from bench.schema import CELL_COLUMNS
 
@@ -28,36 +27,6 @@ UNITS = {c.name: c.unit for c in CELL_COLUMNS}
 BEST_RULE = ("Best = among the successful eval cells of a runtime and precision, the highest "
              "top-1; ties broken by the lowest per-frame p50 latency.")
 TRACE_CLASSES = 5  # classes drawn in the prediction trace
-
-
-@dataclass
-class Table:
-    """A table of already formatted strings."""
-
-    frame: pd.DataFrame
-    caption: str = ""
-
-
-@dataclass
-class Figure:
-    path: Path
-    caption: str
-
-
-@dataclass
-class Code:
-    text: str
-    language: str = ""
-
-
-Block = str | Table | Figure | Code
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-    omitted: bool = False  # the run has nothing for this section
 
 
 @dataclass
@@ -474,102 +443,6 @@ def _intro(run: RunData) -> str:
             f"{f' ({kinds})' if kinds else ''}, {ok} ok, {len(cells) - ok} failed. Tables and "
             "figures are computed from the run's cells.parquet, samples.parquet, predictions.parquet and run.json; "
             "column meanings and units: `movibench matrix schema`.")
-
-
-# --- rendering -----------------------------------------------------------------------------
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(title: str, intro: str, sections: list[Section]) -> str:
-    """GitHub-flavoured Markdown; figures referenced by file name (next to report.md)."""
-    out = [f"# {title}", "", intro, ""]
-    for s in sections:
-        out += [f"## {s.title}", ""]
-        for block in s.blocks:
-            if isinstance(block, Table):
-                if block.caption:
-                    out += [f"*{block.caption}*", ""]
-                cols = list(block.frame.columns)
-                out.append("| " + " | ".join(_md_cell(c) for c in cols) + " |")
-                out.append("|" + "|".join("---" for _ in cols) + "|")
-                out += ["| " + " | ".join(_md_cell(v) for v in row) + " |"
-                        for row in block.frame.itertuples(index=False)]
-            elif isinstance(block, Figure):
-                out.append(f"![{block.caption}]({block.path.name})")
-            elif isinstance(block, Code):
-                out += [f"```{block.language}", block.text.rstrip("\n"), "```"]
-            else:
-                out.append(block)
-            out.append("")
-    return "\n".join(out)
-
-
-CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
-caption { caption-side: top; text-align: left; font-style: italic; padding: 0.3em 0; }
-figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
-td.pass { color: #176f2c; font-weight: bold; } td.fail { color: #b00020; font-weight: bold; }
-"""
-
-
-def _inline(text: str) -> str:
-    """The Markdown the paragraphs use (`code`, **bold**) as HTML, everything else escaped."""
-    out = []
-    for i, part in enumerate(str(text).split("`")):
-        part = html.escape(part)
-        if i % 2:
-            out.append(f"<code>{part}</code>")
-        else:
-            bold = part.split("**")
-            out.append("".join(f"<strong>{b}</strong>" if j % 2 else b for j, b in enumerate(bold)))
-    return "".join(out)
-
-
-def _html_table(table: Table) -> str:
-    parts = ["<table>"]
-    if table.caption:
-        parts.append(f"<caption>{html.escape(table.caption)}</caption>")
-    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
-                 + "</tr></thead><tbody>")
-    for row in table.frame.itertuples(index=False):
-        cells = []
-        for v in row:
-            css = {"PASS": ' class="pass"', "FAIL": ' class="fail"'}.get(str(v), "")
-            cells.append(f"<td{css}>{html.escape(str(v))}</td>")
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
-
-
-def render_html(title: str, intro: str, sections: list[Section]) -> str:
-    """One self-contained page: inline CSS, PNGs as base64 data URIs, no scripts."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>", f"<p>{_inline(intro)}</p>"]
-    for s in sections:
-        out.append(f"<h2>{html.escape(s.title)}</h2>")
-        for block in s.blocks:
-            if isinstance(block, Table):
-                out.append(_html_table(block))
-            elif isinstance(block, Figure):
-                data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-                out.append(f'<figure><img alt="{html.escape(block.caption)}" '
-                           f'src="data:image/png;base64,{data}"><figcaption>'
-                           f"{html.escape(block.caption)}</figcaption></figure>")
-            elif isinstance(block, Code):
-                out.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
-            else:
-                out.append(f"<p>{_inline(block)}</p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path) -> ReportPaths:
