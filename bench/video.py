@@ -171,7 +171,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
         # Single-threaded encoders keep the bytes identical for a seed.
         stream.thread_count = 1
         if codec == "libx264":
-            stream.options = {"crf": "10", "preset": "veryfast"}
+            # x264's SIMD paths read uninitialised bytes on small frames: the same frames then
+            # encode differently from call to call (about 1 file in 20 at 32², depending on
+            # what the heap held). Its C paths are deterministic, and fast enough for the
+            # small generated videos this writer is for.
+            stream.options = {"crf": "10", "preset": "veryfast", "x264-params": "asm=0"}
         elif codec == "libvpx-vp9":
             stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         elif codec == "mpeg4":
