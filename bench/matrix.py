@@ -175,7 +175,20 @@ def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConf
     protocols = _tuple(axes.get("protocols", ["stream"]), "axes.protocols")
     for name in protocols:
         parse_protocol(name)
+    threads = _tuple(axes.get("threads", [1]), "axes.threads", int)
+    if any(t < 1 for t in threads):
+        raise MatrixConfigError(f"{where}: axes.threads must be >= 1, got {list(threads)}")
     timing = raw.get("timing", {})
+    bad_timing = sorted(set(timing) - {"warmup", "iterations", "cell_timeout_s"})
+    if bad_timing:
+        raise MatrixConfigError(f"{where}: unknown [timing] key(s) {bad_timing}; "
+                                "known: warmup, iterations, cell_timeout_s")
+    warmup, iterations = int(timing.get("warmup", 5)), int(timing.get("iterations", 50))
+    cell_timeout_s = float(timing.get("cell_timeout_s", 900))
+    if warmup < 0 or iterations < 1 or cell_timeout_s <= 0:
+        raise MatrixConfigError(
+            f"{where}: [timing] needs warmup >= 0, iterations >= 1 and cell_timeout_s > 0; got "
+            f"warmup={warmup}, iterations={iterations}, cell_timeout_s={cell_timeout_s:g}")
     sweep_raw = raw.get("memory_sweep", {})
     sweep = SweepConfig(
         clip_frames=_tuple(sweep_raw.get("clip_frames", []), "memory_sweep.clip_frames", int),
@@ -195,11 +208,11 @@ def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConf
         name=str(raw.get("name", "matrix")),
         models=tuple(models),
         formats=formats,
-        threads=_tuple(axes.get("threads", [1]), "axes.threads", int),
+        threads=threads,
         protocols=protocols,
-        warmup=int(timing.get("warmup", 5)),
-        iterations=int(timing.get("iterations", 50)),
-        cell_timeout_s=float(timing.get("cell_timeout_s", 900)),
+        warmup=warmup,
+        iterations=iterations,
+        cell_timeout_s=cell_timeout_s,
         data=data,
         sweep=sweep,
         include=tuple(raw.get("include", [])),
