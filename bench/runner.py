@@ -187,7 +187,8 @@ def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None
         "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
     }
     if artifact:
-        row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"))
+        row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"),
+                   export_s=artifact.get("build_s"), export_cached=artifact.get("cached"))
     row.update({k: v for k, v in outcome.result.items() if not k.startswith("_")})
     return row
 

@@ -42,6 +42,8 @@ CELL_COLUMNS: tuple[Column, ...] = (
     # artifact
     Column("artifact", "string", "", "path of the exported artifact ('' for tensorflow)"),
     Column("artifact_mb", "float64", "MB", "artifact size on disk"),
+    Column("export_s", "float64", "s", "time the artifact took to build (as recorded when built, also when cached)"),
+    Column("export_cached", "boolean", "", "the artifact was served from the cache"),
     Column("frames_per_step", "Int64", "frames", "frames per engine call"),
     Column("load_s", "float64", "s", "artifact load / model build (+ compile) time"),
     # per-step latency (one engine call, timed by the runtime base class)
@@ -116,6 +118,16 @@ def frame(rows: list[dict], columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.Da
         raise KeyError(f"columns not in the results schema: {unknown}")
     df = pd.DataFrame(rows, columns=names)
     return df.astype({c.name: c.dtype for c in columns})
+
+
+def conform(df: pd.DataFrame, columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:
+    """A table read back from disk, with the schema's columns in order: a column that an older
+    movibench did not write yet is added empty, so old runs still load, resume and compare."""
+    missing = [c for c in columns if c.name not in df.columns]
+    if missing:
+        df = df.assign(**{c.name: pd.Series(None, index=df.index, dtype=object).astype(c.dtype)
+                          for c in missing})
+    return df[[c.name for c in columns]]
 
 
 def describe() -> pd.DataFrame:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.schema import CELL_COLUMNS, PREDICTION_COLUMNS, SAMPLE_COLUMNS, frame
+from bench.schema import CELL_COLUMNS, PREDICTION_COLUMNS, SAMPLE_COLUMNS, conform, frame
 
 CELLS, SAMPLES, PREDICTIONS = "cells", "samples", "predictions"
 
@@ -90,8 +90,7 @@ class ResultsStore:
 
     def consolidate(self) -> pd.DataFrame:
         """Rebuild cells/samples/predictions files from the parts; returns the cells table."""
-        cells = self._concat(".parquet", CELL_COLUMNS)
-        cells = cells[[c.name for c in CELL_COLUMNS]] if len(cells) else cells
+        cells = conform(self._concat(".parquet", CELL_COLUMNS))
         predictions = self._concat(".predictions.parquet", PREDICTION_COLUMNS)
         cells = add_reference_agreement(cells, predictions)
         write_parquet(cells, self.root / f"{CELLS}.parquet")
@@ -141,5 +140,5 @@ def load_cells(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         path = path / f"{CELLS}.parquet"
     if path.suffix == ".csv":
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
+        return conform(pd.read_csv(path))
+    return conform(pd.read_parquet(path))

@@ -80,8 +80,10 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
                 row.update(status="ok", exit_code=0, cell_wall_s=3.0,
                            artifact="" if fmt == "tensorflow" else f"/cache/{fmt}.bin",
                            artifact_mb=None if fmt == "tensorflow" else 7.5 / (1 + (precision != "fp32")),
+                           export_s=None if fmt == "tensorflow" else 40.0, export_cached=False,
                            frames_per_step=None if fmt == "tensorflow" else 1, load_s=0.5,
                            step_n=50, step_p50_ms=p50, frame_p50_ms=p50, fps=1000 / p50,
+                           harness_step_ms=1.02 * p50, bare_step_ms=p50, harness_overhead_pct=2.0,
                            peak_rss_mb=400.0 + 100 * (fmt == "tensorflow"),
                            peak_rss_delta_mb=150.0, videos=VIDEOS, videos_failed=0,
                            top1=float(np.mean(preds == labels)), top5=1.0,
@@ -219,6 +221,8 @@ def test_headline_picks_one_best_deployment_per_runtime_and_precision(report, ru
     assert onnx["top-1 (%)"] == f"{100 * best['top1']:.1f}"
     assert onnx["per-frame p50 (ms)"] == f"{best['frame_p50_ms']:,.3f}"
     assert onnx["top-1 (%)"] == f"{100 * cells[cells['status'] == 'ok']['top1'].max():.1f}"
+    assert onnx["export (s)"] == "40.0" and onnx["load (s)"] == "0.50"
+    assert next(r for r in rows if r["runtime"] == "tensorflow")["export (s)"] == "–"
 
 
 def test_equivalence_passes_float_formats_and_fails_int8(report):
@@ -243,6 +247,17 @@ def test_failed_cell_speedup_memory_and_trace_sections(report):
     trace = page.table_with("prediction")
     assert trace[0]["protocol"] == "stream (this trace)"
     assert {r["protocol"] for r in trace[1:]} == {"full-clip", "multi-clip:2x16", "multi-clip:4x4"}
+
+
+def test_harness_overhead_table_lists_fastest_deployment_first(report):
+    page = parse(report.html)
+    rows = page.table_with("median overhead (%)")
+    # One row per deployment (format x threads), shortest engine call first.
+    assert len(rows) == len(FORMATS) * 2
+    assert rows[0]["deployment"] == "t0/stream tflite-fp32 t2"
+    assert rows[-1]["deployment"] == "t0/stream tensorflow t1"
+    assert {r["median overhead (%)"] for r in rows} == {"2.00"}
+    assert next(r for r in rows if r["deployment"] == "t0/stream tflite-int8 t2")["cells"] == "3"
 
 
 def test_environment_command_and_config_are_reported(report):
