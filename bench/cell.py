@@ -88,33 +88,33 @@ def measure_latency(session, frames: np.ndarray, warmup: int, iterations: int) -
         session.predict(frames)
         return None
 
-    session.step_ns.clear()
-    states = call(states)
-    first_ms = session.step_ns[0] / 1e6
-    for _ in range(warmup):
-        states = call(states)
     def bare(states):
-        # The same engine call without the harness: no input checks, no per-call timing.
+        # The same engine call without the harness: no input checks, no state bookkeeping.
         if causal:
             return session._step(frames, states)[1]
         session._predict(frames)
         return None
 
     session.step_ns.clear()
+    states = call(states)
+    first_ms = session.step_ns[0] / 1e6
+    for _ in range(warmup):
+        states = call(states)
+    session.step_ns.clear()
     bare_states = session.init_states() if causal else None
-    harness_ns = bare_ns = 0
-    # Alternating blocks, so that drift (clock boost, a busy neighbour) hits both loops alike.
+    harness_ns, bare_ns = [], []
+    # Alternating blocks, so that drift (clock boost, a busy neighbour) hits both loops alike;
+    # medians, so that one descheduled call does not decide the overhead.
     for block in np.array_split(np.arange(iterations), OVERHEAD_BLOCKS):
-        start = time.perf_counter_ns()
         for _ in block:
+            start = time.perf_counter_ns()
             states = call(states)
-        harness_ns += time.perf_counter_ns() - start
-        start = time.perf_counter_ns()
+            harness_ns.append(time.perf_counter_ns() - start)
         for _ in block:
+            start = time.perf_counter_ns()
             bare_states = bare(bare_states)
-        bare_ns += time.perf_counter_ns() - start
-    harness_ns /= iterations
-    bare_ns /= iterations
+            bare_ns.append(time.perf_counter_ns() - start)
+    harness, bare_call = float(np.median(harness_ns)), float(np.median(bare_ns))
     samples = list(session.step_ns)
     stats = LatencyStats.from_ns(samples)
     per_step = frames.shape[1]
@@ -123,8 +123,8 @@ def measure_latency(session, frames: np.ndarray, warmup: int, iterations: int) -
         "step_p50_ms": stats.p50_ms, "step_p90_ms": stats.p90_ms, "step_p99_ms": stats.p99_ms,
         "step_mean_ms": stats.mean_ms, "step_std_ms": stats.std_ms,
         "frame_p50_ms": stats.p50_ms / per_step, "fps": per_step * 1000.0 / stats.p50_ms,
-        "harness_step_ms": harness_ns / 1e6, "bare_step_ms": bare_ns / 1e6,
-        "harness_overhead_pct": 100.0 * (harness_ns - bare_ns) / bare_ns,
+        "harness_step_ms": harness / 1e6, "bare_step_ms": bare_call / 1e6,
+        "harness_overhead_pct": 100.0 * (harness - bare_call) / bare_call,
         "_samples_ms": [s / 1e6 for s in samples],
     }
 

@@ -414,9 +414,9 @@ def section_overhead(run: RunData) -> Section:
     rows.sort(key=lambda r: r.pop("_call"))
     section.blocks += [
         "What the harness adds to each engine call (input checks against the manifest, state "
-        "bookkeeping, per-call timing): the mean time of a timed call minus that of a bare loop "
-        "over the same runtime call, in alternating blocks so that drift hits both alike. "
-        "Negative values are noise. Shortest engine call first: the harness's fixed cost per call "
+        "bookkeeping, per-call timing): the median of the harness's calls minus that of bare calls to the same "
+        "runtime, timed in alternating blocks so that drift hits both alike. Negative values "
+        "are noise. Shortest engine call first: the harness's fixed cost per call "
         "weighs most there.",
         _table(rows),
     ]

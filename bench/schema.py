@@ -57,9 +57,9 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("step_std_ms", "float64", "ms", "standard deviation of engine-call latency"),
     Column("frame_p50_ms", "float64", "ms", "median latency per frame (step / frames per step)"),
     Column("fps", "float64", "frames/s", "frames per second at the median step latency"),
-    Column("harness_step_ms", "float64", "ms", "mean per-step time of the harness loop (checks + call)"),
-    Column("bare_step_ms", "float64", "ms", "mean per-step time of a bare loop over the engine call"),
-    Column("harness_overhead_pct", "float64", "%", "(harness - bare) / bare"),
+    Column("harness_step_ms", "float64", "ms", "median time of a harness call (input checks + engine call)"),
+    Column("bare_step_ms", "float64", "ms", "median time of a bare engine call (interleaved with the harness calls)"),
+    Column("harness_overhead_pct", "float64", "%", "(harness - bare) / bare, from the two medians"),
     # memory
     Column("rss_idle_mb", "float64", "MB", "RSS after imports, before loading the model"),
     Column("rss_loaded_mb", "float64", "MB", "RSS after loading the model"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,3 +122,16 @@ def test_existing_run_needs_resume(config_file, tmp_path):
     (store.parts / "x.parquet").write_bytes(b"")
     with pytest.raises(MovibenchError, match="--resume"):
         run_matrix(load_config(config_file), out, cells=[])
+
+
+def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0_stream_session):
+    from bench.cell import measure_latency
+
+    frames = np.random.default_rng(0).random((1, 1, 64, 64, 3), dtype=np.float32)
+    out = measure_latency(t0_stream_session, frames, warmup=2, iterations=12)
+    assert out["step_n"] == len(out["_samples_ms"]) == 12 and out["warmup_steps"] == 2
+    assert 0 < out["step_p50_ms"] <= out["step_p90_ms"] <= out["step_p99_ms"]
+    assert out["frame_p50_ms"] == out["step_p50_ms"]  # one frame per call
+    assert out["harness_step_ms"] > 0 and out["bare_step_ms"] > 0
+    expected = 100 * (out["harness_step_ms"] - out["bare_step_ms"]) / out["bare_step_ms"]
+    assert out["harness_overhead_pct"] == pytest.approx(expected)
