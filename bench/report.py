@@ -122,9 +122,7 @@ def section_headline(run: RunData) -> Section:
     section = Section("Best deployment per runtime and precision")
     best = best_per_runtime(run.cells)
     if best.empty:
-        section.blocks.append("Omitted: no successful eval cell in this run.")
-        section.omitted = True
-        return section
+        return section.omit("no successful eval cell in this run.")
     gpu = best["gpu_mem_mb"].notna().any()
     rows = []
     for _, r in best.iterrows():
@@ -153,9 +151,7 @@ def section_pareto(run: RunData, out_dir: Path) -> Section:
     section = Section("Latency vs accuracy")
     points = _ok(run.cells, "eval").dropna(subset=["video_ms", "top1"])
     if points.empty:
-        section.blocks.append("Omitted: no eval cell with both a per-video model time and an accuracy.")
-        section.omitted = True
-        return section
+        return section.omit("no eval cell with both a per-video model time and an accuracy.")
     front = points[pareto_front(points, "video_ms", "top1")]
     path = pareto_plot(points, front, out_dir / "latency_vs_accuracy.png",
                        "Accuracy vs cost per video, by protocol")
@@ -180,9 +176,7 @@ def section_memory(run: RunData, out_dir: Path) -> Section:
     section = Section("Peak memory and time vs clip length")
     sweep = _ok(run.cells, "memory").dropna(subset=["clip_frames"])
     if sweep.empty:
-        section.blocks.append("Omitted: this run has no memory-sweep cells ([memory_sweep] in the matrix).")
-        section.omitted = True
-        return section
+        return section.omit("this run has no memory-sweep cells ([memory_sweep] in the matrix).")
     sweep = sweep.assign(series=[f"{r['model']}/{r['variant']} {r['format']} {r['sweep_mode']}"
                                  for _, r in sweep.iterrows()])
     path = memory_plot(sweep, out_dir / "memory_vs_clip_length.png",
@@ -256,9 +250,7 @@ def section_trace(run: RunData, out_dir: Path) -> Section:
     section = Section("Prediction trace of one video")
     source = _trace_source(run)
     if source is None:
-        section.blocks.append("Omitted: no stream cell with a recorded per-step trace in this run.")
-        section.omitted = True
-        return section
+        return section.omit("no stream cell with a recorded per-step trace in this run.")
     pred, cell = source
     logits = np.asarray(json.loads(pred["trace"]), dtype=np.float64)
     probs = softmax(logits.reshape(len(logits), -1))
@@ -362,10 +354,8 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
     section = Section("Speedup over the TensorFlow reference")
     pairs = reference_pairs(run.cells)
     if pairs.empty:
-        section.blocks.append("Omitted: no exported-format cell has a TF cell with the same model, "
-                              "weights, input, threads and protocol.")
-        section.omitted = True
-        return section
+        return section.omit("no exported-format cell has a TF cell with the same model, "
+                                "weights, input, threads and protocol.")
     pairs = pairs.assign(frame_speedup=pairs["frame_p50_ms_ref"] / pairs["frame_p50_ms"],
                          video_speedup=pairs["video_ms_ref"] / pairs["video_ms"],
                          series=[f"{r['model']}/{r['variant']} t{r['threads']}" for _, r in pairs.iterrows()])
@@ -397,9 +387,7 @@ def section_overhead(run: RunData) -> Section:
     section = Section("Harness overhead")
     ok = _ok(run.cells, "eval").dropna(subset=["harness_step_ms", "bare_step_ms"])
     if ok.empty:
-        section.blocks.append("Omitted: no eval cell recorded its harness and bare-loop times.")
-        section.omitted = True
-        return section
+        return section.omit("no eval cell recorded its harness and bare-loop times.")
     ok = ok.assign(deployment=[deployment(r) for _, r in ok.iterrows()])
     rows = []
     for name, group in ok.groupby("deployment", sort=False):

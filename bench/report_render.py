@@ -49,6 +49,12 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
     omitted: bool = False  # the run has nothing for this section
 
+    def omit(self, reason: str) -> Section:
+        """Mark the section empty, saying why in its place; returns the section."""
+        self.blocks.append(f"Omitted: {reason}")
+        self.omitted = True
+        return self
+
 
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
