@@ -355,7 +355,7 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
     pairs = reference_pairs(run.cells)
     if pairs.empty:
         return section.omit("no exported-format cell has a TF cell with the same model, "
-                                "weights, input, threads and protocol.")
+                            "weights, input, threads and protocol.")
     pairs = pairs.assign(frame_speedup=pairs["frame_p50_ms_ref"] / pairs["frame_p50_ms"],
                          video_speedup=pairs["video_ms_ref"] / pairs["video_ms"],
                          series=[f"{r['model']}/{r['variant']} t{r['threads']}" for _, r in pairs.iterrows()])
