@@ -2,8 +2,8 @@
 # The a0 stream reference numbers in results/a0-stream-172/ (random-init weights, seed 0:
 # no checkpoint ships with the project; pass one with MOVIBENCH_A0_CHECKPOINT=PATH):
 # stream-vs-full-clip equivalence in TF, cross-runtime validation of every CPU format over
-# 32 streamed frames, the cache hit time of a repeated export, and per-frame step latency
-# of every runtime on 2 threads (pytest-benchmark JSON).
+# 32 streamed frames, the cache hit time of a repeated export, per-frame step latency
+# of every runtime on 2 threads (pytest-benchmark JSON), and the TensorRT parser check of the ONNX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,6 +22,8 @@ $MB validate equivalence --model a0 --variant stream --frames 32 --chunks 1,4,8 
 $MB validate cross-runtime --model a0 --variant stream --formats "$FORMATS" --frames 32 \
     --synthetic 2 --full-clip onnx --threads 2 "${CKPT[@]}" --out "$OUT/cross_runtime.csv" \
     --json > "$OUT/cross_runtime.json" || true
+# The a0 stream ONNX against TensorRT's ONNX parser table (no TensorRT or GPU needed).
+$MB validate tensorrt --model a0 --variant stream "${CKPT[@]}" --json > "$OUT/tensorrt_compat.json" || true
 # The artifacts exist now: this export is served from the cache.
 $MB export --model a0 --variant stream --formats "$FORMATS" "${CKPT[@]}" --json > "$OUT/export_cached.json"
 MOVIBENCH_BENCH_MODEL=a0 MOVIBENCH_BENCH_RESOLUTION=172 MOVIBENCH_BENCH_THREADS=2 \

@@ -139,6 +139,22 @@ def test_trt_compat_passes_static_and_fails_dynamic(static_onnx, dynamic_onnx):
     assert "dynamic inputs: image" in bad.summary() and "\n" not in bad.summary()
 
 
+def test_validate_tensorrt_cli_pass_fail_and_bad_file(static_onnx, dynamic_onnx, tmp_path):
+    from test_cli import run_cli
+
+    good = run_cli("validate", "tensorrt", "--onnx", str(static_onnx.path), "--json")
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert report["passed"] and report["ops"] == static_onnx.details["op_histogram"]
+    bad = run_cli("validate", "tensorrt", "--onnx", str(dynamic_onnx.path))
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "dynamic inputs: image" in bad.stdout
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf" * 10)
+    for path in (broken, tmp_path / "missing.onnx"):
+        result = run_cli("validate", "tensorrt", "--onnx", str(path))
+        assert result.returncode == 2 and result.stderr.startswith("error:"), result.stderr
+
+
 def _branch(op: str):
     """An If branch that applies `op` to the outer graph's 'x'."""
     out = helper.make_tensor_value_info("out_" + op, TensorProto.FLOAT, [1, 4])

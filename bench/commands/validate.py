@@ -1,4 +1,5 @@
-"""`movibench validate ...`: equivalence checks."""
+"""`movibench validate ...`: stream-vs-full-clip equivalence, cross-runtime agreement, and
+TensorRT parser compatibility of the ONNX export."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from bench.cli_common import (
 )
 from converters.errors import MovibenchError
 
-app = typer.Typer(help="Check that streamed and exported models say what the original says.",
+app = typer.Typer(help="Check that streamed and exported models say what the original says, "
+                       "and that the ONNX export suits TensorRT.",
                   no_args_is_help=True)
 
 
@@ -171,3 +173,60 @@ def validate_cross_runtime_cmd(
         stdout.print(table)
         stdout.print("PASS" if passed else "FAIL")
     raise typer.Exit(EXIT_OK if passed else EXIT_FAILED)
+
+
+@app.command("tensorrt")
+def validate_tensorrt_cmd(
+    onnx_file: Annotated[Optional[Path], typer.Option(
+        "--onnx", help="Check this ONNX file instead of exporting the model's.")] = None,
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    resolution: ResolutionOpt = None,
+    classes: ClassesOpt = None,
+    checkpoint: CheckpointOpt = None,
+    demo: DemoOpt = None,
+    clip_frames: Annotated[Optional[int], typer.Option(
+        "--clip-frames", help="Frames per call of the ONNX export (a base model's clip length).",
+        min=1)] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset of the export.", min=13)] = 17,
+    simplify: Annotated[bool, typer.Option(help="Simplify the exported graph with onnxslim.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of random-init weights (no checkpoint).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check, without TensorRT or a GPU, that TensorRT's ONNX parser takes a model's ONNX.
+
+    Every op of every (sub)graph against the parser's supported-operator table
+    (converters/data/tensorrt_onnx_ops.json, with its TensorRT version and source), each op's
+    data type, the graph's I/O dtypes, the opset, and static shapes on every input and output.
+    PASS means nothing in the table stands in the way; building an engine (`movibench export
+    --formats trt-fp16`) still needs TensorRT and a GPU. Exit 0 on PASS, 1 on FAIL, 2 on bad input.
+    """
+    from converters.trt_compat import check_tensorrt_compat
+
+    if onnx_file is None:
+        from converters.export import ExportOptions, export_model
+        from converters.zoo import config_for
+
+        checkpoint = resolve_checkpoint_option(checkpoint, demo)
+        config = config_for(model, variant, resolution, classes, checkpoint)
+        with console.status(f"exporting {config.model_id}/{config.variant} to ONNX"):
+            onnx_file = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=clip_frames,
+                                     options=ExportOptions(opset=opset, simplify=simplify, seed=seed)).path
+    elif not onnx_file.is_file():
+        raise MovibenchError(f"ONNX file not found: {onnx_file}")
+    report = check_tensorrt_compat(onnx_file)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table(title=f"TensorRT {report.tensorrt_version} ONNX parser — {onnx_file.name}, "
+                            f"opset {report.opset}")
+        for col in ("op", "nodes", "supported", "restriction (not checked statically)"):
+            table.add_column(col, overflow="fold")
+        for op, count in report.ops.items():
+            ok = op not in report.unsupported_ops and not any(
+                t.startswith(op + "(") for t in report.unsupported_node_types)
+            table.add_row(op, str(count), "[green]yes" if ok else "[red]no",
+                          report.restrictions.get(op, ""))
+        stdout.print(table)
+        stdout.print(report.summary())
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_FAILED)
