@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,11 @@ class JobOutcome:
 
 
 class Executor(Protocol):
-    def run(self, job: dict, timeout_s: float) -> JobOutcome: ...
+    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+        """Run one job (a cell or an export) to its outcome; may be called from several threads."""
+
+    def stop_all(self) -> None:
+        """Stop every job still running (called when the run is interrupted)."""
 
 
 def _describe_exit(code: int) -> str:
@@ -56,6 +61,19 @@ class LocalProcessExecutor:
     def __init__(self, python: str = sys.executable, env: dict | None = None):
         self.python = python
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        # Workers alive now (jobs may run from several threads at once, e.g. exports).
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def stop_all(self) -> None:
+        """Kill every worker still running (their process groups): an interrupted run stops."""
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # not yet its own group leader: kill the process itself
+                proc.kill()
 
     def run(self, job: dict, timeout_s: float) -> JobOutcome:
         with tempfile.TemporaryDirectory(prefix="movibench-cell-") as tmp:
@@ -66,6 +84,8 @@ class LocalProcessExecutor:
                 [self.python, "-m", "bench.cell", str(job_path), str(result_path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 env=self.env, start_new_session=True)
+            with self._lock:
+                self._live.add(proc)
             try:
                 _, stderr = proc.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -78,6 +98,9 @@ class LocalProcessExecutor:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
                 raise
+            finally:
+                with self._lock:
+                    self._live.discard(proc)
             wall = time.perf_counter() - start
             result = json.loads(result_path.read_text()) if result_path.exists() else {}
             if proc.returncode == 0:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench.executor import LocalProcessExecutor
+from bench.executor import JobOutcome, LocalProcessExecutor
 from bench.matrix import MatrixConfigError, apply_filter, expand, load_config, parse_config
 from bench.runner import run_matrix
 from bench.store import ResultsStore, load_cells
@@ -135,3 +138,65 @@ def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0
     assert out["harness_step_ms"] > 0 and out["bare_step_ms"] > 0
     expected = 100 * (out["harness_step_ms"] - out["bare_step_ms"]) / out["bare_step_ms"]
     assert out["harness_overhead_pct"] == pytest.approx(expected)
+
+
+class RecordingExecutor:
+    """Where jobs run, replaced for this test only: exports succeed (but one), cells return a
+    row's worth of numbers, and every job is recorded with the peak number at once."""
+
+    def __init__(self, fail_format: str):
+        self.fail_format, self.jobs, self.running, self.peak = fail_format, [], 0, 0
+        self._lock = threading.Lock()
+
+    def run(self, job, timeout_s):
+        with self._lock:
+            self.jobs.append(job)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.2 if job.get("job") == "export" else 0)
+        with self._lock:
+            self.running -= 1
+        if job.get("job") == "export":
+            if job["format"] == self.fail_format:
+                return JobOutcome(False, {}, "ConverterError: op not supported", 1, 0.2)
+            return JobOutcome(True, {"artifact": f"/art/{job['format']}", "cached": False,
+                                     "build_s": 0.2, "artifact_mb": 1.0}, "", 0, 0.2)
+        return JobOutcome(True, {"step_p50_ms": 1.0, "top1": 0.5}, "", 0, 0.01)
+
+    def stop_all(self):
+        pass
+
+
+def test_exports_run_first_in_parallel_once_per_artifact_and_a_failed_one_fails_its_cells(tmp_path):
+    config = parse_config({
+        "name": "exports", "models": [{"model": "t0", "variant": "stream", "resolution": 32, "classes": 2}],
+        "axes": {"formats": ["tensorflow", "onnx", "tflite-fp32", "tflite-int8"],
+                 "protocols": ["stream", "full-clip"]}})
+    executor = RecordingExecutor(fail_format="tflite-int8")
+    exports = []
+    table = run_matrix(config, tmp_path / "run", cells=expand(config), executor=executor,
+                       export_jobs=3, on_exports=exports.append, command="test")
+    kinds = [job.get("job", "cell") for job in executor.jobs]
+    # Three artifacts for six exported cells, all built before the first cell ran, at once.
+    assert exports == [3] and kinds == ["export"] * 3 + ["cell"] * 6
+    assert executor.peak == 3
+    rows = table.set_index(["format", "protocol"])
+    assert rows.loc[("onnx", "stream"), "status"] == "ok"
+    assert rows.loc[("onnx", "stream"), "export_s"] == 0.2
+    assert rows.loc[("tflite-int8", "full-clip"), "status"] == "failed"
+    assert rows.loc[("tflite-int8", "full-clip"), "error"] == "export failed: ConverterError: op not supported"
+    assert len(table) == 8
+
+
+def test_stop_all_kills_the_workers_still_running():
+    executor = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "hang:stuck"})
+    outcomes = []
+    worker = threading.Thread(target=lambda: outcomes.append(
+        executor.run({"cell": {"format": "tensorflow"}, "label": "stuck"}, 120)))
+    worker.start()
+    while not executor._live:
+        time.sleep(0.05)
+    executor.stop_all()
+    worker.join(30)
+    assert not worker.is_alive() and not executor._live
+    assert not outcomes[0].ok and "SIGKILL" in outcomes[0].error

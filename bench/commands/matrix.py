@@ -83,12 +83,18 @@ def run_cmd(
     resume: Annotated[bool, typer.Option(help="Continue a run in --out: run only missing cells.")] = False,
     only: OnlyOpt = None,
     cell_timeout: Annotated[Optional[float], typer.Option(
-        "--cell-timeout", help="Seconds before a cell is killed and recorded as failed.")] = None,
+        "--cell-timeout", help="Seconds before a cell is killed and recorded as failed.",
+        min=0.001)] = None,
+    export_jobs: Annotated[int, typer.Option(
+        "--export-jobs", help="Exports (conversions, one core each) run at once before the "
+                              "cells; cells always run one at a time.", min=1)] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every cell in its own process; write rows to a Parquet + CSV results store.
 
-    A crash, hang or out-of-memory in one cell becomes a failed row and the run goes on.
+    The artifacts the cells need are exported first (served from the cache when built
+    before), then the cells run one at a time. A crash, hang or out-of-memory in one export
+    or cell becomes a failed row and the run goes on.
     Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config.
     """
     from bench.runner import run_matrix, summary_line
@@ -97,6 +103,24 @@ def run_cmd(
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     task = None
+
+    def on_exports(total: int) -> None:
+        nonlocal task
+        if total:
+            task = progress.add_task("exports", total=total)
+
+    def on_export(job, outcome) -> None:
+        what = f"export {job['config']['model_id']}/{job['config']['variant']} {job['format']}"
+        if job.get("frames_per_step"):
+            what += f" (T={job['frames_per_step']})"
+        if not outcome.ok:
+            how = f"FAILED {outcome.error}"
+        elif outcome.result.get("cached"):
+            how = "cached"
+        else:
+            how = f"built in {outcome.result.get('build_s', float('nan')):.1f} s"
+        progress.console.print(f"{what}: {how}", highlight=False)
+        progress.advance(task)
 
     def on_start(total: int) -> None:
         nonlocal task
@@ -111,7 +135,8 @@ def run_cmd(
     command = "movibench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress:
         table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
-                           command=command, on_cell=on_cell, on_start=on_start)
+                           command=command, export_jobs=export_jobs, on_cell=on_cell,
+                           on_start=on_start, on_exports=on_exports, on_export=on_export)
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     if as_json:
         print(json.dumps({"out": str(out), "cells": len(table), "failed": failed}))
