@@ -36,6 +36,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the library's).")]
 DemoOpt = Annotated[Optional[str], typer.Option(
     help="A shipped demo checkpoint instead of --checkpoint: t0-stream-synth, t0-base-synth.")]
+ClipFramesOpt = Annotated[Optional[int], typer.Option(
+    "--clip-frames", help="Frames per call: the clip length L of a base model (required there), "
+                          "or T > 1 for a stream model fed in chunks.", min=1)]
+OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.", min=13)]
+SimplifyOpt = Annotated[bool, typer.Option(help="Simplify the ONNX graph with onnxslim.")]
 
 
 def resolve_checkpoint_option(checkpoint: Path | None, demo: str | None) -> Path | None:
@@ -48,3 +53,12 @@ def resolve_checkpoint_option(checkpoint: Path | None, demo: str | None) -> Path
     if checkpoint is not None:
         raise MovibenchError("give --demo or --checkpoint, not both")
     return demo_checkpoint(demo)
+
+
+def model_config(model: str | None, variant: str | None, resolution: int | None,
+                 classes: int | None, checkpoint: Path | None, demo: str | None):
+    """The model the options name and the checkpoint to load it from: (ModelConfig, path|None)."""
+    from converters.zoo import config_for
+
+    checkpoint = resolve_checkpoint_option(checkpoint, demo)
+    return config_for(model, variant, resolution, classes, checkpoint), checkpoint

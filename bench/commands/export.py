@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from bench.cli_common import (
-    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, DemoOpt, JsonOpt, ModelOpt, ResolutionOpt,
-    VariantOpt, console, resolve_checkpoint_option, stdout,
+    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, DemoOpt, JsonOpt, ModelOpt,
+    OpsetOpt, ResolutionOpt, SimplifyOpt, VariantOpt, console, model_config, stdout,
 )
 
 
@@ -30,13 +30,11 @@ def export_cmd(
     classes: ClassesOpt = None,
     checkpoint: CheckpointOpt = None,
     demo: DemoOpt = None,
-    clip_frames: Annotated[Optional[int], typer.Option(
-        "--clip-frames", help="Frames per call: the clip length L of a base model (required "
-                              "there), or T > 1 for a stream model fed in chunks.", min=1)] = None,
+    clip_frames: ClipFramesOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Also copy each artifact and its manifest into this folder.")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.", min=13)] = 17,
-    simplify: Annotated[bool, typer.Option(help="Simplify the ONNX graph with onnxslim.")] = False,
+    opset: OpsetOpt = 17,
+    simplify: SimplifyOpt = False,
     dynamic_frames: Annotated[bool, typer.Option(
         help="ONNX only: leave T symbolic (one artifact for 1 frame or a whole clip).")] = False,
     int8_float_io: Annotated[bool, typer.Option(
@@ -57,11 +55,9 @@ def export_cmd(
     from converters.errors import MovibenchError
     from converters.export import CalibrationData, ExportOptions, export_model
     from converters.formats import parse_formats
-    from converters.zoo import config_for
 
     specs = parse_formats(formats)
-    checkpoint = resolve_checkpoint_option(checkpoint, demo)
-    config = config_for(model, variant, resolution, classes, checkpoint)
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
     if calib_videos is not None:
         from bench.calibration import calibration_from_videos
         from bench.video import list_videos

@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from bench.cli_common import (
-    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, DemoOpt, JsonOpt, ModelOpt, ResolutionOpt,
-    ThreadsOpt, VariantOpt, console, parse_int_list, resolve_checkpoint_option, stdout,
+    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, DemoOpt, JsonOpt, ModelOpt,
+    OpsetOpt, ResolutionOpt, SimplifyOpt, ThreadsOpt, VariantOpt, console, model_config,
+    parse_int_list, stdout,
 )
 from converters.errors import MovibenchError
 
@@ -66,12 +67,10 @@ def validate_equivalence_cmd(
     """
     from bench.compare_logits import Tolerance
     from bench.validate import validate_equivalence
-    from converters.zoo import config_for
     from runtimes.tensorflow import TensorFlowSession
 
     sizes = parse_int_list(chunk_sizes, "--chunks")
-    checkpoint = resolve_checkpoint_option(checkpoint, demo)
-    config = config_for(model, variant, resolution, classes, checkpoint)
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
     if not config.causal:
         raise MovibenchError(f"variant {config.variant!r} is not causal: equivalence needs stream or mobile")
     clips = load_clips(videos, synthetic, frames, config.resolution, seed)
@@ -123,14 +122,12 @@ def validate_cross_runtime_cmd(
     from bench.validate import validate_cross_runtime
     from converters.export import ExportOptions, export_model
     from converters.formats import parse_formats
-    from converters.zoo import config_for
     from runtimes.loader import open_session
     from runtimes.tensorflow import TensorFlowSession
 
     specs = parse_formats(formats)
     full_clip_formats = tuple(s.name for s in parse_formats(full_clip)) if full_clip.strip() else ()
-    checkpoint = resolve_checkpoint_option(checkpoint, demo)
-    config = config_for(model, variant, resolution, classes, checkpoint)
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
     if not config.causal:
         raise MovibenchError(f"variant {config.variant!r} is not causal: cross-runtime streaming "
                              "needs stream or mobile")
@@ -185,11 +182,9 @@ def validate_tensorrt_cmd(
     classes: ClassesOpt = None,
     checkpoint: CheckpointOpt = None,
     demo: DemoOpt = None,
-    clip_frames: Annotated[Optional[int], typer.Option(
-        "--clip-frames", help="Frames per call of the ONNX export (a base model's clip length).",
-        min=1)] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset of the export.", min=13)] = 17,
-    simplify: Annotated[bool, typer.Option(help="Simplify the exported graph with onnxslim.")] = False,
+    clip_frames: ClipFramesOpt = None,
+    opset: OpsetOpt = 17,
+    simplify: SimplifyOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of random-init weights (no checkpoint).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -205,10 +200,8 @@ def validate_tensorrt_cmd(
 
     if onnx_file is None:
         from converters.export import ExportOptions, export_model
-        from converters.zoo import config_for
 
-        checkpoint = resolve_checkpoint_option(checkpoint, demo)
-        config = config_for(model, variant, resolution, classes, checkpoint)
+        config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
         with console.status(f"exporting {config.model_id}/{config.variant} to ONNX"):
             onnx_file = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=clip_frames,
                                      options=ExportOptions(opset=opset, simplify=simplify, seed=seed)).path
