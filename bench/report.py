@@ -389,23 +389,23 @@ def section_overhead(run: RunData) -> Section:
     if ok.empty:
         return section.omit("no eval cell recorded its harness and bare-loop times.")
     ok = ok.assign(deployment=[deployment(r) for _, r in ok.iterrows()])
-    rows = []
-    for name, group in ok.groupby("deployment", sort=False):
-        first = group.iloc[0]
-        rows.append({"deployment": name, "runtime": first["runtime"], "cells": str(len(group)),
-                     head("frame_p50_ms", "median per-frame p50"): num(group["frame_p50_ms"].median(), 3),
-                     head("bare_step_ms", "median bare call"): num(group["bare_step_ms"].median(), 3),
-                     head("harness_step_ms", "median harness call"): num(group["harness_step_ms"].median(), 3),
-                     "median overhead (%)": num(group["harness_overhead_pct"].median(), 2),
-                     "max overhead (%)": num(group["harness_overhead_pct"].max(), 2),
-                     "_call": group["bare_step_ms"].median()})
-    rows.sort(key=lambda r: r.pop("_call"))
+    summary = ok.groupby("deployment", sort=False).agg(
+        runtime=("runtime", "first"), cells=("cell_id", "size"), frame=("frame_p50_ms", "median"),
+        bare=("bare_step_ms", "median"), harness=("harness_step_ms", "median"),
+        overhead=("harness_overhead_pct", "median"), worst=("harness_overhead_pct", "max"),
+    ).sort_values("bare", kind="stable")
+    rows = [{"deployment": name, "runtime": r["runtime"], "cells": str(r["cells"]),
+             head("frame_p50_ms", "median per-frame p50"): num(r["frame"], 3),
+             head("bare_step_ms", "median bare call"): num(r["bare"], 3),
+             head("harness_step_ms", "median harness call"): num(r["harness"], 3),
+             "median overhead (%)": num(r["overhead"], 2), "max overhead (%)": num(r["worst"], 2)}
+            for name, r in summary.iterrows()]
     section.blocks += [
         "What the harness adds to each engine call (input checks against the manifest, state "
-        "bookkeeping, per-call timing): the median of the harness's calls minus that of bare calls to the same "
-        "runtime, timed in alternating blocks so that drift hits both alike. Negative values "
-        "are noise. Shortest engine call first: the harness's fixed cost per call "
-        "weighs most there.",
+        "bookkeeping, per-call timing): the median of the harness's calls minus that of bare "
+        "calls to the same runtime, timed in alternating blocks so that drift hits both alike. "
+        "Negative values are noise. Shortest engine call first: the harness's fixed cost per "
+        "call weighs most there.",
         _table(rows),
     ]
     return section
