@@ -202,7 +202,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
                         key, time.perf_counter() - start, info.get("details", {}))
 
     if spec.family == "tensorrt":
-        from converters.export_tensorrt import require_tensorrt
+        from runtimes.tensorrt_cuda import require_tensorrt
 
         require_tensorrt()  # fail before spending a minute on the ONNX source
     staging = cache.staging_dir()

@@ -42,12 +42,6 @@ FORMATS: dict[str, FormatSpec] = {
     )
 }
 
-# Where each runtime's Session class lives; imported lazily so one engine never pulls another.
-RUNTIME_SESSIONS: dict[str, str] = {
-    "onnxruntime": "runtimes.onnxruntime:OnnxRuntimeSession",
-    "litert": "runtimes.litert:LiteRTSession",
-    "tensorrt": "runtimes.tensorrt:TensorRTSession",
-}
 
 
 def get_format(name: str) -> FormatSpec:

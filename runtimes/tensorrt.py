@@ -41,7 +41,7 @@ class TensorRTSession(Session):
     runtime = "tensorrt"
 
     def __init__(self, runtime, engine, manifest: StateManifest, logger, cuda_graphs: bool):
-        from converters.cuda_memory import DeviceBuffer, create_stream
+        from runtimes.tensorrt_cuda import DeviceBuffer, create_stream
 
         super().__init__(manifest)
         # The engine must not outlive its runtime, nor either of them the logger.
@@ -80,7 +80,7 @@ class TensorRTSession(Session):
             MissingDependencyError without TensorRT/cuda-python/GPU; ArtifactError for a missing
             or corrupt engine, one built by another TensorRT version, or a manifest mismatch.
         """
-        from converters.export_tensorrt import recording_logger, require_tensorrt
+        from runtimes.tensorrt_cuda import recording_logger, require_tensorrt
 
         trt = require_tensorrt()
         path = Path(path)
@@ -153,7 +153,7 @@ class TensorRTSession(Session):
         self._bound = slots
 
     def _enqueue(self, slots: tuple[int, ...]) -> None:
-        from converters.cuda_memory import cuda_call, cudart
+        from runtimes.tensorrt_cuda import cuda_call, cudart
 
         graph = self._graphs.get(slots)
         if graph is not None:
@@ -166,7 +166,7 @@ class TensorRTSession(Session):
 
     def _capture(self, slots: tuple[int, ...]) -> None:
         """Record this binding's enqueue as a CUDA graph, after one plain run did lazy setup."""
-        from converters.cuda_memory import cuda_call, cudart, synchronize
+        from runtimes.tensorrt_cuda import cuda_call, cudart, synchronize
 
         rt = cudart()
         synchronize(self._stream)
@@ -177,7 +177,7 @@ class TensorRTSession(Session):
         self._graphs[slots] = (graph, cuda_call(rt.cudaGraphInstantiate(graph, 0)))
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        from converters.cuda_memory import synchronize
+        from runtimes.tensorrt_cuda import synchronize
 
         self.require_open()
         self._image.upload(frames, self._stream)
@@ -196,7 +196,7 @@ class TensorRTSession(Session):
 
     def close(self) -> None:
         """Free graphs, buffers and the stream; the session cannot run afterwards."""
-        from converters.cuda_memory import cuda_call, cudart, destroy_stream
+        from runtimes.tensorrt_cuda import cuda_call, cudart, destroy_stream
 
         if self._engine is None:
             return

@@ -1,4 +1,4 @@
-"""`movibench compare`: two real run directories (written with bench.store from generated
+"""`movibench compare`: two real run directories (written with bench.results.store from generated
 samples), a noise-aware latency verdict per cell, and the exit code a CI gate relies on."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.matrix import Cell
-from bench.regression import (
+from bench.matrix.config import Cell
+from bench.results.regression import (
     IMPROVED, NOISY, REGRESSED, UNCHANGED, LatencyTest, compare_runs, environment_differences,
     latency_verdict,
 )
-from bench.rundir import load_run
-from bench.store import ResultsStore
+from bench.results.rundir import load_run
+from bench.results.store import ResultsStore
 
 BASE_MS = {"tensorflow": 20.0, "onnx": 4.5, "tflite-fp32": 3.3}
 SAMPLES = 60
@@ -61,7 +61,7 @@ def verdicts(result) -> dict[str, str]:
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """`movibench ARGS` in this process through the real entry point (exit-code mapping)."""
-    from bench.cli import main
+    from bench.cli.app import main
 
     monkeypatch.setattr("sys.argv", ["movibench", *args])
     with pytest.raises(SystemExit) as done:
@@ -97,7 +97,7 @@ def test_injected_20pct_regression_fails_the_gate(run_a, tmp_path):
     run_b = write_run(tmp_path / "b", samples)
     table = tmp_path / "compare.csv"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "compare", str(run_a), str(run_b),
+    proc = subprocess.run([sys.executable, "-m", "bench.cli.app", "compare", str(run_a), str(run_b),
                            "--threshold", "10", "--out", str(table)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -176,7 +176,7 @@ def test_bad_input_is_one_line_exit_2(run_a, tmp_path, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), "missing-run")
     assert code == 2 and err.strip().splitlines() == ["error: run directory not found: missing-run"]
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), str(run_a), "--metric", "speed")
-    # One message (bench.cli's console may wrap a long line at the terminal width).
+    # One message (bench.cli.app's console may wrap a long line at the terminal width).
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
     assert "unknown metric(s) speed; known: step_p50_ms" in err
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), str(run_a), "--threshold", "-5")

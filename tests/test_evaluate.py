@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.datasets import load_folder
-from bench.evaluate import compute_metrics, evaluate, summary_path, write_table
-from bench.protocols import softmax
-from bench.synth import SynthConfig, generate
-from bench.video import read_clip
+from bench.data.datasets import load_folder
+from bench.evaluation.evaluate import compute_metrics, evaluate, summary_path, write_table
+from bench.evaluation.protocols import softmax
+from bench.data.synth import SynthConfig, generate
+from bench.data.video import read_clip
 from converters.errors import MovibenchError, UnknownModelError
 from converters.zoo import ModelConfig, config_for, demo_checkpoint
 
@@ -88,7 +88,7 @@ def test_class_count_must_match(session, broken_folder):
 
 
 def test_metrics_by_hand():
-    from bench.evaluate import VideoResult
+    from bench.evaluation.evaluate import VideoResult
 
     def row(label, pred, top5=True):
         return VideoResult("p", str(label), label, None, "x", True, pred_index=pred,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.executor import JobOutcome, LocalProcessExecutor
-from bench.matrix import MatrixConfigError, apply_filter, expand, load_config, parse_config
-from bench.runner import run_matrix
-from bench.store import ResultsStore, load_cells
+from bench.launchers.local import JobOutcome, LocalProcessExecutor
+from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
+from bench.matrix.run import run_matrix
+from bench.results.store import ResultsStore, load_cells
 from converters.errors import MovibenchError
 
 CONFIG = """
@@ -48,7 +48,7 @@ def config_file(tmp_path):
 
 
 def test_shipped_default_config_expands():
-    from bench.commands.matrix import config_path
+    from bench.cli.matrix import config_path
 
     config = load_config(config_path("default"))
     cells = expand(config)
@@ -128,7 +128,7 @@ def test_existing_run_needs_resume(config_file, tmp_path):
 
 
 def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0_stream_session):
-    from bench.cell import measure_latency
+    from bench.launchers.worker import measure_latency
 
     frames = np.random.default_rng(0).random((1, 1, 64, 64, 3), dtype=np.float32)
     out = measure_latency(t0_stream_session, frames, warmup=2, iterations=12)

@@ -1,4 +1,4 @@
-"""`movibench report`: a real run directory (written with bench.store from generated numbers,
+"""`movibench report`: a real run directory (written with bench.results.store from generated numbers,
 no TF) rendered to Markdown + self-contained HTML, checked the way a reader would."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.matrix import Cell
-from bench.protocols import softmax
-from bench.report import build_report, pareto_front
-from bench.store import ResultsStore
+from bench.matrix.config import Cell
+from bench.evaluation.protocols import softmax
+from bench.report.build import build_report, pareto_front
+from bench.results.store import ResultsStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["one", "two", "three", "four"]
@@ -302,7 +302,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch):
-    from bench.cli import main
+    from bench.cli.app import main
 
     monkeypatch.setattr("sys.argv", ["movibench", "report", str(run_dir), "--out", str(tmp_path), "--json"])
     with pytest.raises(SystemExit) as done:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.compare_logits import Tolerance, compare_logits
+from bench.evaluation.compare_logits import Tolerance, compare_logits
 from converters.calibration import streamed_feeds, synthetic_clips
 from converters.errors import (
     ArtifactError, MissingDependencyError, StateError, UnsupportedExportError,
@@ -127,7 +127,7 @@ def test_calibration_drops_a_partial_step_and_refuses_dynamic_t():
 
 # -- without TensorRT: clear refusals ------------------------------------------------------------
 def test_engine_paths_refuse_clearly_without_tensorrt_or_gpu(tmp_path):
-    from converters.export_tensorrt import require_tensorrt
+    from runtimes.tensorrt_cuda import require_tensorrt
 
     try:
         require_tensorrt()
@@ -149,7 +149,7 @@ def test_engine_paths_refuse_clearly_without_tensorrt_or_gpu(tmp_path):
 # -- real engines: TensorRT 10 and a CUDA GPU ----------------------------------------------------
 @pytest.fixture(scope="module")
 def tensorrt_ready():
-    from converters.export_tensorrt import require_tensorrt
+    from runtimes.tensorrt_cuda import require_tensorrt
 
     try:
         return require_tensorrt()
