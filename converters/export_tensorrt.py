@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import MissingDependencyError, UnsupportedExportError
+from converters.errors import UnsupportedExportError
 from converters.manifest import StateManifest
 from converters.tensorrt_config import (
     EngineBuildPlan, TensorRTBuildConfig, plan_engine_build,

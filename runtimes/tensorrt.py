@@ -39,6 +39,7 @@ class TensorRTSession(Session):
     """A deserialized engine with its own CUDA stream, buffers and (optionally) CUDA graphs."""
 
     runtime = "tensorrt"
+    engine_modules = ("tensorrt",)
 
     def __init__(self, runtime, engine, manifest: StateManifest, logger, cuda_graphs: bool):
         from runtimes.tensorrt_cuda import DeviceBuffer, create_stream

@@ -26,7 +26,7 @@ SAMPLES = 60
 
 
 def cell(fmt: str) -> Cell:
-    return Cell("eval", "t0", "stream", "", 64, 4, fmt, 2, "stream")
+    return Cell("latency", "t0", "stream", "", 64, 4, fmt, 2, frames_per_call=1)
 
 
 def baseline(seed: int) -> dict[str, np.ndarray]:
@@ -42,15 +42,15 @@ def write_run(root: Path, samples: dict[str, np.ndarray], *, failed: dict[str, s
     store.init({"run_id": root.name, "environment": {"cpu_model": cpu, "libraries": {}}}, "")
     for fmt in sorted(set(samples) | set(failed or {})):
         c = cell(fmt)
-        row = {"cell_id": c.cell_id, "run_id": root.name, "kind": "eval", "model": "t0",
+        row = {"cell_id": c.cell_id, "run_id": root.name, "kind": "latency", "model": "t0",
                "variant": "stream", "checkpoint": "", "resolution": 64, "format": fmt,
-               "precision": "fp32", "runtime": fmt, "threads": 2, "protocol": "stream"}
+               "precision": "fp32", "runtime": fmt, "threads": 2, "frames_per_call": 1}
         if fmt in (failed or {}):
             store.append({**row, "status": "failed", "exit_code": 1, "error": failed[fmt]})
             continue
         ms = samples[fmt]
         store.append({**row, "status": "ok", "step_n": len(ms), "step_p50_ms": float(np.median(ms)),
-                      "peak_rss_mb": (rss or {}).get(fmt, 400.0), "top1": 0.875}, list(ms))
+                      "peak_rss_mb": (rss or {}).get(fmt, 400.0)}, list(ms))
     store.consolidate()
     return root
 
@@ -103,11 +103,11 @@ def test_injected_20pct_regression_fails_the_gate(run_a, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "REGRESSED: 1 regressed" in proc.stdout
     rows = pd.read_csv(table).set_index("label")
-    onnx = rows.loc["t0/stream onnx t2 stream"]
+    onnx = rows.loc["t0/stream onnx t2 latency@1f"]
     assert onnx["verdict"] == REGRESSED
     assert 1.15 < onnx["latency_ratio"] < 1.25 and onnx["latency_ci_low"] > 1.1
     assert 15 < onnx["step_p50_ms_change_pct"] < 25
-    assert (rows.drop(index="t0/stream onnx t2 stream")["verdict"] == UNCHANGED).all()
+    assert (rows.drop(index="t0/stream onnx t2 latency@1f")["verdict"] == UNCHANGED).all()
     # The same slowdown under a looser threshold is no regression.
     assert not compare_runs(load_run(run_a), load_run(run_b), threshold_pct=25).regressed
 
@@ -150,13 +150,14 @@ def test_cells_only_in_one_run_failures_metrics_and_environment(run_a, tmp_path)
     run_b = write_run(tmp_path / "b", samples, failed={"tensorflow": "MemoryError: out of memory"},
                       rss={"onnx": 440.0}, cpu="Other CPU")
     result = compare_runs(load_run(run_a), load_run(run_b))
-    assert result.only_a == ["t0/stream tflite-fp32 t2 stream"]
-    assert result.only_b == ["t0/stream tflite-fp16 t2 stream"]
+    assert result.only_a == ["t0/stream tflite-fp32 t2 latency@1f"]
+    assert result.only_b == ["t0/stream tflite-fp16 t2 latency@1f"]
     tf = next(c for c in result.cells if "tensorflow" in c.label)
     assert tf.verdict == REGRESSED and "out of memory" in tf.reason
     onnx = next(c for c in result.cells if "onnx" in c.label)
     assert onnx.changes["peak_rss_mb"] == (400.0, 440.0, pytest.approx(10.0))
-    assert onnx.changes["top1"][2] == 0.0
+    # A latency cell measures no accuracy: compare reports only the metrics a cell has.
+    assert "top1" not in onnx.changes
     assert result.environment_differences["cpu_model"] == ("Test CPU", "Other CPU")
     assert result.to_frame()["verdict"].iloc[0] == REGRESSED  # most urgent first
 

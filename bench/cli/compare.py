@@ -75,7 +75,7 @@ def _print(result, table) -> None:
     view.add_column("why (latency: median ratio B/A [95% CI], Mann-Whitney p)")
     for _, row in table.iterrows():
         style = VERDICT_STYLE[row["verdict"]]
-        changes = [f"{row[f'{m}_change_pct']:+.1f}" if pd.notna(row[f"{m}_change_pct"]) else "–"
+        changes = [f"{row[f'{m}_change_pct']:+.1f}" if pd.notna(row.get(f"{m}_change_pct")) else "–"
                    for m in result.metrics]
         view.add_row(row["label"], f"[{style}]{row['verdict']}[/]", *changes, row["reason"])
     stdout.print(view)

@@ -60,18 +60,19 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
     plans = plan_cells(cells, planned_data(cfg), done)
     if as_json:
         print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id, "status": p.status,
-                           "frames_per_step": p.frames_per_step, "artifact": p.artifact,
+                           "frames_per_call": p.frames_per_call, "artifact": p.artifact,
                            "error": p.error} for p in plans], indent=2))
         return
     todo = sum(p.status == "todo" for p in plans)
     table = Table(title=f"{cfg.name}: {len(plans)} cells ({todo} to run)", box=None)
-    for col in ("cell", "model", "format", "thr", "protocol / sweep", "T", "artifact", "status"):
+    for col in ("cell", "model", "format", "thr", "scenario", "protocol / sweep", "T", "artifact",
+                "status"):
         table.add_column(col, no_wrap=col != "protocol / sweep")
     for p in plans:
         c = p.cell
-        what = c.protocol if c.kind == "eval" else f"memory {c.sweep_mode}@{c.clip_frames}f"
-        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, str(c.threads), what,
-                      "-" if p.frames_per_step is None else str(p.frames_per_step),
+        what = {"latency": "-", "memory": f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
+        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, str(c.threads), c.kind, what,
+                      "-" if p.frames_per_call is None else str(p.frames_per_call),
                       p.artifact or "-", "[red]cannot run" if p.error else p.status)
     stdout.print(table)
 
@@ -111,8 +112,8 @@ def run_cmd(
 
     def on_export(job, outcome) -> None:
         what = f"export {job['config']['model_id']}/{job['config']['variant']} {job['format']}"
-        if job.get("frames_per_step"):
-            what += f" (T={job['frames_per_step']})"
+        if job.get("frames_per_call"):
+            what += f" (T={job['frames_per_call']})"
         if not outcome.ok:
             how = f"FAILED {outcome.error}"
         elif outcome.result.get("cached"):

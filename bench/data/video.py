@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from converters.errors import VideoError
+from converters.errors import VideoError, first_line
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 
@@ -41,7 +41,7 @@ def _open(path: str | Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or _one_line(exc)
+        reason = getattr(exc, "strerror", None) or first_line(exc)
         raise VideoError(f"cannot open video {path}: {reason}") from None
     if not container.streams.video:
         container.close()
@@ -126,16 +126,11 @@ def iter_frames(path: str | Path, size: int, *, stride: int = 1, fps: float | No
                 if max_frames is not None and produced >= max_frames:
                     return
     except av.error.FFmpegError as exc:
-        raise VideoError(f"corrupt video {path}: {_one_line(exc)}") from None
+        raise VideoError(f"corrupt video {path}: {first_line(exc)}") from None
     finally:
         container.close()
     if produced == 0:
         raise VideoError(f"video has no decodable frames: {path}")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def read_clip(path: str | Path, size: int, *, stride: int = 1, fps: float | None = None,

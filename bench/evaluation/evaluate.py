@@ -10,9 +10,6 @@ works, so exported artifacts are evaluated exactly like the TensorFlow reference
 from __future__ import annotations
 
 import json
-import os
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +20,7 @@ import numpy as np
 from bench.data.datasets import Sample
 from bench.evaluation.protocols import Protocol, check_supported, parse_protocol, run_protocol
 from bench.data.video import iter_frames, read_clip
-from converters.errors import MovibenchError
+from converters.errors import MovibenchError, first_line
 from runtimes.base import Session
 
 
@@ -51,7 +48,6 @@ class VideoResult:
     views: int = 0
     wall_s: float = 0.0
     model_s: float = 0.0
-    peak_rss_mb: float = float("nan")
     # Stream only: logits after every model call, and the frames seen by then.
     trace: np.ndarray | None = field(default=None, repr=False)
     trace_frames: np.ndarray | None = field(default=None, repr=False)
@@ -110,14 +106,13 @@ class EvalResult:
             "model_calls_per_video": float(np.mean([v.model_calls for v in ok])) if ok else float("nan"),
             "wall_s_per_video": float(np.mean([v.wall_s for v in ok])) if ok else float("nan"),
             "model_s_per_video": float(np.mean([v.model_s for v in ok])) if ok else float("nan"),
-            "peak_rss_mb": float(np.nanmax([v.peak_rss_mb for v in ok])) if ok else float("nan"),
             "confusion": json.dumps(m.confusion),
             "classes": json.dumps(list(self.classes)),
         }
 
 
 def compute_metrics(videos: Sequence[VideoResult], classes: Sequence[str]) -> EvalMetrics:
-    """Top-1, top-5 (top-k with k = min(5, classes)), mean per-class accuracy and confusion."""
+    """Top-1, top-5 (only for more than 5 classes), mean per-class accuracy and confusion."""
     n = len(classes)
     ok = [v for v in videos if v.ok]
     confusion = np.zeros((n, n), np.int64)
@@ -131,46 +126,10 @@ def compute_metrics(videos: Sequence[VideoResult], classes: Sequence[str]) -> Ev
     return EvalMetrics(
         videos=len(videos), evaluated=len(ok), failed=len(videos) - len(ok),
         top1=float(np.mean([v.correct for v in ok])) if ok else float("nan"),
-        top5=float(np.mean([v.top5_correct for v in ok])) if ok else float("nan"),
+        # With 5 classes or fewer, top-5 is 100% by construction: not a measurement.
+        top5=float(np.mean([v.top5_correct for v in ok])) if ok and n > 5 else float("nan"),
         mean_class_accuracy=float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         per_class_accuracy=per_class, confusion=confusion.tolist())
-
-
-class PeakRSS:
-    """Peak resident memory of this process over a window, in MB.
-
-    Linux lets a process reset its high-water mark (VmHWM) by writing 5 to
-    /proc/self/clear_refs, so each video gets its own peak; elsewhere this falls back to the
-    process-lifetime peak (ru_maxrss), which only ever grows.
-    """
-
-    def __init__(self) -> None:
-        self._resettable = os.path.exists("/proc/self/clear_refs")
-
-    def reset(self) -> None:
-        if self._resettable:
-            try:
-                with open("/proc/self/clear_refs", "w") as fh:
-                    fh.write("5")
-            except OSError:
-                self._resettable = False
-
-    def read_mb(self) -> float:
-        if self._resettable:
-            try:
-                with open("/proc/self/status") as fh:
-                    for line in fh:
-                        if line.startswith("VmHWM:"):
-                            return int(line.split()[1]) / 1024.0
-            except OSError:
-                pass
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def evaluate(session: Session, samples: Sequence[Sample], protocol: Protocol | str, *,
@@ -205,14 +164,12 @@ def evaluate(session: Session, samples: Sequence[Sample], protocol: Protocol | s
     k = min(5, len(classes))
     if warmup:
         _warm_up(session, samples, protocol, m.resolution, stride, fps, crop)
-    rss = PeakRSS()
     results = []
     began = time.perf_counter()
     for sample in samples:
         base = dict(path=str(sample.path), label=sample.label, label_index=sample.label_index,
                     split=sample.split, protocol=protocol.name)
         calls_before = len(session.step_ns)
-        rss.reset()
         start = time.perf_counter()
         try:
             if protocol.lazy:
@@ -221,8 +178,8 @@ def evaluate(session: Session, samples: Sequence[Sample], protocol: Protocol | s
                 frames = read_clip(sample.path, m.resolution, stride=stride, fps=fps, crop=crop)
             out = run_protocol(protocol, session, frames)
         except MovibenchError as exc:
-            result = VideoResult(**base, ok=False, error=_one_line(exc),
-                                 wall_s=time.perf_counter() - start, peak_rss_mb=rss.read_mb())
+            result = VideoResult(**base, ok=False, error=first_line(exc),
+                                 wall_s=time.perf_counter() - start)
         else:
             wall = time.perf_counter() - start
             top = np.argsort(-out.probs)[:k]
@@ -236,7 +193,6 @@ def evaluate(session: Session, samples: Sequence[Sample], protocol: Protocol | s
                 frames_processed=out.frames_processed, model_calls=out.model_calls,
                 views=out.views, wall_s=wall,
                 model_s=sum(session.step_ns[calls_before:]) / 1e9,
-                peak_rss_mb=rss.read_mb(),
                 trace=out.trace if keep_traces else None,
                 trace_frames=out.trace_frames if keep_traces else None)
         results.append(result)

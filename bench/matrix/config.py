@@ -13,9 +13,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from bench.scenarios import ACCURACY, LATENCY, MEMORY, SWEEP_MODES, cell_label
 from converters.errors import MovibenchError
-
-TENSORFLOW = "tensorflow"
+from converters.formats import TENSORFLOW
 
 
 class MatrixConfigError(MovibenchError, ValueError):
@@ -77,8 +77,9 @@ class MatrixConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One measured combination. `kind='eval'` runs a protocol over the dataset; `kind='memory'`
-    runs one synthetic clip of `clip_frames` frames in `sweep_mode`."""
+    """One measurement (bench.scenarios): `kind='latency'` times calls of `frames_per_call`
+    frames; `kind='accuracy'` runs `protocol` over the dataset; `kind='memory'` runs one
+    synthetic clip of `clip_frames` frames in `sweep_mode`."""
 
     kind: str
     model: str
@@ -91,6 +92,7 @@ class Cell:
     protocol: str = ""
     clip_frames: int | None = None
     sweep_mode: str = ""
+    frames_per_call: int | None = None
     warmup: int = 5
     iterations: int = 50
 
@@ -98,12 +100,14 @@ class Cell:
     def cell_id(self) -> str:
         # Timing knobs are not identity: changing iterations must still resume/compare.
         ident = {k: v for k, v in asdict(self).items() if k not in ("warmup", "iterations")}
+        if ident["frames_per_call"] is None:
+            del ident["frames_per_call"]  # ids of cells that predate the field stay the same
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
-        what = self.protocol if self.kind == "eval" else f"{self.sweep_mode}@{self.clip_frames}f"
-        return f"{self.model}/{self.variant} {self.format} t{self.threads} {what}"
+        return cell_label(self.model, self.variant, self.format, self.threads, self.kind,
+                          self.protocol, self.clip_frames, self.sweep_mode, self.frames_per_call)
 
     def matches(self, rule: dict) -> bool:
         """True when every key of `rule` equals this cell's value (lists mean 'any of')."""
@@ -170,8 +174,7 @@ def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConf
         raise MatrixConfigError(f"{where}: unknown axes {bad_axes}; known: formats, threads, protocols")
     formats = _tuple(axes.get("formats", [TENSORFLOW]), "axes.formats")
     for fmt in formats:
-        if fmt != TENSORFLOW:
-            get_format(fmt)
+        get_format(fmt)
     protocols = _tuple(axes.get("protocols", ["stream"]), "axes.protocols")
     for name in protocols:
         parse_protocol(name)
@@ -193,12 +196,15 @@ def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConf
     sweep = SweepConfig(
         clip_frames=_tuple(sweep_raw.get("clip_frames", []), "memory_sweep.clip_frames", int),
         formats=_tuple(sweep_raw.get("formats", [TENSORFLOW]), "memory_sweep.formats"),
-        modes=_tuple(sweep_raw.get("modes", ["full-clip", "stream"]), "memory_sweep.modes"),
+        modes=_tuple(sweep_raw.get("modes", list(SWEEP_MODES)), "memory_sweep.modes"),
         threads=sweep_raw.get("threads"),
     )
+    for fmt in sweep.formats:
+        get_format(fmt)
     for mode in sweep.modes:
-        if mode not in ("full-clip", "stream"):
-            raise MatrixConfigError(f"{where}: memory_sweep.modes: unknown mode {mode!r}")
+        if mode not in SWEEP_MODES:
+            raise MatrixConfigError(f"{where}: memory_sweep.modes: unknown mode {mode!r}; "
+                                    f"known: {', '.join(SWEEP_MODES)}")
     data_raw = dict(raw.get("data", {}))
     try:
         data = DataConfig(**data_raw)
@@ -221,24 +227,53 @@ def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConf
     )
 
 
+def latency_frames(config: MatrixConfig, causal: bool) -> list[int]:
+    """Frames per call of a model's latency cells: 1 for causal models (they stream); for base
+    models every clip length its protocols run (multi-clip L, and full-clip on fixed-length
+    synthetic videos), since each is its own artifact on exported formats."""
+    from bench.evaluation.protocols import FULL_CLIP, MULTI_CLIP, parse_protocol
+
+    if causal:
+        return [1]
+    lengths = []
+    for name in config.protocols:
+        protocol = parse_protocol(name)
+        if protocol.kind == MULTI_CLIP:
+            lengths.append(protocol.clip_frames)
+        elif protocol.kind == FULL_CLIP and config.data.synth:
+            from bench.data.synth import SynthConfig
+
+            lengths.append(config.data.synth.get("frames", SynthConfig().frames))
+    return sorted(set(lengths))
+
+
 def expand(config: MatrixConfig) -> list[Cell]:
     """All cells of the matrix after include/exclude rules, in a stable order.
 
-    `include` rules (if any) keep only matching cells; `exclude` rules drop matching cells.
+    Per model and format: latency cells once per deployment (threads x frames per call),
+    accuracy cells per threads x protocol, and memory-sweep cells per sweep format x clip length
+    x mode. `include` rules (if any) keep only matching cells; `exclude` rules drop matching cells.
     """
+    from converters.zoo import get_variant
+
     cells: list[Cell] = []
     for m in config.models:
         common = dict(model=m.model, variant=m.variant, checkpoint=m.checkpoint,
                       resolution=m.resolution, classes=m.classes,
                       warmup=config.warmup, iterations=config.iterations)
+        per_call = latency_frames(config, get_variant(m.variant).causal)
         for fmt in config.formats:
             for threads in config.threads:
+                for frames in per_call:
+                    cells.append(Cell(LATENCY, format=fmt, threads=threads,
+                                      frames_per_call=frames, **common))
                 for protocol in config.protocols:
-                    cells.append(Cell("eval", format=fmt, threads=threads, protocol=protocol, **common))
+                    cells.append(Cell(ACCURACY, format=fmt, threads=threads, protocol=protocol,
+                                      **common))
         for fmt in config.sweep.formats:
             for frames in config.sweep.clip_frames:
                 for mode in config.sweep.modes:
-                    cells.append(Cell("memory", format=fmt, threads=config.sweep.threads or config.threads[0],
+                    cells.append(Cell(MEMORY, format=fmt, threads=config.sweep.threads or config.threads[0],
                                       clip_frames=frames, sweep_mode=mode, **common))
     if config.include:
         cells = [c for c in cells if any(c.matches(r) for r in config.include)]

@@ -19,10 +19,12 @@ import pandas as pd
 
 from bench.results.environment import environment
 from bench.launchers.local import Executor, JobOutcome, LocalProcessExecutor
-from bench.matrix.config import TENSORFLOW, Cell, MatrixConfig, MatrixConfigError
+from bench.matrix.config import Cell, MatrixConfig, MatrixConfigError
+from bench.scenarios import LATENCY
 from bench.results.store import ResultsStore
 from converters.cache import default_cache_dir
 from converters.errors import MovibenchError
+from converters.formats import get_format
 
 
 def checkpoint_path(ref: str) -> str:
@@ -109,24 +111,19 @@ def planned_data(config: MatrixConfig) -> DataSource | None:
     return DataSource(data.path, data.split, data.max_videos, frames, "")
 
 
-def export_frames(cell: Cell, data: DataSource | None) -> int | None:
-    """Frames per call the cell's artifact must take: 1 for causal models, the clip length L
-    for base models (the protocol's L, the video length for full-clip, the sweep length)."""
-    from bench.evaluation.protocols import MULTI_CLIP, parse_protocol
+def cell_frames(cell: Cell, data: DataSource | None) -> int:
+    """Frames per call of the cell's deployment (bench.scenarios.deployment.frames_per_call):
+    1 for causal models; for base models the latency cell's, sweep's or protocol's clip length,
+    or the fixed video length for full-clip."""
+    from bench.evaluation.protocols import parse_protocol
+    from bench.scenarios.deployment import frames_per_call
     from converters.zoo import get_variant
 
-    if get_variant(cell.variant).causal:
-        return 1
-    if cell.kind == "memory":
-        return cell.clip_frames
-    protocol = parse_protocol(cell.protocol)
-    if protocol.kind == MULTI_CLIP:
-        return protocol.clip_frames
-    if data is None or data.frames is None:
-        raise MatrixConfigError(
-            f"{cell.label}: a base model's {cell.protocol} on an exported format needs videos of "
-            "one fixed length (synthetic data); use multi-clip or the tensorflow format")
-    return data.frames
+    return frames_per_call(
+        get_variant(cell.variant).causal,
+        parse_protocol(cell.protocol) if cell.protocol else None,
+        clip_frames=cell.frames_per_call or cell.clip_frames,
+        video_frames=data.frames if data else None)
 
 
 @dataclass
@@ -136,7 +133,7 @@ class CellPlan:
     cell: Cell
     config: dict
     checkpoint: str
-    frames_per_step: int | None
+    frames_per_call: int | None
     status: str  # 'done', 'todo'
     error: str = ""  # a cell that cannot run as configured: recorded as a failed row
     # 'cached', 'to build', or '' (the tensorflow reference needs no artifact)
@@ -151,39 +148,38 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
     for cell in cells:
         ckpt = checkpoint_path(cell.checkpoint)
         config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
-        fps, error = None, ""
-        try:
-            # TF takes any T, but is timed on the same clip length as the artifacts.
-            fps = export_frames(cell, data)
-        except MovibenchError as exc:
-            if cell.format != TENSORFLOW:
+        exported = get_format(cell.format).exported
+        frames, error = None, ""
+        if exported or cell.kind == LATENCY:
+            # Outside the latency scenario TF takes any T (full-clip: each video in one call).
+            try:
+                frames = cell_frames(cell, data)
+            except MovibenchError as exc:
                 error = str(exc)
         artifact = ""
-        if cell.format != TENSORFLOW and not error:
+        if exported and not error:
             from bench.data.calibration_clips import export_options
             from converters.export import is_cached
 
             options = export_options(cell.format, data.calibration_videos if data else (),
                                      calibration_frames(data))
             artifact = "cached" if is_cached(config, cell.format, checkpoint=ckpt or None,
-                                             frames_per_step=fps, options=options) else "to build"
-        plans.append(CellPlan(cell, config.to_dict(), ckpt, fps,
+                                             frames_per_step=frames, options=options) else "to build"
+        plans.append(CellPlan(cell, config.to_dict(), ckpt, frames,
                               "done" if cell.cell_id in done else "todo", error, artifact))
     return plans
 
 
 def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None) -> dict:
-    from converters.formats import get_format
-
     cell = plan.cell
-    runtime = TENSORFLOW if cell.format == TENSORFLOW else get_format(cell.format).runtime
-    precision = "fp32" if cell.format == TENSORFLOW else get_format(cell.format).precision
+    spec = get_format(cell.format)
     row = {
         "cell_id": cell.cell_id, "run_id": run_id, "kind": cell.kind, "model": cell.model,
         "variant": cell.variant, "checkpoint": cell.checkpoint,
-        "resolution": plan.config["resolution"], "format": cell.format, "precision": precision,
-        "runtime": runtime, "threads": cell.threads, "protocol": cell.protocol or None,
-        "clip_frames": cell.clip_frames, "sweep_mode": cell.sweep_mode or None,
+        "resolution": plan.config["resolution"], "format": cell.format,
+        "precision": spec.precision, "runtime": spec.runtime, "threads": cell.threads,
+        "protocol": cell.protocol or None, "clip_frames": cell.clip_frames,
+        "sweep_mode": cell.sweep_mode or None, "frames_per_call": plan.frames_per_call,
         "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
         "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
     }
@@ -212,7 +208,7 @@ def summary_line(row: dict) -> str:
 def artifact_key(plan: CellPlan) -> tuple:
     """What makes two cells share one artifact."""
     return (json.dumps(plan.config, sort_keys=True), plan.checkpoint, plan.cell.format,
-            plan.frames_per_step)
+            plan.frames_per_call)
 
 
 def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: Executor,
@@ -228,11 +224,11 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
     """
     pending: dict[tuple, dict] = {}
     for plan in plans:
-        if plan.error or plan.cell.format == TENSORFLOW:
+        if plan.error or not get_format(plan.cell.format).exported:
             continue
         pending.setdefault(artifact_key(plan), {
             "job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
-            "format": plan.cell.format, "frames_per_step": plan.frames_per_step,
+            "format": plan.cell.format, "frames_per_call": plan.frames_per_call,
             "calibration_videos": list(data.calibration_videos) if data else [],
             "calibration_frames": calibration_frames(data)})
     if on_start:
@@ -295,7 +291,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
             cell = plan.cell
             artifact = None
             outcome = JobOutcome(False, {}, plan.error, 0, 0.0) if plan.error else None
-            if outcome is None and cell.format != TENSORFLOW:
+            if outcome is None and get_format(cell.format).exported:
                 exported = artifacts[artifact_key(plan)]
                 if exported.ok:
                     artifact = exported.result
@@ -304,7 +300,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
             if outcome is None:
                 job = {"cell": cell.to_dict(), "config": plan.config, "checkpoint": plan.checkpoint,
                        "artifact": artifact["artifact"] if artifact else None,
-                       "label": cell.label, "clip_frames": plan.frames_per_step}
+                       "label": cell.label, "frames_per_call": plan.frames_per_call}
                 if data:
                     job.update(dataset=data.path, split=data.split, max_videos=data.max_videos,
                                first_video=data.first_video)

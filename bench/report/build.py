@@ -20,12 +20,18 @@ from bench.evaluation.protocols import MULTI_CLIP, STREAM, parse_protocol, softm
 from bench.report.render import Code, Figure, Section, Table, render_html, render_markdown
 from bench.results.rundir import RunData, cell_label, load_run
 from bench.results.schema import CELL_COLUMNS
+from bench.scenarios import ACCURACY, LATENCY, MEMORY
+from converters.formats import TENSORFLOW
 
-TENSORFLOW = "tensorflow"
 UNITS = {c.name: c.unit for c in CELL_COLUMNS}
+# What identifies a deployment: the latency scenario measures each once.
+DEPLOYMENT_KEY = ["model", "variant", "checkpoint", "resolution", "format", "threads",
+                  "frames_per_call"]
+LATENCY_COLUMNS = ["frame_p50_ms", "fps", "step_p50_ms", "step_p99_ms"]
 
-BEST_RULE = ("Best = among the successful eval cells of a runtime and precision, the highest "
-             "top-1; ties broken by the lowest per-frame p50 latency.")
+BEST_RULE = ("Best = among the successful accuracy cells of a runtime and precision, the "
+             "highest top-1; ties broken by the lowest per-frame p50 of the deployment's latency "
+             "cell (the same model, weights, format, threads and frames per call).")
 TRACE_CLASSES = 5  # classes drawn in the prediction trace
 
 
@@ -84,9 +90,37 @@ def _ok(cells: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 # --- analysis ------------------------------------------------------------------------------
 
+def call_frames(row) -> float:
+    """Frames per call of an accuracy cell's deployment: the artifact's fixed T, else (TF,
+    any T) what its latency cell times: 1 for a causal model, L for a base model's multi-clip
+    or full-clip."""
+    from converters.zoo import get_variant
+
+    if pd.notna(row["frames_per_call"]):
+        return float(row["frames_per_call"])
+    if get_variant(row["variant"]).causal:
+        return 1.0
+    protocol = parse_protocol(row["protocol"])
+    if protocol.kind == MULTI_CLIP:
+        return float(protocol.clip_frames)
+    return float(row["frames_per_video"])
+
+
+def with_latency(cells: pd.DataFrame) -> pd.DataFrame:
+    """The successful accuracy cells, each with its deployment's latency-cell figures
+    (LATENCY_COLUMNS; NaN where the run has no such latency cell)."""
+    acc = _ok(cells, ACCURACY)
+    lat = _ok(cells, LATENCY)[DEPLOYMENT_KEY + LATENCY_COLUMNS]
+    acc = acc.drop(columns=LATENCY_COLUMNS).assign(
+        frames_per_call=[call_frames(r) for _, r in acc.iterrows()])
+    lat = lat.assign(frames_per_call=lat["frames_per_call"].astype(float))
+    return acc.assign(frames_per_call=acc["frames_per_call"].astype(float)).merge(
+        lat.drop_duplicates(DEPLOYMENT_KEY), on=DEPLOYMENT_KEY, how="left")
+
+
 def best_per_runtime(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (runtime, precision): the best eval cell by BEST_RULE."""
-    ok = _ok(cells, "eval")
+    """One row per (runtime, precision): the best accuracy cell by BEST_RULE, with latency."""
+    ok = with_latency(cells)
     ranked = ok.sort_values(["top1", "frame_p50_ms"], ascending=[False, True], na_position="last",
                             kind="stable")
     return ranked.groupby(["runtime", "precision"], sort=True).head(1).sort_values(
@@ -107,9 +141,9 @@ def pareto_front(points: pd.DataFrame, cost: str, value: str) -> pd.Series:
 
 
 def reference_pairs(cells: pd.DataFrame) -> pd.DataFrame:
-    """Each non-TF eval cell next to the TF cell of the same model, weights, input, threads and
-    protocol (suffix _ref)."""
-    ok = _ok(cells, "eval")
+    """Each non-TF accuracy cell (with its deployment's latency) next to the TF cell of the same
+    model, weights, input, threads and protocol (suffix _ref)."""
+    ok = with_latency(cells)
     key = ["model", "variant", "checkpoint", "resolution", "threads", "protocol"]
     refs = ok[ok["format"] == TENSORFLOW]
     others = ok[ok["format"] != TENSORFLOW]
@@ -122,26 +156,33 @@ def section_headline(run: RunData) -> Section:
     section = Section("Best deployment per runtime and precision")
     best = best_per_runtime(run.cells)
     if best.empty:
-        return section.omit("no successful eval cell in this run.")
-    gpu = best["gpu_mem_mb"].notna().any()
+        return section.omit("no successful accuracy cell in this run.")
+    gpu = best["gpu_mem_peak_mb"].notna().any()
     rows = []
     for _, r in best.iterrows():
         row = {"runtime": r["runtime"], "precision": r["precision"], "deployment": deployment(r),
                "protocol": r["protocol"],
+               head("frames_per_call", "frames / call"): num(r["frames_per_call"], 0),
                head("frame_p50_ms", "per-frame p50"): num(r["frame_p50_ms"], 3),
                head("fps", "fps"): num(r["fps"], 1),
-               head("peak_rss_mb", "peak RSS"): num(r["peak_rss_mb"], 0)}
+               head("peak_rss_delta_mb", "peak RSS over idle"): num(r["peak_rss_delta_mb"], 0),
+               head("uss_delta_mb", "USS over idle"): num(r["uss_delta_mb"], 0)}
         if gpu:
-            row[head("gpu_mem_mb", "GPU memory")] = num(r["gpu_mem_mb"], 0)
+            row[head("gpu_mem_peak_mb", "GPU memory")] = num(r["gpu_mem_peak_mb"], 0)
         row[head("artifact_mb", "artifact")] = num(r["artifact_mb"], 2)
         row[head("export_s", "export")] = num(r["export_s"], 1)
         row[head("load_s", "load")] = num(r["load_s"], 2)
         row[head("top1", "top-1")] = pct(r["top1"])
         rows.append(row)
-    section.blocks += [BEST_RULE + " Peak RSS is the whole cell process; export is the "
-                       "conversion that built the artifact (once; later runs take it from the "
-                       "cache), load the time to open it (TensorFlow: build the model and load "
-                       "its checkpoint). TensorFlow has no exported artifact.", _table(rows)]
+    section.blocks += [BEST_RULE + " Per-frame p50 and fps come from the latency cell (median "
+                       "engine call of that many frames ÷ frames per call); memory from the "
+                       "accuracy cell's own process: its resident high-water mark (load, "
+                       "warm-up and the whole protocol) and its largest unique set size at the "
+                       "phase boundaries, each over the idle reading taken after importing the "
+                       "runtime's engine. Export is the conversion that built the artifact "
+                       "(once; later runs take it from the cache), load the time to open it "
+                       "(TensorFlow: build the model and load its checkpoint). TensorFlow has "
+                       "no exported artifact.", _table(rows)]
     return section
 
 
@@ -149,9 +190,9 @@ def section_pareto(run: RunData, out_dir: Path) -> Section:
     from bench.report.plots import pareto_plot
 
     section = Section("Latency vs accuracy")
-    points = _ok(run.cells, "eval").dropna(subset=["video_ms", "top1"])
+    points = _ok(run.cells, ACCURACY).dropna(subset=["video_ms", "top1"])
     if points.empty:
-        return section.omit("no eval cell with both a per-video model time and an accuracy.")
+        return section.omit("no accuracy cell with both a per-video model time and an accuracy.")
     front = points[pareto_front(points, "video_ms", "top1")]
     path = pareto_plot(points, front, out_dir / "latency_vs_accuracy.png",
                        "Accuracy vs cost per video, by protocol")
@@ -174,25 +215,30 @@ def section_memory(run: RunData, out_dir: Path) -> Section:
     from bench.report.plots import memory_plot
 
     section = Section("Peak memory and time vs clip length")
-    sweep = _ok(run.cells, "memory").dropna(subset=["clip_frames"])
+    sweep = _ok(run.cells, MEMORY).dropna(subset=["clip_frames"])
     if sweep.empty:
         return section.omit("this run has no memory-sweep cells ([memory_sweep] in the matrix).")
     sweep = sweep.assign(series=[f"{r['model']}/{r['variant']} {r['format']} {r['sweep_mode']}"
                                  for _, r in sweep.iterrows()])
-    path = memory_plot(sweep, out_dir / "memory_vs_clip_length.png",
-                       "One call on the whole clip (full-clip, dashed) vs frame by frame (stream, solid)")
+    section.blocks.append(
+        "Each point is a fresh process running one random clip of that length, twice (the time "
+        "is the second run: the first traces or plans for the shape). Memory is over the idle "
+        "reading taken after importing the runtime's engine, before loading the model: the "
+        "process's resident high-water mark (covers load and both runs) and its largest unique "
+        "set size at the phase boundaries. One figure per runtime.")
+    for runtime, group in sweep.groupby("runtime", sort=True):
+        path = memory_plot(group, out_dir / f"memory_vs_clip_length_{runtime}.png",
+                           f"{runtime}: one call on the whole clip (full-clip, dashed) vs frame "
+                           "by frame (stream, solid)")
+        section.blocks.append(Figure(path, f"{runtime}: peak RSS over idle and time vs clip length."))
     rows = [{"model": f"{r['model']}/{r['variant']}", "format": r["format"], "mode": r["sweep_mode"],
              head("clip_frames", "clip"): str(r["clip_frames"]),
              head("peak_rss_delta_mb", "peak RSS over idle"): num(r["peak_rss_delta_mb"], 0),
+             head("uss_delta_mb", "USS over idle"): num(r["uss_delta_mb"], 0),
              head("peak_rss_mb", "peak RSS"): num(r["peak_rss_mb"], 0),
              head("sweep_s", "time"): num(r["sweep_s"], 3)}
-            for _, r in sweep.sort_values(["series", "clip_frames"], kind="stable").iterrows()]
-    section.blocks += [
-        "Each point is a fresh process running one random clip of that length; memory is the "
-        "process's peak RSS minus its idle baseline (after imports, before loading the model).",
-        Figure(path, "Peak RSS over idle and time vs clip length."),
-        _table(rows),
-    ]
+            for _, r in sweep.sort_values(["runtime", "series", "clip_frames"], kind="stable").iterrows()]
+    section.blocks.append(_table(rows))
     return section
 
 
@@ -202,7 +248,7 @@ def _trace_source(run: RunData) -> tuple[pd.Series, pd.Series] | None:
     if preds.empty:
         return None
     traced = preds[preds["trace"].fillna("").str.len() > 0]
-    cells = _ok(run.cells, "eval").set_index("cell_id", drop=False)
+    cells = _ok(run.cells, ACCURACY).set_index("cell_id", drop=False)
     candidates = []
     for _, p in traced.iterrows():
         if p["cell_id"] in cells.index and str(cells.at[p["cell_id"], "protocol"]).startswith(STREAM):
@@ -228,7 +274,7 @@ def _protocol_predictions(run: RunData, cell: pd.Series, video: str,
                           names: list[str]) -> dict[str, tuple[str, float]]:
     """protocol -> (predicted class, its probability) for `video` under the other protocols of
     the same deployment as `cell`."""
-    same = _ok(run.cells, "eval")
+    same = _ok(run.cells, ACCURACY)
     for k in ("model", "variant", "checkpoint", "resolution", "format", "threads"):
         same = same[same[k] == cell[k]]
     preds = run.predictions[run.predictions["video"] == video].drop_duplicates("cell_id")
@@ -255,7 +301,7 @@ def section_trace(run: RunData, out_dir: Path) -> Section:
     logits = np.asarray(json.loads(pred["trace"]), dtype=np.float64)
     probs = softmax(logits.reshape(len(logits), -1))
     # A fixed-step artifact streams in its own step size; otherwise the protocol's chunk.
-    fixed = cell["frames_per_step"]
+    fixed = cell["frames_per_call"]
     step = int(fixed) if pd.notna(fixed) else parse_protocol(cell["protocol"]).chunk
     total = _video_frames(cell, len(probs), step)
     frames = np.minimum(step * np.arange(1, len(probs) + 1), total)
@@ -273,7 +319,7 @@ def section_trace(run: RunData, out_dir: Path) -> Section:
     rows = [{"protocol": k, "prediction": name, "probability": num(prob, 3)}
             for k, (name, prob) in said.items()]
     windows = []
-    multi = sorted({p for p in _ok(run.cells, "eval")["protocol"].dropna()
+    multi = sorted({p for p in _ok(run.cells, ACCURACY)["protocol"].dropna()
                     if p.startswith(MULTI_CLIP)}, key=lambda p: (parse_protocol(p).clips, p))
     for name in multi:
         proto = parse_protocol(name)
@@ -296,7 +342,7 @@ def section_trace(run: RunData, out_dir: Path) -> Section:
 
 def section_equivalence(run: RunData) -> Section:
     section = Section("Equivalence with the TensorFlow reference")
-    ok = _ok(run.cells, "eval")
+    ok = _ok(run.cells, ACCURACY)
     compared = ok[(ok["format"] != TENSORFLOW) & ok["ref_max_abs_prob_diff"].notna()]
     tolerance_rows = [{"precision": p, "tolerance": t.describe()}
                       for p, t in PRECISION_TOLERANCES.items()]
@@ -385,9 +431,9 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
 
 def section_overhead(run: RunData) -> Section:
     section = Section("Harness overhead")
-    ok = _ok(run.cells, "eval").dropna(subset=["harness_step_ms", "bare_step_ms"])
+    ok = _ok(run.cells, LATENCY).dropna(subset=["harness_step_ms", "bare_step_ms"])
     if ok.empty:
-        return section.omit("no eval cell recorded its harness and bare-loop times.")
+        return section.omit("no latency cell recorded its harness and bare-loop times.")
     ok = ok.assign(deployment=[deployment(r) for _, r in ok.iterrows()])
     summary = ok.groupby("deployment", sort=False).agg(
         runtime=("runtime", "first"), cells=("cell_id", "size"), frame=("frame_p50_ms", "median"),

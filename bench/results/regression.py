@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bench.results.rundir import RunData, cell_label
+from bench.scenarios import LATENCY
 from converters.errors import MovibenchError
 
 REGRESSED, IMPROVED, UNCHANGED, NOISY = "regressed", "improved", "unchanged", "noisy/insufficient"
@@ -35,7 +36,9 @@ METRICS: dict[str, bool] = {
     "step_p50_ms": False, "step_p90_ms": False, "step_p99_ms": False, "step_mean_ms": False,
     "frame_p50_ms": False, "fps": True, "first_step_ms": False, "load_s": False,
     "video_ms": False, "video_wall_ms": False, "sweep_s": False,
-    "peak_rss_mb": False, "peak_rss_delta_mb": False, "gpu_mem_mb": False, "artifact_mb": False,
+    "peak_rss_mb": False, "peak_rss_delta_mb": False, "uss_max_mb": False, "uss_delta_mb": False,
+    "gpu_mem_loaded_mb": False, "gpu_mem_peak_mb": False, "gpu_engine_mb": False,
+    "artifact_mb": False,
     "top1": True, "top5": True, "mean_class_accuracy": True, "ref_max_abs_prob_diff": False,
 }
 DEFAULT_METRICS = ("step_p50_ms", "peak_rss_mb", "top1")
@@ -218,9 +221,11 @@ def _compare_cell(row_a: pd.Series, row_b: pd.Series, samples_a: dict, samples_b
         a, b = samples_a.get(cell_id), samples_b.get(cell_id)
         if a is not None and b is not None and len(a) and len(b):
             test = latency_test(a, b)
-        verdict, reason = latency_verdict(test, threshold_pct, alpha)
-        if test is None and row_b["kind"] == "memory":
-            reason = "memory-sweep cell: one timed clip, no per-step samples (see sweep_s, peak RSS)"
+        if row_b["kind"] == LATENCY:
+            verdict, reason = latency_verdict(test, threshold_pct, alpha)
+        else:
+            # Only latency cells time repeated calls; the others are read by their metrics.
+            verdict, reason = UNCHANGED, f"{row_b['kind']} cell: no latency samples, see its metrics"
     elif ok_a:
         verdict, reason = REGRESSED, f"failed in B: {row_b['error']}"
     elif ok_b:
@@ -230,7 +235,8 @@ def _compare_cell(row_a: pd.Series, row_b: pd.Series, samples_a: dict, samples_b
     changes = {}
     for metric in metrics:
         a, b = _value(row_a, metric), _value(row_b, metric)
-        changes[metric] = (a, b, pct_change(a, b))
+        if not (np.isnan(a) and np.isnan(b)):  # a metric this kind of cell does not measure
+            changes[metric] = (a, b, pct_change(a, b))
     return CellComparison(cell_id, cell_label(row_b), str(row_a["status"]), str(row_b["status"]),
                           verdict, reason, test, changes)
 

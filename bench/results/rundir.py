@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.results.schema import PREDICTION_COLUMNS, SAMPLE_COLUMNS, frame
+from bench.scenarios import cell_label as scenario_cell_label
 from bench.results.store import CELLS, PREDICTIONS, SAMPLES, load_cells
 from converters.errors import MovibenchError
 
@@ -72,10 +73,7 @@ def load_run(path: str | Path) -> RunData:
 
 
 def cell_label(row) -> str:
-    """'t0/stream onnx t2 stream' or 't0/stream tensorflow t2 full-clip@32f': a cell in words
-    (the same wording as bench.matrix.config.Cell.label, built from a results row)."""
-    if row["kind"] == "memory":
-        what = f"{row['sweep_mode']}@{row['clip_frames']}f"
-    else:
-        what = row["protocol"]
-    return f"{row['model']}/{row['variant']} {row['format']} t{row['threads']} {what}"
+    """A results row in words, worded like bench.matrix.config.Cell.label."""
+    return scenario_cell_label(row["model"], row["variant"], row["format"], row["threads"],
+                               row["kind"], row["protocol"], row["clip_frames"],
+                               row["sweep_mode"], row["frames_per_call"])

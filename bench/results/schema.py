@@ -23,7 +23,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     # identity of the cell (stable across runs: resume and compare key on cell_id)
     Column("cell_id", "string", "", "hash of the cell's definition"),
     Column("run_id", "string", "", "the run that produced the row"),
-    Column("kind", "string", "", "'eval' (protocol over a dataset) or 'memory' (clip-length sweep)"),
+    Column("kind", "string", "", "scenario: 'latency' (timed calls), 'accuracy' (protocol over a dataset) or 'memory' (clip-length sweep)"),
     Column("model", "string", "", "model id (t0, a0..a5)"),
     Column("variant", "string", "", "base, stream or mobile"),
     Column("checkpoint", "string", "", "checkpoint given in the config ('' = random init)"),
@@ -44,9 +44,9 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("artifact_mb", "float64", "MB", "artifact size on disk"),
     Column("export_s", "float64", "s", "time the artifact took to build (as recorded when built, also when cached)"),
     Column("export_cached", "boolean", "", "the artifact was served from the cache"),
-    Column("frames_per_step", "Int64", "frames", "frames per engine call"),
+    Column("frames_per_call", "Int64", "frames", "frames one engine call takes (latency: the timed calls'; otherwise the artifact's fixed T, empty where the runtime takes any T)"),
     Column("load_s", "float64", "s", "artifact load / model build (+ compile) time"),
-    # per-step latency (one engine call, timed by the runtime base class)
+    # latency scenario: one engine call of frames_per_call frames, timed by the runtime base class
     Column("first_step_ms", "float64", "ms", "first call after load (includes lazy init)"),
     Column("warmup_steps", "Int64", "", "untimed warm-up calls, excluded from the stats"),
     Column("step_n", "Int64", "", "timed calls"),
@@ -61,18 +61,29 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("bare_step_ms", "float64", "ms", "median time of a bare engine call (interleaved with the harness calls)"),
     Column("harness_overhead_pct", "float64", "%", "(harness - bare) / bare, from the two medians"),
     # memory
-    Column("rss_idle_mb", "float64", "MB", "RSS after imports, before loading the model"),
-    Column("rss_loaded_mb", "float64", "MB", "RSS after loading the model"),
-    Column("peak_rss_mb", "float64", "MB", "peak RSS of the cell process"),
-    Column("peak_rss_delta_mb", "float64", "MB", "peak RSS minus the idle baseline"),
-    Column("gpu_mem_mb", "float64", "MB", "device memory the engine reserved (GPU runtimes)"),
+    # memory, every scenario (bench.trackers.memory): idle = after importing the cell's runtime
+    # engine and the harness's libraries, before loading the model; the peak is the process's
+    # resident high-water mark at the end of the cell (load + warm-up + measured phase, never reset)
+    Column("rss_idle_mb", "float64", "MB", "RSS after importing the runtime's engine and the harness, before load"),
+    Column("rss_loaded_mb", "float64", "MB", "RSS right after loading the model"),
+    Column("peak_rss_mb", "float64", "MB", "resident high-water mark of the cell process (covers load, warm-up and the measured phase)"),
+    Column("peak_rss_delta_mb", "float64", "MB", "peak_rss_mb minus rss_idle_mb"),
+    Column("uss_idle_mb", "float64", "MB", "unique set size (memory only this process holds) at idle"),
+    Column("uss_loaded_mb", "float64", "MB", "unique set size right after load"),
+    Column("uss_max_mb", "float64", "MB", "largest unique set size read at the phase boundaries (idle, loaded, warm, end)"),
+    Column("uss_delta_mb", "float64", "MB", "uss_max_mb minus uss_idle_mb"),
+    # GPU runtimes only (bench.trackers.gpu); empty for CPU runtimes
+    Column("gpu_mem_loaded_mb", "float64", "MB", "device memory in use after load minus before load"),
+    Column("gpu_mem_peak_mb", "float64", "MB", "most device memory in use at any phase boundary minus before load"),
+    Column("gpu_engine_mb", "float64", "MB", "device memory the engine reserves for activations"),
     # evaluation
     Column("videos", "Int64", "", "videos in the evaluation"),
     Column("videos_failed", "Int64", "", "videos that could not be decoded or run"),
     Column("top1", "float64", "fraction", "top-1 accuracy over the videos that ran"),
-    Column("top5", "float64", "fraction", "top-5 accuracy (top-k, k = min(5, classes))"),
+    Column("top5", "float64", "fraction", "top-5 accuracy (empty with 5 classes or fewer, where it is 100% by construction)"),
     Column("mean_class_accuracy", "float64", "fraction", "mean per-class top-1"),
     Column("frames_per_video", "float64", "frames", "frames through the model per video (counting overlap)"),
+    Column("calls_per_video", "float64", "", "engine calls per video under the protocol"),
     Column("video_ms", "float64", "ms", "mean model time per video under the protocol"),
     Column("video_wall_ms", "float64", "ms", "mean wall time per video incl. decoding"),
     Column("confusion", "string", "", "confusion matrix as JSON (rows: true, cols: predicted)"),
@@ -104,7 +115,7 @@ PREDICTION_COLUMNS: tuple[Column, ...] = (
 )
 
 CELL_KEY = ("model", "variant", "checkpoint", "resolution", "format", "runtime", "threads",
-            "protocol", "clip_frames", "kind", "sweep_mode")
+            "protocol", "clip_frames", "kind", "sweep_mode", "frames_per_call")
 
 
 def frame(rows: list[dict], columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from bench.results.schema import CELL_COLUMNS, PREDICTION_COLUMNS, SAMPLE_COLUMNS, conform, frame
+from bench.scenarios import ACCURACY
+from converters.formats import TENSORFLOW
 
 CELLS, SAMPLES, PREDICTIONS = "cells", "samples", "predictions"
 
@@ -108,8 +110,8 @@ def add_reference_agreement(cells: pd.DataFrame, predictions: pd.DataFrame) -> p
     cells = cells.copy()
     by_cell = {cid: g.set_index("video") for cid, g in predictions.groupby("cell_id")}
     key = ["model", "variant", "checkpoint", "resolution", "protocol"]
-    evals = cells[(cells["kind"] == "eval") & (cells["status"] == "ok")]
-    refs = evals[evals["format"] == "tensorflow"]
+    evals = cells[(cells["kind"] == ACCURACY) & (cells["status"] == "ok")]
+    refs = evals[evals["format"] == TENSORFLOW]
     for idx, row in evals.iterrows():
         match = refs
         for k in key:
