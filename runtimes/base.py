@@ -57,6 +57,23 @@ class TensorInfo:
     dtype: str
 
 
+@dataclass(frozen=True)
+class DeviceMemoryInfo:
+    """One reading of a GPU's memory (bytes), with what the loaded engine reserves on it.
+
+    `engine_bytes` is None for a device-wide reading taken without an engine (before loading).
+    """
+
+    free_bytes: int
+    total_bytes: int
+    engine_bytes: int | None = None
+
+    @property
+    def used_bytes(self) -> int:
+        """Memory in use on the whole device (every process), not only this engine's."""
+        return self.total_bytes - self.free_bytes
+
+
 def manifest_io(manifest: StateManifest) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """The inputs and outputs an artifact of `manifest` must have, per the state contract."""
     inputs = [TensorInfo(IMAGE_INPUT, manifest.image_shape, "float32")]
@@ -222,6 +239,15 @@ class Session(ABC):
         if self.manifest.causal:
             return self._step(clip, self.manifest.init_states())[0]
         return self._predict(clip)
+
+    @classmethod
+    def device_memory(cls) -> DeviceMemoryInfo | None:
+        """The device's memory now, readable before any model is loaded; None: no device."""
+        return None
+
+    def device_memory_info(self) -> DeviceMemoryInfo | None:
+        """The device's memory now and this engine's share of it; None for CPU runtimes."""
+        return None
 
     def close(self) -> None:
         """Release engine resources (no-op unless a runtime holds device memory)."""

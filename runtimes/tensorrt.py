@@ -8,13 +8,16 @@ step writes into its buffer (two steps on), after which using it raises StateErr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from converters.errors import ArtifactError, StateError
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
-from runtimes.base import Session, StateHandle, States, TensorInfo, check_artifact_io
+from runtimes.base import (
+    DeviceMemoryInfo, Session, StateHandle, States, TensorInfo, check_artifact_io,
+)
 
 
 class DeviceState(StateHandle):
@@ -105,6 +108,18 @@ class TensorRTSession(Session):
         if any(None in t.shape for t in inputs):
             raise ArtifactError(f"{path} has dynamic input shapes; engines here are built static")
         return cls(runtime, engine, manifest, logger, cuda_graphs)
+
+    @classmethod
+    def device_memory(cls) -> DeviceMemoryInfo:
+        """The GPU's free and total memory now (cudaMemGetInfo), e.g. before loading an engine."""
+        from runtimes.tensorrt_cuda import device_memory
+
+        free, total = device_memory()
+        return DeviceMemoryInfo(free, total)
+
+    def device_memory_info(self) -> DeviceMemoryInfo:
+        """The GPU's free and total memory now, and the device memory the engine reserves."""
+        return replace(self.device_memory(), engine_bytes=self.device_memory_bytes)
 
     # -- state bookkeeping (used by DeviceState) -------------------------------------------
     def slot_generation(self, name: str, slot: int) -> int:

@@ -59,6 +59,11 @@ def synchronize(stream) -> None:
     cuda_call(cudart().cudaStreamSynchronize(stream))
 
 
+def device_memory() -> tuple[int, int]:
+    """(free, total) bytes of the current device, as cudaMemGetInfo reports them."""
+    return cuda_call(cudart().cudaMemGetInfo())
+
+
 class DeviceBuffer:
     """A cudaMalloc'd block of `nbytes`, with host↔device copies on a stream; free() releases it."""
 

@@ -33,3 +33,14 @@ def t0_stream_session():
     from runtimes.tensorflow import TensorFlowSession
 
     return TensorFlowSession.from_config(T0_STREAM)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """TensorRT 10 and cuda-python replaced, for one test, by the ONNX Runtime-backed double.
+
+    Returns the double's FakeGpu (allocations, streams, graphs) for the test to inspect.
+    """
+    from doubles.tensorrt_double import install
+
+    return install(monkeypatch)

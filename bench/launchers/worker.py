@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.trackers.memory import END, IDLE, LOADED, MemoryTracker
+from bench.trackers import CellTrackers
+from bench.trackers.memory import END, IDLE, LOADED
 
 FAULT_ENV = "MOVIBENCH_FAULT"  # testing hook: '<kind>:<label substring>', kinds below
 BALLOON_MB = 256  # 'balloon': this much memory allocated, touched and freed right after load
@@ -81,8 +82,9 @@ def run_cell(job: dict) -> dict:
     for name in HARNESS_MODULES:
         importlib.import_module(name)
     scenario = importlib.import_module(f"bench.scenarios.{cell['kind']}")
-    memory = MemoryTracker()
-    memory.mark(IDLE)
+    trackers = CellTrackers()
+    trackers.mark(IDLE)
+    trackers.gpu.before_load(session_class(spec.runtime))
     start = time.perf_counter()
     session = open_deployment(ModelConfig.from_dict(job["config"]), spec.name,
                               checkpoint=job.get("checkpoint") or None,
@@ -95,10 +97,11 @@ def run_cell(job: dict) -> dict:
                "frames_per_call": session.manifest.frames_per_step,
                "precision": session.manifest.precision}
         inject_fault(label, "loaded")
-        memory.mark(LOADED)
-        out.update(scenario.run(session, job, memory))
-        memory.mark(END)
-        out.update(memory.columns())
+        trackers.session = session
+        trackers.mark(LOADED)
+        out.update(scenario.run(session, job, trackers))
+        trackers.mark(END)
+        out.update(trackers.columns())
     finally:
         session.close()
     return out

@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 
-from bench.trackers.memory import MemoryTracker
+from bench.trackers import CellTrackers
 from runtimes.base import Session
 
 
-def run(session: Session, job: dict, memory: MemoryTracker) -> dict:
+def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
     """Evaluate the cell's protocol; returns schema columns plus '_predictions' (per video)."""
     from bench.data.datasets import load_dataset
     from bench.evaluation.evaluate import evaluate

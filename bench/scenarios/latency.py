@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from bench.trackers.latency import LatencyStats
-from bench.trackers.memory import WARM, MemoryTracker
+from bench.trackers import CellTrackers
+from bench.trackers.memory import WARM
 from runtimes.base import Session
 
 OVERHEAD_BLOCKS = 5
@@ -34,7 +35,7 @@ def step_input(session: Session, frames: int, first_video: str | None = None) ->
 
 
 def measure_latency(session: Session, frames: np.ndarray, warmup: int, iterations: int,
-                    memory: MemoryTracker | None = None) -> dict:
+                    trackers: CellTrackers | None = None) -> dict:
     """First call, warm-up, `iterations` timed calls and the harness overhead.
 
     One chain of states runs through every call, harness and bare alike: a runtime that keeps
@@ -63,8 +64,8 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
     first_ms = session.step_ns[0] / 1e6
     for _ in range(warmup):
         states = harness(states)
-    if memory is not None:
-        memory.mark(WARM)
+    if trackers is not None:
+        trackers.mark(WARM)
     session.step_ns.clear()
     harness_ns, bare_ns = [], []
     for block in np.array_split(np.arange(iterations), OVERHEAD_BLOCKS):
@@ -92,10 +93,10 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
     }
 
 
-def run(session: Session, job: dict, memory: MemoryTracker) -> dict:
+def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
     """The latency cell: `job['frames_per_call']` frames per call, the cell's timing knobs."""
     cell = job["cell"]
     m = session.manifest
     frames = m.frames_per_step or job.get("frames_per_call") or 1
     return measure_latency(session, step_input(session, frames, job.get("first_video")),
-                           cell["warmup"], cell["iterations"], memory)
+                           cell["warmup"], cell["iterations"], trackers)

@@ -12,12 +12,13 @@ import time
 import numpy as np
 
 from bench.scenarios import FULL_CLIP_MODE
-from bench.trackers.memory import WARM, MemoryTracker
+from bench.trackers import CellTrackers
+from bench.trackers.memory import WARM
 from converters.errors import MovibenchError
 from runtimes.base import Session, chunks, stream
 
 
-def run(session: Session, job: dict, memory: MemoryTracker) -> dict:
+def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
     """Run the cell's clip twice; returns sweep_s (the second run) and frames_per_video."""
     cell = job["cell"]
     m = session.manifest
@@ -34,7 +35,7 @@ def run(session: Session, job: dict, memory: MemoryTracker) -> dict:
         def run_clip():
             stream(session, chunks(clip, m.frames_per_step or 1))
     run_clip()
-    memory.mark(WARM)
+    trackers.mark(WARM)
     start = time.perf_counter()
     run_clip()
     return {"sweep_s": time.perf_counter() - start, "frames_per_video": float(frames)}
