@@ -55,6 +55,7 @@ def build_model(config: ModelConfig, seed: int | None = 0) -> tf_keras.Model:
     model.build([1, 1 if config.causal else 8, config.resolution, config.resolution, 3])
     model.movibench_label = (f"{config.model_id}/{config.variant}@{config.resolution} "
                              f"({config.num_classes} classes, conv {config.conv_type})")
+    model.movibench_conv_type = config.conv_type
     return model
 
 
@@ -71,21 +72,48 @@ def state_specs(model: tf_keras.Model, config: ModelConfig) -> list[StateSpec]:
     )
 
 
+def checkpoint_conv_type(prefix: str | Path) -> str | None:
+    """The conv_type a MovinetClassifier checkpoint was saved with, read off its variables.
+
+    '2plus1d' nests a Keras conv in MobileConv2D (`_conv/_conv/...`); '3d_2plus1d' has 5-D
+    temporal kernels (`_conv_temporal/kernel`); '3d' has 5-D feature kernels with more than one
+    temporal tap. None when nothing tells.
+    """
+    variables = tf.train.list_variables(str(prefix))
+    if any("/_conv/_conv/" in name for name, _ in variables):
+        return "2plus1d"
+    if any("/_conv_temporal/kernel/" in name and len(shape) == 5 for name, shape in variables):
+        return "3d_2plus1d"
+    if any("/_feature/_conv/kernel/" in name and len(shape) == 5 and shape[0] > 1
+           for name, shape in variables):
+        return "3d"
+    return None
+
+
 def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
     """Restore `path` (official Kinetics-600 layout or the project's) into `model`.
 
     Returns the checkpoint's SHA-256. Any variable the checkpoint lacks, or whose shape differs
-    (e.g. a 600-class head into a 5-class model), raises CheckpointMismatchError naming it.
+    (e.g. a 600-class head into a 5-class model), raises CheckpointMismatchError naming it, and
+    the checkpoint's own conv type when that is what differs.
     """
     prefix = str(resolve_checkpoint_prefix(path))
+    status = None
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.assert_existing_objects_matched()
     except (ValueError, AssertionError, tf.errors.OpError) as exc:
+        if status is not None:
+            # A refused checkpoint would otherwise log every unused value when collected.
+            status.expect_partial()
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        found = checkpoint_conv_type(prefix)
+        built = getattr(model, "movibench_conv_type", None)
+        hint = (f" (the checkpoint holds conv_type={found!r}: pass --conv-type {found})"
+                if found and built and found != built else "")
         raise CheckpointMismatchError(
             f"checkpoint {prefix} does not fit model "
-            f"{getattr(model, 'movibench_label', model.name)}: {first}") from None
+            f"{getattr(model, 'movibench_label', model.name)}{hint}: {first}") from None
     return checkpoint_files_sha256(prefix)
 
 

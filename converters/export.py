@@ -22,11 +22,6 @@ from converters.manifest import StateManifest, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig
 from converters.zoo import ModelConfig
 
-# Measured to fail on both converters (FIELD_NOTES, tensorflow/models #10730): tf2onnx leaves a
-# nested StatefulPartitionedCall around Conv3D; TFLite has no Conv3D/AvgPool3D builtin.
-UNCONVERTIBLE_CONV_TYPES = ("3d", "3d_2plus1d")
-
-
 @dataclass(frozen=True)
 class CalibrationData:
     """Clips [T, H, W, 3] float32 for int8 calibration, with a name that identifies them.
@@ -110,12 +105,6 @@ class Artifact:
 def resolve_frames(config: ModelConfig, spec: FormatSpec, frames_per_step: int | None,
                    options: ExportOptions) -> int | None:
     """The static T the artifact takes (None: any T), or UnsupportedExportError saying why not."""
-    if config.conv_type in UNCONVERTIBLE_CONV_TYPES:
-        raise UnsupportedExportError(
-            f"{config.model_id}/{config.variant} with conv_type={config.conv_type!r} cannot be "
-            f"exported to {spec.name}: the converters have no 3D convolution/pooling path "
-            "(tf2onnx leaves a nested StatefulPartitionedCall, TFLite has no Conv3D builtin). "
-            "Rebuild it with conv_type='2plus1d' — same weights for '3d_2plus1d' checkpoints")
     if frames_per_step is not None and frames_per_step < 1:
         raise UnsupportedExportError(f"frames_per_step must be >= 1, got {frames_per_step}")
     if options.dynamic_frames:
@@ -244,13 +233,20 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                                target, calibration=options.calibration)
         details["onnx_source"] = str(source.path)
         return details, source.manifest
+    from converters.rewrite3d import exportable
+
     model, manifest = build_reference(config, checkpoint, options.seed, frames)
-    if spec.family == "onnx":
-        from converters.export_onnx import export_onnx
+    # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
+    with exportable(model, config) as graph:
+        if spec.family == "onnx":
+            from converters.export_onnx import export_onnx
 
-        return export_onnx(model, manifest, frames, target, opset=options.opset,
-                           simplify=options.simplify), manifest
-    from converters.export_tflite import export_tflite
+            details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
+                                  simplify=options.simplify)
+        else:
+            from converters.export_tflite import export_tflite
 
-    return export_tflite(model, manifest, frames, target, spec.precision,
-                         calibration=options.calibration, int8_float_io=options.int8_float_io), manifest
+            details = export_tflite(graph.model, manifest, frames, target, spec.precision,
+                                    calibration=options.calibration,
+                                    int8_float_io=options.int8_float_io)
+    return {**details, **graph.details}, manifest

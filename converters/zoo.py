@@ -57,8 +57,9 @@ MODELS: dict[str, ModelSpec] = {
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in (
-        # Official base checkpoints use full 3D convs; conv_type='2plus1d' gives a base model
-        # that trains on CPU (3D conv backward is ~35x slower there).
+        # Official base checkpoints use full 3D convs; export rewrites them into 2D ops
+        # (converters/rewrite3d.py). Training on CPU wants conv_type='2plus1d' (3D conv
+        # backward is ~35x slower there).
         VariantSpec("base", False, "3d", "3d", "swish", "sigmoid", "swish",
                     "non-causal, whole clip at once (the classic 3D classifier)"),
         VariantSpec("stream", True, "2plus1d", "2plus3d", "hard_swish", "hard_sigmoid", "swish",
@@ -181,11 +182,14 @@ def checkpoint_config(path: str | Path) -> ModelConfig | None:
 
 
 def config_for(model_id: str | None, variant: str | None, resolution: int | None = None,
-               num_classes: int | None = None, checkpoint: str | Path | None = None) -> ModelConfig:
+               num_classes: int | None = None, checkpoint: str | Path | None = None,
+               conv_type: str | None = None) -> ModelConfig:
     """The ModelConfig a command should build, from its options and the checkpoint's sidecar.
 
     A project checkpoint fixes the architecture (id, variant, conv/SE types, class count);
-    asking for a different id or variant than it holds is a CheckpointMismatchError. The
+    asking for a different id, variant or conv type than it holds is a
+    CheckpointMismatchError. A foreign checkpoint (e.g. one trained with Model Garden's
+    conv_type='3d_2plus1d') needs `conv_type` when it differs from the variant's default. The
     resolution stays free: MoViNets are fully convolutional.
     """
     saved = checkpoint_config(checkpoint) if checkpoint else None
@@ -193,9 +197,9 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
         if model_id is None:
             raise UnknownModelError("--model is required unless --checkpoint is a project checkpoint")
         return ModelConfig(model_id, variant or "stream", resolution,
-                           num_classes or KINETICS600_CLASSES).resolved()
+                           num_classes or KINETICS600_CLASSES, conv_type=conv_type).resolved()
     for field_name, asked in (("model_id", model_id), ("variant", variant),
-                              ("num_classes", num_classes)):
+                              ("num_classes", num_classes), ("conv_type", conv_type)):
         have = getattr(saved, field_name)
         if asked is not None and str(asked).lower() != str(have):
             raise CheckpointMismatchError(

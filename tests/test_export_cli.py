@@ -50,9 +50,10 @@ def test_cross_runtime_onnx_passes_and_writes_rows(tmp_path):
     assert (table["max_abs"] <= 1e-4).all() and (table["n"] >= 1).all()
 
 
-def test_cross_runtime_rejects_a_base_model():
-    result = invoke("validate", "cross-runtime", "--model", "t0", "--variant", "base")
-    assert "not causal" in str(result.exception)
+def test_cross_runtime_clip_length_longer_than_the_clips_is_refused():
+    result = invoke("validate", "cross-runtime", "--model", "t0", "--variant", "base",
+                    "--frames", "8", "--clip-frames", "9")
+    assert "--clip-frames 9 is longer than --frames 8" in str(result.exception)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,7 @@ from onnx import TensorProto, helper
 from bench.evaluation.compare_logits import Tolerance
 from bench.evaluation.equivalence import validate_equivalence
 from converters.calibration import synthetic_clips
-from converters.errors import (
-    ArtifactError, MissingDependencyError, MovibenchError, StateError, UnsupportedExportError,
-)
+from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, StateError
 from converters.export import ExportOptions, export_model
 from converters.export_onnx import FRAMES_DIM
 from converters.manifest import StateManifest, StateSpec, manifest_path_for
@@ -253,7 +251,3 @@ def test_base_2plus1d_clip_model_matches_tf(base_onnx, clip):
     with pytest.raises(StateError, match=f"exactly {CLIP_FRAMES} frame"):
         session.predict(clip[None, :CLIP_FRAMES + 1])
 
-
-def test_3d_base_model_is_unsupported():
-    with pytest.raises(UnsupportedExportError, match="conv_type='3d'"):
-        export_model(ModelConfig("t0", "base", 64, 5), "onnx", frames_per_step=CLIP_FRAMES)

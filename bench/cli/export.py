@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from bench.cli.options import (
-    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, DemoOpt, JsonOpt, ModelOpt,
+    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, ConvTypeOpt, DemoOpt, JsonOpt, ModelOpt,
     OpsetOpt, ResolutionOpt, SimplifyOpt, VariantOpt, console, model_config, stdout,
 )
 
@@ -31,6 +31,7 @@ def export_cmd(
     checkpoint: CheckpointOpt = None,
     demo: DemoOpt = None,
     clip_frames: ClipFramesOpt = None,
+    conv_type: ConvTypeOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Also copy each artifact and its manifest into this folder.")] = None,
     opset: OpsetOpt = 17,
@@ -57,7 +58,8 @@ def export_cmd(
     from converters.formats import parse_formats
 
     specs = parse_formats(formats)
-    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo,
+                                      conv_type)
     if calib_videos is not None:
         from bench.data.calibration_clips import calibration_from_videos
         from bench.data.video import list_videos

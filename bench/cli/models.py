@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
@@ -14,10 +16,17 @@ def register(root: typer.Typer) -> None:
     root.command("models")(models_cmd)
 
 
-def models_cmd(as_json: JsonOpt = False) -> None:
+def models_cmd(
+    as_json: JsonOpt = False,
+    support: Annotated[bool, typer.Option(
+        "--support", help="Show which variant x conv type exports to which format, and how.")] = False,
+) -> None:
     """List model ids, default resolutions and variants."""
     from converters.zoo import MODELS, VARIANTS
 
+    if support:
+        support_cmd(as_json)
+        return
     if as_json:
         print(json.dumps({"models": {k: v.__dict__ for k, v in MODELS.items()},
                           "variants": {k: v.__dict__ for k, v in VARIANTS.items()}}, indent=2))
@@ -35,3 +44,22 @@ def models_cmd(as_json: JsonOpt = False) -> None:
     for v in VARIANTS.values():
         variants.add_row(v.name, str(v.causal), v.conv_type, v.se_type, v.activation, v.description)
     stdout.print(variants)
+
+
+def support_cmd(as_json: bool) -> None:
+    """The export support table of converters/support.py: rows (--json) or a summary."""
+    from converters.support import refusal_notes, summary, support_rows
+
+    rows = support_rows()
+    if as_json:
+        print(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2))
+        return
+    table = Table(title="Export support: every format exports except those refused "
+                        "(routes: docs/support.md)")
+    for col in ("models", "variant", "conv type", "route", "refused"):
+        table.add_column(col, overflow="fold")
+    for line in summary(rows):
+        table.add_row(*line)
+    stdout.print(table)
+    for i, note in enumerate(refusal_notes(rows), 1):
+        stdout.print(f"[{i}] {note}", highlight=False)

@@ -39,6 +39,9 @@ DemoOpt = Annotated[Optional[str], typer.Option(
 ClipFramesOpt = Annotated[Optional[int], typer.Option(
     "--clip-frames", help="Frames per call: the clip length L of a base model (required there), "
                           "or T > 1 for a stream model fed in chunks.", min=1)]
+ConvTypeOpt = Annotated[Optional[str], typer.Option(
+    "--conv-type", help="3d, 2plus1d or 3d_2plus1d (default: the variant's; a project "
+                        "checkpoint records its own). 3d_2plus1d checkpoints export rebuilt as 2plus1d.")]
 OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.", min=13)]
 SimplifyOpt = Annotated[bool, typer.Option(help="Simplify the ONNX graph with onnxslim.")]
 
@@ -56,9 +59,10 @@ def resolve_checkpoint_option(checkpoint: Path | None, demo: str | None) -> Path
 
 
 def model_config(model: str | None, variant: str | None, resolution: int | None,
-                 classes: int | None, checkpoint: Path | None, demo: str | None):
+                 classes: int | None, checkpoint: Path | None, demo: str | None,
+                 conv_type: str | None = None):
     """The model the options name and the checkpoint to load it from: (ModelConfig, path|None)."""
     from converters.zoo import config_for
 
     checkpoint = resolve_checkpoint_option(checkpoint, demo)
-    return config_for(model, variant, resolution, classes, checkpoint), checkpoint
+    return config_for(model, variant, resolution, classes, checkpoint, conv_type), checkpoint

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from bench.cli.options import (
-    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, DemoOpt, JsonOpt, ModelOpt,
+    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, ConvTypeOpt, DemoOpt, JsonOpt, ModelOpt,
     OpsetOpt, ResolutionOpt, SimplifyOpt, ThreadsOpt, VariantOpt, console, model_config,
     parse_int_list, stdout,
 )
@@ -103,6 +103,8 @@ def validate_cross_runtime_cmd(
     checkpoint: CheckpointOpt = None,
     demo: DemoOpt = None,
     frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 32,
+    clip_frames: ClipFramesOpt = None,
+    conv_type: ConvTypeOpt = None,
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips when --videos is not given.", min=1)] = 2,
     full_clip: Annotated[str, typer.Option(
@@ -115,8 +117,11 @@ def validate_cross_runtime_cmd(
 ) -> None:
     """Stream the same frames through TensorFlow and every exported artifact; compare each step.
 
-    fp32 artifacts must match within 1e-4; fp16 within 2e-2; dynamic-range and int8 are judged
-    by top-1 agreement with TensorFlow over every streamed frame (bench/evaluation/compare_logits.py).
+    A base (clip) model is exported with its clip length L (--clip-frames, default --frames)
+    and compared on every consecutive L-frame window of each clip (multi-clip), e.g.
+    --frames 16 --clip-frames 8 compares two windows per clip. fp32 artifacts must match within
+    1e-4; fp16 within 2e-2; dynamic-range and int8 are judged by top-1 agreement with
+    TensorFlow over every call (bench/evaluation/compare_logits.py).
     Exit 0 when every format passes, 1 when any fails or cannot run, 2 on bad input.
     """
     from bench.evaluation.equivalence import validate_cross_runtime
@@ -127,10 +132,12 @@ def validate_cross_runtime_cmd(
 
     specs = parse_formats(formats)
     full_clip_formats = tuple(s.name for s in parse_formats(full_clip)) if full_clip.strip() else ()
-    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo,
+                                      conv_type)
     if not config.causal:
-        raise MovibenchError(f"variant {config.variant!r} is not causal: cross-runtime streaming "
-                             "needs stream or mobile")
+        clip_frames = clip_frames or frames
+    if clip_frames is not None and clip_frames > frames:
+        raise MovibenchError(f"--clip-frames {clip_frames} is longer than --frames {frames}")
     clips = load_clips(videos, synthetic, frames, config.resolution, seed)
     options = ExportOptions(seed=seed)
 
@@ -143,7 +150,7 @@ def validate_cross_runtime_cmd(
         rows = validate_cross_runtime(
             reference, [s.name for s in specs], clips, export=export,
             open_artifact=lambda path: open_session(path, threads=threads),
-            full_clip_formats=full_clip_formats,
+            full_clip_formats=full_clip_formats, frames_per_call=clip_frames,
             on_format=lambda fmt: status.update(f"exporting and streaming {fmt}"))
     records = [r.to_dict() for r in rows]
     if out is not None:
@@ -153,7 +160,8 @@ def validate_cross_runtime_cmd(
     passed = all(r.passed for r in rows)
     if as_json:
         print(json.dumps({"model": config.to_dict(), "frames": int(clips[0].shape[0]),
-                          "clips": len(clips), "passed": passed, "rows": records}, indent=2))
+                          "frames_per_call": clip_frames or 1, "clips": len(clips),
+                          "passed": passed, "rows": records}, indent=2))
     else:
         table = Table(title=f"Cross-runtime — {config.model_id}/{config.variant}@"
                             f"{config.resolution}, {len(clips)} clip(s) x {clips[0].shape[0]} frames")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.evaluation.compare_logits import Difference, Tolerance, compare_logits
+from converters.errors import MovibenchError
 # Re-exported: callers import it from here; it lives in converters for int8 calibration.
 from converters.calibration import synthetic_clips  # noqa: F401
 from runtimes.base import Session, chunks, stream
@@ -73,22 +74,37 @@ class CrossRuntimeRow:
                 "passed": self.passed, "tolerance": diff.get("tolerance"), "artifact": self.artifact}
 
 
-def stream_logits(session: Session, clip: np.ndarray) -> np.ndarray:
-    """Logits after every step of streaming `clip` [T, H, W, 3] in the artifact's step size."""
-    step = session.manifest.frames_per_step or 1
-    return stream(session, chunks(clip, step))[0]
+def stream_logits(session: Session, clip: np.ndarray, frames_per_call: int | None = None) -> np.ndarray:
+    """Logits of every call over `clip` [T, H, W, 3], one row per call.
+
+    A causal model streams the clip in calls of `frames_per_call` frames (default: the
+    artifact's step size, else 1) carrying states; a clip (base) model predicts each
+    consecutive window of its clip length L. A trailing partial call is dropped: a static
+    artifact takes exactly its T.
+    """
+    m = session.manifest
+    size = frames_per_call or m.frames_per_step or 1
+    if not m.causal and (m.frames_per_step or frames_per_call) is None:
+        raise ValueError("a clip model needs its clip length L as frames_per_call")
+    whole = [c for c in chunks(clip, size) if c.shape[1] == size]
+    if not whole:
+        raise MovibenchError(f"clips of {clip.shape[0]} frames hold no call of {size} frames")
+    if m.causal:
+        return stream(session, whole)[0]
+    return np.stack([np.asarray(session.predict(c)).reshape(-1) for c in whole])
 
 
 def compare_sessions(label: str, reference: list[np.ndarray], session: Session,
-                     clips: list[np.ndarray], tolerance: Tolerance) -> Difference:
-    """Stream `clips` through `session`; compare every step's logits with `reference`."""
-    candidate = [stream_logits(session, clip) for clip in clips]
+                     clips: list[np.ndarray], tolerance: Tolerance,
+                     frames_per_call: int | None = None) -> Difference:
+    """Run `clips` through `session` call by call; compare every call's logits with `reference`."""
+    candidate = [stream_logits(session, clip, frames_per_call) for clip in clips]
     return compare_logits(label, np.concatenate(reference), np.concatenate(candidate), tolerance)
 
 
 def validate_cross_runtime(reference: Session, formats: list[str], clips: list[np.ndarray], *,
                            export, open_artifact, full_clip_formats: tuple[str, ...] = (),
-                           on_format=None) -> list[CrossRuntimeRow]:
+                           on_format=None, frames_per_call: int | None = None) -> list[CrossRuntimeRow]:
     """Stream the same clips through the TF reference and every exported format.
 
     Args:
@@ -100,16 +116,22 @@ def validate_cross_runtime(reference: Session, formats: list[str], clips: list[n
         full_clip_formats: formats that also get a T-frame artifact, to check stream vs full
             clip inside the format itself.
         on_format: called with each format name before it runs (progress).
+        frames_per_call: frames per call: T > 1 streams a causal model in chunks of T; a
+            clip (base) model needs its clip length L here and is compared window by window
+            (artifacts exported with frames_per_step = L; no stream-vs-full-clip row).
 
-    Every step's logits are compared (not only the last), under the tolerance of the
+    Every call's logits are compared (not only the last), under the tolerance of the
     artifact's precision. A format that fails to export or run becomes a failed row.
     """
     from bench.evaluation.compare_logits import tolerance_for
-    from converters.errors import MovibenchError
     from converters.formats import get_format
 
     frames = int(clips[0].shape[0])
-    ref_steps = [stream_logits(reference, clip) for clip in clips]
+    causal = reference.manifest.causal
+    ref_steps = [stream_logits(reference, clip, frames_per_call) for clip in clips]
+    comparison = "stream vs tensorflow" if causal else "clips vs tensorflow"
+    size = frames_per_call or 1
+    what = ("frame" if size == 1 else f"{size}-frame call") if causal else f"{size}-frame clip"
     rows: list[CrossRuntimeRow] = []
     for fmt in formats:
         spec = get_format(fmt)
@@ -117,18 +139,19 @@ def validate_cross_runtime(reference: Session, formats: list[str], clips: list[n
             on_format(fmt)
         tol = tolerance_for(spec.precision)
         try:
-            artifact = export(fmt, None)
+            artifact = export(fmt, frames_per_call)
             with open_artifact(artifact.path) as session:
-                diff = compare_sessions(f"{fmt} vs tensorflow (every frame)", ref_steps, session,
-                                        clips, tol)
-                streamed_last = np.stack([stream_logits(session, c)[-1] for c in clips])
-            rows.append(CrossRuntimeRow(fmt, spec.precision, spec.runtime, "stream vs tensorflow",
+                diff = compare_sessions(f"{fmt} vs tensorflow (every {what})", ref_steps,
+                                        session, clips, tol, frames_per_call)
+                if causal:
+                    streamed_last = np.stack([stream_logits(session, c)[-1] for c in clips])
+            rows.append(CrossRuntimeRow(fmt, spec.precision, spec.runtime, comparison,
                                         True, difference=diff, artifact=str(artifact.path)))
         except MovibenchError as exc:
-            rows.append(CrossRuntimeRow(fmt, spec.precision, spec.runtime, "stream vs tensorflow",
+            rows.append(CrossRuntimeRow(fmt, spec.precision, spec.runtime, comparison,
                                         False, error=str(exc)))
             continue
-        if fmt not in full_clip_formats:
+        if not causal or fmt not in full_clip_formats:
             continue
         try:
             whole = export(fmt, frames)
