@@ -25,7 +25,7 @@ def quiet_tf2onnx():
     """Silence tf2onnx's Python logging while converting.
 
     Its transpose optimizer fails on MoViNet's 0-d bias constants and logs a traceback, then
-    carries on without that one optimization (FIELD_NOTES); errors that matter still raise.
+    carries on without that one optimization (the exported graph is unaffected); errors that matter still raise.
     """
     logger = logging.getLogger("tf2onnx")
     level = logger.level

@@ -2,8 +2,8 @@
 
 The file's `serving_default` signature takes `image` + `state_*` and returns `logits` +
 `next_state_*`. Every converted file is opened with LiteRT and run for one step before it is
-returned, so a model that converts but cannot run (FIELD_NOTES: int8 RESHAPE mismatch at
-prepare) fails here with the reason instead of being cached.
+returned, so a model that converts but cannot run (e.g. int8 'RESHAPE num_input_elements !=
+num_output_elements' at prepare) fails here with the reason instead of being cached.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def calibration_feeds(step, manifest: StateManifest, frames: int,
     dropped) and streamed from fresh states, so later samples carry the states a deployed
     model sees mid-video rather than zeros. A clip model's clips shorter than its length L
     are looped in time to L frames. Dicts, not positional lists: a list is matched to the
-    inputs in an order of the converter's choosing (FIELD_NOTES int8 trap).
+    inputs in an order of the converter's choosing, which then fails at prepare.
     """
     for clip in clips:
         clip = np.asarray(clip, dtype=np.float32)
