@@ -74,11 +74,11 @@ class RayTestCluster:
         """The artifact cache of a node (the head's, or the worker's)."""
         return self.root / ("head-cache" if node_id == self.head.node_id else "worker-cache")
 
-    def add_worker(self):
-        """Start the worker node (again, after remove_worker)."""
+    def add_worker(self, **env: str):
+        """Start the worker node (again, after remove_worker), `env` added to its processes'."""
         from bench.launchers.ray import SLOT
 
-        with _environ(MOVIBENCH_CACHE=str(self.root / "worker-cache")):
+        with _environ(MOVIBENCH_CACHE=str(self.root / "worker-cache"), **env):
             return self.cluster.add_node(**RAY_NODE, resources={SLOT: 1})
 
     def remove_worker(self) -> None:
