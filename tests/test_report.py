@@ -38,9 +38,11 @@ def _cell(fmt: str, threads: int, protocol: str = "", **kw) -> Cell:
                 fmt, threads, protocol, **kw)
 
 
-def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0) -> Path:
+def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0,
+             cpus: dict[str, str] | None = None) -> Path:
     """A run of t0/stream over 5 formats x 2 threads x 4 protocols (+ a memory sweep): rows,
-    raw samples and per-video predictions written through ResultsStore like the runner does."""
+    raw samples and per-video predictions written through ResultsStore like the runner does.
+    `cpus` maps protocols to the CPU model (node_cpu) their cells ran on."""
     rng = np.random.default_rng(seed)
     store = ResultsStore(root)
     environment = {"cpu_model": "Test CPU", "logical_cores": 2,
@@ -65,6 +67,8 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
                        "variant": "stream", "checkpoint": cell.checkpoint, "resolution": 64,
                        "format": fmt, "precision": precision, "runtime": runtime,
                        "threads": threads, "protocol": protocol}
+                if cpus:
+                    row["node_cpu"] = cpus[protocol]
                 if (fmt, threads, protocol) == FAILED:
                     store.append({**row, "status": "failed", "exit_code": -6,
                                   "error": "worker killed by SIGABRT (core dumped)"})
@@ -271,6 +275,26 @@ def test_regenerating_reproduces_the_same_report(run_dir, report, tmp_path):
     again = build_report(run_dir, tmp_path)
     assert again.markdown.read_text() == report.markdown.read_text()
     assert parse(again.html).tables == parse(report.html).tables
+
+
+def test_cells_on_two_cpu_models_are_reported_apart(tmp_path):
+    """Latency sections come once per CPU model: a deployment's median is over its cells on
+    one kind of machine only, and every figure of each part is written and referenced."""
+    cpus = {"stream": "CPU A", "full-clip": "CPU A", "multi-clip:2x16": "CPU B",
+            "multi-clip:4x4": "CPU B"}
+    paths = build_report(make_run(tmp_path / "two", memory=False, cpus=cpus), tmp_path / "out")
+    text = paths.markdown.read_text()
+    parts = {title: body for title, body in re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", text,
+                                                       re.M | re.S)}
+    for title in ("Best deployment per runtime and precision", "Latency vs accuracy",
+                  "Speedup over the TensorFlow reference", "Harness overhead"):
+        assert f"{title} — CPU A" in parts and f"{title} — CPU B" in parts and title not in parts
+    # Two protocols per deployment on each CPU (one int8 cell failed on CPU B).
+    counts = re.findall(r"^\| t0/stream \S+ t\d \| \S+ \| (\d) \|", parts["Harness overhead — CPU A"], re.M)
+    assert counts and set(counts) == {"2"}
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"cpu1_speedup_vs_tensorflow.png", "cpu2_speedup_vs_tensorflow.png"} <= set(names)
+    assert all((paths.markdown.parent / n).read_bytes().startswith(PNG_SIGNATURE) for n in names)
 
 
 def test_missing_pieces_are_omitted_with_a_note(tmp_path):
