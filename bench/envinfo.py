@@ -17,7 +17,7 @@ RUNTIME_DISTRIBUTIONS = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime
 
 LIBRARIES = ("movibench", "tensorflow", "tf-models-official", "tf-keras", "tf2onnx", "onnx",
              "onnxruntime", "onnxslim", "ai-edge-litert", "tensorrt", "cuda-python", "numpy",
-             "pandas", "pyarrow", "av")
+             "pandas", "pyarrow", "av", "ray")
 
 
 def cpu_model() -> str:

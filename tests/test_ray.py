@@ -24,7 +24,8 @@ from bench.matrix import apply_filter, expand, load_config, parse_config
 from bench.runner import run_matrix
 from bench.store import ResultsStore
 
-pytestmark = pytest.mark.slow
+# Tests that start the cluster (tens of seconds) or the matrix on it (a conversion).
+cluster = pytest.mark.slow
 
 CONFIG = """
 name = "ray-tiny"
@@ -91,6 +92,7 @@ def onnx_artifact(out: Path) -> Path:
     return Path(table.loc[table["format"] == "onnx", "artifact"].iloc[0])
 
 
+@cluster
 def test_matrix_on_two_nodes_through_the_cli(ray_cluster, matrix_run):
     """The CLI connects to the cluster, exports once, runs every cell on one of the two nodes
     (never two at once on one), and the exported artifact is on each cell's own node."""
@@ -121,6 +123,7 @@ def test_matrix_on_two_nodes_through_the_cli(ray_cluster, matrix_run):
     assert all(n["alive"] and n["environment"]["cpu_model"] for n in meta["nodes"])
 
 
+@cluster
 def test_artifact_travels_through_the_object_store(ray_cluster, tmp_path, monkeypatch):
     """A cache entry packed on one side is committed whole into another cache by its key."""
     import ray
@@ -133,9 +136,8 @@ def test_artifact_travels_through_the_object_store(ray_cluster, tmp_path, monkey
     (staging / "m.onnx").write_bytes(b"\x08model bytes" * 1000)
     (staging / "m.onnx.manifest.json").write_text("{}")
     entry = source.commit("ab" + "0" * 62, staging, "m.onnx", {"build_seconds": 1.5})
-    payload = _pack_entry(str(entry.artifact))
     monkeypatch.setenv("MOVIBENCH_CACHE", str(tmp_path / "other-node"))
-    box = [entry.key, "m.onnx", ray.put(payload)]
+    box = [entry.key, "m.onnx", ray.put(_pack_entry(str(entry.artifact)))]
     path, seconds = _unpack_entry(box)
     assert Path(path) == ArtifactCache().entry_dir(entry.key) / "m.onnx" and seconds > 0
     assert Path(path).read_bytes() == entry.artifact.read_bytes()
@@ -143,6 +145,7 @@ def test_artifact_travels_through_the_object_store(ray_cluster, tmp_path, monkey
     assert _unpack_entry(box) == (path, 0.0)  # already on this node: nothing fetched
 
 
+@cluster
 def test_crash_and_hang_on_a_node_are_failed_rows(ray_cluster, tmp_path):
     from bench.launchers.ray import RayExecutor, cluster_slots
 
@@ -163,6 +166,7 @@ def test_crash_and_hang_on_a_node_are_failed_rows(ray_cluster, tmp_path):
     assert row["status"] == "failed" and "timed out after 3 s" in row["error"]
 
 
+@cluster
 def test_a_lost_node_is_a_failed_row_and_resume_runs_it_once(ray_cluster, matrix_run, tmp_path):
     """A worker node is removed while its cell runs: that cell becomes a failed row marked
     lost_node, its worker process dies with the node, and --resume runs that cell, and only
@@ -219,6 +223,7 @@ def test_a_lost_node_is_a_failed_row_and_resume_runs_it_once(ray_cluster, matrix
     _no_overlap_per_node(table)
 
 
+@cluster
 def test_sharded_evaluation_matches_one_process(ray_cluster, matrix_run, tmp_path):
     from typer.testing import CliRunner
 
@@ -247,10 +252,27 @@ def test_sharded_evaluation_matches_one_process(ray_cluster, matrix_run, tmp_pat
     pd.testing.assert_frame_equal(sa[metrics], sb[metrics])
 
 
-def test_shards_need_the_ray_executor(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--data", ".", "--shards", "2"], "--shards and --address need --executor ray"),
+    (["eval", "--data", ".", "--executor", "dask"], "--executor must be local or ray"),
+    (["matrix", "run", "default", "--address", "127.0.0.1:1"], "--address needs --executor ray"),
+])
+def test_ray_options_without_ray_are_usage_errors(args, message):
     from typer.testing import CliRunner
 
     from bench.cli import app
 
-    result = CliRunner().invoke(app, ["eval", "--data", str(tmp_path), "--shards", "2"])
-    assert result.exit_code != 0 and "--executor ray" in str(result.exception)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_nodes_whose_code_differs_from_the_driver_are_named():
+    from bench.launchers.ray import version_mismatches
+
+    driver = {"git_revision": "abc", "libraries": {"onnxruntime": "1.32.0", "ray": "2.60.0"}}
+    nodes = [{"node_id": "a" * 16, "host": "same", "environment": driver},
+             {"node_id": "b" * 16, "host": "old",
+              "environment": {"git_revision": "abd", "libraries": {"onnxruntime": "1.31.0"}}},
+             {"node_id": "c" * 16, "host": "silent", "environment_error": "timed out"}]
+    assert version_mismatches(nodes, driver) == [
+        "node bbbbbbbb (old): git abd vs abc, onnxruntime 1.31.0 vs 1.32.0, ray absent vs 2.60.0"]

@@ -114,16 +114,17 @@ def _here() -> dict:
     return {"node_id": ray.get_runtime_context().get_node_id(), "node_host": socket.gethostname()}
 
 
-def _pack_entry(artifact: str) -> dict:
-    """A cache entry as bytes: every file of the artifact's directory (<root>/<kk>/<key>/)."""
+def _pack_entry(artifact: str) -> dict[str, bytes]:
+    """A cache entry as bytes: every file of the artifact's directory (<root>/<kk>/<key>/),
+    by its path in there."""
     entry = Path(artifact).parent
-    files = {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()}
-    return {"key": entry.name, "filename": Path(artifact).name, "files": files}
+    return {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()}
 
 
 def _unpack_entry(box: list) -> tuple[str, float]:
-    """The artifact in this node's cache: taken from there when present, else fetched from
-    the object store and committed like a build. Returns (path, seconds spent fetching)."""
+    """The artifact of `box` ([cache key, file name, object ref of its packed entry]) in this
+    node's cache: taken from there when present, else fetched from the object store and
+    committed like a build. Returns (path, seconds spent fetching)."""
     import json
 
     from converters.cache import BUILD_INFO, ArtifactCache
@@ -134,14 +135,14 @@ def _unpack_entry(box: list) -> tuple[str, float]:
     if hit is not None:
         return str(hit.artifact), 0.0
     start = time.perf_counter()
-    payload = ray.get(ref)
+    files = ray.get(ref)
     staging = cache.staging_dir()
     try:
-        for name, data in payload["files"].items():
+        for name, data in files.items():
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        info = json.loads(payload["files"].get(BUILD_INFO, b"{}") or b"{}")
+        info = json.loads(files.get(BUILD_INFO) or b"{}")
         entry = cache.commit(key, staging, filename, info)
     except BaseException:
         cache.discard(staging)
@@ -276,6 +277,9 @@ class RayExecutor:
             return outcome
         except rex.RayError as exc:
             return _failure(exc, where, time.perf_counter() - start)
+        except StopIteration:  # the task ended without saying how: never expected
+            return JobOutcome(False, dict(where), "the Ray task ended without an outcome", None,
+                              time.perf_counter() - start)
 
     def stop_all(self) -> None:
         """Cancel every task still queued or running (an interrupted run): a running task's
@@ -311,14 +315,20 @@ class RayExecutor:
 
 def version_mismatches(nodes: list[dict], driver: dict) -> list[str]:
     """One line per node whose code or libraries differ from the driver's environment."""
+    def differs(what: str, theirs, mine) -> str:
+        return f"{what} {theirs or 'absent'} vs {mine or 'absent'}"
+
     lines = []
     for node in nodes:
-        env = node.get("environment") or {}
-        diffs = [f"git {env.get('git_revision')} vs {driver.get('git_revision')}"
-                 ] if env and env.get("git_revision") != driver.get("git_revision") else []
+        env = node.get("environment")
+        if not env:
+            continue
+        diffs = []
+        if env.get("git_revision") != driver.get("git_revision"):
+            diffs.append(differs("git", env.get("git_revision"), driver.get("git_revision")))
         libs, mine = env.get("libraries", {}), driver.get("libraries", {})
-        diffs += [f"{lib} {libs.get(lib) or 'absent'} vs {mine.get(lib) or 'absent'}"
-                  for lib in sorted(set(libs) | set(mine)) if env and libs.get(lib) != mine.get(lib)]
+        diffs += [differs(lib, libs.get(lib), mine.get(lib))
+                  for lib in sorted(set(libs) | set(mine)) if libs.get(lib) != mine.get(lib)]
         if diffs:
             lines.append(f"node {node['node_id'][:8]} ({node['host']}): " + ", ".join(diffs))
     return lines
