@@ -116,7 +116,15 @@ def ray_cluster(tmp_path_factory, isolated_cache):
     nodes.add_worker()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     yield nodes
-    started = psutil.Process().children(recursive=True)
+    started = []  # each node's Ray processes and everything they started (workers, cells)
+    for node in cluster.list_all_nodes():
+        for process in (info.process for infos in node.all_processes.values() for info in infos):
+            try:
+                own = psutil.Process(process.pid)
+                started += [own, *own.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+    assert started, "no Ray process found to check"
     ray.shutdown()
     cluster.shutdown()
     _, alive = psutil.wait_procs(started, timeout=30)

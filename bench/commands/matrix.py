@@ -82,7 +82,8 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
 def run_cmd(
     config: ConfigArg = DEFAULT_CONFIG,
     out: Annotated[Path, typer.Option(help="Run directory (results store).")] = Path("runs/default"),
-    resume: Annotated[bool, typer.Option(help="Continue a run in --out: run only missing cells.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue a run in --out: run only missing cells (and those whose node was lost).")] = False,
     only: OnlyOpt = None,
     cell_timeout: Annotated[Optional[float], typer.Option(
         "--cell-timeout", help="Seconds before a cell is killed and recorded as failed.",
