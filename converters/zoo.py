@@ -190,7 +190,7 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
     return replace(saved, resolution=resolution or saved.resolution).resolved()
 
 
-# Small checkpoints trained on the synthetic flash-count task (bench/synth.py), shipped as
+# Small checkpoints trained on the synthetic flash-count task (bench/data/synth.py), shipped as
 # package data so demos, docs and tests have trained weights without any download.
 DEMO_WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
 DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth")

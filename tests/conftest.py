@@ -42,6 +42,17 @@ def t0_stream_session():
     return TensorFlowSession.from_config(T0_STREAM)
 
 
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """TensorRT 10 and cuda-python replaced, for one test, by the ONNX Runtime-backed double.
+
+    Returns the double's FakeGpu (allocations, streams, graphs) for the test to inspect.
+    """
+    from doubles.tensorrt_double import install
+
+    return install(monkeypatch)
+
+
 # Small nodes on loopback only: one CPU (one export or shard at a time), one timing slot.
 RAY_NODE = dict(num_cpus=1, node_ip_address="127.0.0.1", include_dashboard=False,
                 object_store_memory=100 * 2**20)

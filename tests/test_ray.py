@@ -20,9 +20,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench.matrix import apply_filter, expand, load_config, parse_config
-from bench.runner import run_matrix
-from bench.store import ResultsStore
+from bench.matrix.config import apply_filter, expand, load_config, parse_config
+from bench.matrix.run import run_matrix
+from bench.results.store import ResultsStore
 
 # Tests that start the cluster (tens of seconds) or the matrix on it (a conversion).
 cluster = pytest.mark.slow
@@ -74,7 +74,7 @@ def matrix_run(ray_cluster, tmp_path_factory):
     config, out = root / "tiny.toml", root / "run"
     config.write_text(CONFIG)
     result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "matrix", "run", str(config), "--out", str(out),
+        [sys.executable, "-m", "bench.cli.app", "matrix", "run", str(config), "--out", str(out),
          "--executor", "ray", "--address", ray_cluster.address, "--json"],
         capture_output=True, text=True, timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     return out, config, result
@@ -92,7 +92,7 @@ def test_matrix_on_two_nodes_through_the_cli(ray_cluster, matrix_run):
     through the object store, whole."""
     out, config, result = matrix_run
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout) == {"out": str(out), "cells": 3, "failed": 0}
+    assert json.loads(result.stdout) == {"out": str(out), "cells": 4, "failed": 0}
 
     table = pd.read_parquet(out / "cells.parquet")
     assert set(table["cell_id"]) == {c.cell_id for c in expand(load_config(config))}
@@ -218,8 +218,8 @@ def test_a_lost_node_is_a_failed_row_and_resume_runs_it_once(ray_cluster, matrix
 def test_sharded_evaluation_matches_one_process(ray_cluster, matrix_run, tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
-    from bench.synth import SynthConfig, generate
+    from bench.cli.app import app
+    from bench.data.synth import SynthConfig, generate
 
     data = tmp_path / "videos"
     generate(data, SynthConfig(classes=2, videos_per_class=4, frames=8, size=32, seed=3,
@@ -251,7 +251,7 @@ def test_sharded_evaluation_matches_one_process(ray_cluster, matrix_run, tmp_pat
 def test_ray_options_without_ray_are_usage_errors(args, message):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.app import app
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0 and message in str(result.exception)

@@ -2,7 +2,7 @@
 
 What runs where:
 - An export is a Ray task that runs anywhere (one CPU). It runs the same worker process as the
-  local executor (`python -m bench.cell`) on its node, then puts the finished cache entry
+  local executor (`python -m bench.launchers.worker`) on its node, then puts the finished cache entry
   (artifact, manifest, build record) into Ray's object store.
 - A cell is a Ray task that holds the node's one `movibench_slot` (a custom resource each
   node offers once), so no two timed cells ever share a node. On its node it first brings the
@@ -12,7 +12,7 @@ What runs where:
 - A task whose node dies, or whose Ray worker dies, becomes a failed row marked `lost_node`:
   `--resume` runs it again. Ray retries exports (they are idempotent), never cells.
 
-Every row records the node that ran it (bench.envinfo.node_facts plus the Ray node id) and
+Every row records the node that ran it (bench.results.environment.node_facts plus the Ray node id) and
 when its worker process started and ended, so overlaps can be checked afterwards.
 """
 
@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.executor import JobOutcome, LocalProcessExecutor
+from bench.launchers.local import JobOutcome, LocalProcessExecutor
 from converters.errors import MovibenchError
 
 # Ray must not phone home from a benchmark run; a user who wants usage stats sets it to 1.
@@ -186,7 +186,7 @@ def _cell_task(job: dict, timeout_s: float, env: dict, artifact_box: list | None
 
 @ray.remote(num_cpus=0)
 def _describe_task() -> dict:
-    from bench.envinfo import environment
+    from bench.results.environment import environment
 
     return {**_here(), **environment()}
 
@@ -291,7 +291,7 @@ class RayExecutor:
 
     def describe_nodes(self) -> list[dict]:
         """Every node that was alive while this executor ran: its Ray facts and the
-        environment block (bench.envinfo.environment) measured on it."""
+        environment block (bench.results.environment.environment) measured on it."""
         alive = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
         new = [nid for nid in alive if nid not in self._nodes]
         refs = {nid: _describe_task.options(
@@ -339,7 +339,7 @@ def version_mismatches(nodes: list[dict], driver: dict) -> list[str]:
 @ray.remote(num_cpus=1)
 def _eval_shard(open_session: Callable, samples: list, protocols: list, classes: tuple,
                 fps: float | None, stride: int) -> list:
-    from bench.evaluate import evaluate
+    from bench.evaluation.evaluate import evaluate
 
     session = open_session()
     try:
@@ -357,11 +357,11 @@ def evaluate_sharded(open_session: Callable, samples: Sequence, protocols: Seque
     `open_session` (picklable, e.g. a functools.partial of a module-level function) opens the
     model on the node. Per-video rows come back in the samples' order and the metrics are
     computed from all of them at once, exactly as one process would. Returns one
-    bench.evaluate.EvalResult per protocol.
+    bench.evaluation.evaluate.EvalResult per protocol.
     """
     import numpy as np
 
-    from bench.evaluate import EvalResult, compute_metrics
+    from bench.evaluation.evaluate import EvalResult, compute_metrics
 
     if shards < 1:
         raise MovibenchError(f"--shards must be >= 1, got {shards}")
