@@ -172,6 +172,89 @@ def validate_cross_runtime_cmd(
     raise typer.Exit(EXIT_OK if passed else EXIT_FAILED)
 
 
+@app.command("official-recipe")
+def validate_official_recipe_cmd(
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    resolution: ResolutionOpt = None,
+    classes: ClassesOpt = None,
+    checkpoint: CheckpointOpt = None,
+    demo: DemoOpt = None,
+    frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 16,
+    synthetic: Annotated[int, typer.Option(help="Number of generated clips.", min=1)] = 2,
+    atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed between the two files.")] = 1e-5,
+    threads: ThreadsOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of random-init weights and synthetic clips.")] = 0,
+    keep: Annotated[Optional[Path], typer.Option(
+        help="Keep Model Garden's .tflite here (default: a temporary file).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Model Garden's own TFLite recipe vs movibench's tflite-fp32, on the same weights.
+
+    Runs Model Garden's tools/export_saved_model.py route (its README's stream flags, then
+    TFLiteConverter.from_saved_model) and movibench's export from one checkpoint (random-init
+    weights are saved to one first), streams the same clips through both files with LiteRT and
+    compares every step's logits; also times one step of each, side by side.
+    Exit 0 when they agree within --atol, 1 when not, 2 on bad input.
+    """
+    import tempfile
+
+    from bench.evaluation.compare_logits import Tolerance
+    from bench.evaluation.equivalence import compare_streams, synthetic_clips
+    from bench.scenarios.latency import measure_latency
+    from converters.export import export_model
+    from converters.official_recipe import export_official_tflite
+    from runtimes.loader import open_session
+
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+    weights = f"random-init (seed {seed})" if checkpoint is None else str(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="movibench-recipe-") as tmp:
+        with console.status("exporting with Model Garden's recipe and with movibench") as status:
+            if checkpoint is None:
+                checkpoint = _save_random_init(config, Path(tmp) / "random-init", seed)
+            official_path = keep or Path(tmp) / "model_garden.tflite"
+            official = export_official_tflite(config, checkpoint, official_path)
+            status.update("exporting tflite-fp32 with movibench")
+            ours = export_model(config, "tflite-fp32", checkpoint=checkpoint)
+            status.update("streaming both")
+            clips = synthetic_clips(synthetic, frames, config.resolution, seed)
+            with open_session(official_path, threads=threads) as theirs, \
+                    open_session(ours.path, threads=threads) as mine:
+                diff = compare_streams(theirs, mine, clips, "movibench tflite-fp32 vs Model Garden",
+                                       Tolerance(atol=atol))
+                one = clips[0][None, :1]
+                timing = {name: measure_latency(s, one, warmup=5, iterations=50)
+                          for name, s in (("model_garden", theirs), ("movibench", mine))}
+    latency = {name: {k: v for k, v in out.items() if k in ("step_p50_ms", "step_p90_ms", "step_n")}
+               for name, out in timing.items()}
+    result = {"model": config.to_dict(), "frames": frames, "clips": synthetic,
+              "weights": weights,
+              "model_garden_flags": official["flags"], "model_garden_export_s": official["seconds"],
+              "movibench_artifact": str(ours.path), "difference": diff.to_dict(),
+              "passed": diff.passed, "threads": threads,
+              "latency_one_frame_per_call": latency,
+              "speed_ratio_model_garden_over_movibench":
+                  latency["model_garden"]["step_p50_ms"] / latency["movibench"]["step_p50_ms"]}
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        stdout.print(f"max |Δlogit| {diff.max_abs:.2e} over {diff.n} steps (tolerance {atol:g}); "
+                     f"one step: Model Garden {latency['model_garden']['step_p50_ms']:.3f} ms, "
+                     f"movibench {latency['movibench']['step_p50_ms']:.3f} ms (p50)")
+        stdout.print("PASS" if diff.passed else "FAIL")
+    raise typer.Exit(EXIT_OK if diff.passed else EXIT_FAILED)
+
+
+def _save_random_init(config, prefix: Path, seed: int) -> Path:
+    """Save movibench's seeded random-init model as tf.train.Checkpoint(model=...)."""
+    import tensorflow as tf
+
+    from converters.build import build_model
+
+    model = build_model(config, seed=seed)
+    return Path(tf.train.Checkpoint(model=model).save(str(prefix)))
+
+
 @app.command("tensorrt")
 def validate_tensorrt_cmd(
     onnx_file: Annotated[Optional[Path], typer.Option(

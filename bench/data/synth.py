@@ -4,7 +4,7 @@ Each video is a noisy grey background with a dim drifting blob (so consecutive f
 video, not static) and `k` short flashes: a bright square for two frames at a random place,
 at distinct random times spread over the whole video. The label is `k` (1..N). A short subclip
 sees only some of the flashes, so it cannot count them; a model that keeps the whole temporal
-context can. This separates `stream` / `full-clip` from `multi-clip` (FIELD_NOTES.md).
+context can. This separates `stream` / `full-clip` from `multi-clip` (t0 stream trained on it: 87.5% full clip vs 37.5% for multi-clip 4x4).
 
 Written as real encoded files in the folder-per-class layout plus a Kinetics-style CSV, so
 both dataset loaders and the decoder are exercised on the same data.

@@ -71,8 +71,8 @@ def compare_logits(label: str, reference: np.ndarray, candidate: np.ndarray,
 
 # Per-precision bounds for an exported model against the TF reference, the one place they live
 # (cross-runtime validation, the equivalence table of reports). fp32 differs only by float
-# reordering (measured ≤ 4e-6 on a0, FIELD_NOTES). fp16 weights move logits by ~2e-3 on a0
-# (FIELD_NOTES), so 2e-2 leaves a 10x margin while still catching a broken conversion. Integer
+# reordering (measured ≤ 4e-6 on a0 stream at 172²). fp16 weights move logits by ~2e-3 on a0
+# (measured), so 2e-2 leaves a 10x margin while still catching a broken conversion. Integer
 # quantization changes logits by O(1) (0.96-1.77 measured), so it is judged by whether it keeps
 # the reference's decision: top-1 agreement over every streamed frame. Reports apply the same
 # bounds to softmax probabilities, which move at most half as far as the largest logit.

@@ -142,3 +142,10 @@ def validate_cross_runtime(reference: Session, formats: list[str], clips: list[n
             rows.append(CrossRuntimeRow(fmt, spec.precision, spec.runtime, "stream vs full-clip",
                                         False, error=str(exc)))
     return rows
+
+
+def compare_streams(reference: Session, candidate: Session, clips: list[np.ndarray],
+                    label: str, tolerance: Tolerance) -> Difference:
+    """Stream `clips` through both sessions in their own step sizes; compare every step."""
+    expected = [stream_logits(reference, clip) for clip in clips]
+    return compare_sessions(label, expected, candidate, clips, tolerance)
