@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Ray in tests: no usage reports, and every address on loopback. Ray resolves "127.0.0.1" to
+# the machine's outward address unless multi-host clustering is off; read when ray is imported.
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import pytest  # noqa: E402
 
@@ -44,3 +51,92 @@ def fake_gpu(monkeypatch):
     from doubles.tensorrt_double import install
 
     return install(monkeypatch)
+
+
+# Small nodes on loopback only: one CPU (one export or shard at a time), one timing slot.
+RAY_NODE = dict(num_cpus=1, node_ip_address="127.0.0.1", include_dashboard=False,
+                object_store_memory=100 * 2**20)
+
+
+@dataclass
+class RayTestCluster:
+    """Two Ray nodes on this machine, a head and a worker, each with its own artifact cache
+    (as two machines would have); this test process is connected as the driver."""
+
+    cluster: object  # ray.cluster_utils.Cluster
+    root: Path
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    @property
+    def head(self):
+        return self.cluster.head_node
+
+    @property
+    def worker(self):
+        return next(iter(self.cluster.worker_nodes))
+
+    def node_ids(self) -> set[str]:
+        return {node.node_id for node in self.cluster.list_all_nodes()}
+
+    def cache_of(self, node_id: str) -> Path:
+        """The artifact cache of a node (the head's, or the worker's)."""
+        return self.root / ("head-cache" if node_id == self.head.node_id else "worker-cache")
+
+    def add_worker(self, **env: str):
+        """Start the worker node (again, after remove_worker), `env` added to its processes'."""
+        from bench.launchers.ray import SLOT
+
+        with _environ(MOVIBENCH_CACHE=str(self.root / "worker-cache"), **env):
+            return self.cluster.add_node(**RAY_NODE, resources={SLOT: 1})
+
+    def remove_worker(self) -> None:
+        """Kill the worker node and every process on it, as a lost machine."""
+        self.cluster.remove_node(self.worker)
+
+
+@contextmanager
+def _environ(**values: str):
+    """Extra environment variables for the processes started inside (a Ray node's raylet
+    passes its environment to the workers it starts)."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory, isolated_cache):
+    """The two-node cluster; at the end of the session it is shut down and every process it
+    started is checked gone."""
+    import psutil
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from bench.launchers.ray import SLOT
+
+    root = tmp_path_factory.mktemp("ray-nodes")
+    with _environ(MOVIBENCH_CACHE=str(root / "head-cache")):
+        cluster = Cluster(initialize_head=True, head_node_args={**RAY_NODE, "resources": {SLOT: 1}})
+    nodes = RayTestCluster(cluster, root)
+    nodes.add_worker()
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    yield nodes
+    started = []  # each node's Ray processes and everything they started (workers, cells)
+    for node in cluster.list_all_nodes():
+        for process in (info.process for infos in node.all_processes.values() for info in infos):
+            try:
+                own = psutil.Process(process.pid)
+                started += [own, *own.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+    assert started, "no Ray process found to check"
+    ray.shutdown()
+    cluster.shutdown()
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, f"Ray left processes behind: {[p.pid for p in alive]}"

@@ -36,7 +36,8 @@ def baseline(seed: int) -> dict[str, np.ndarray]:
 
 
 def write_run(root: Path, samples: dict[str, np.ndarray], *, failed: dict[str, str] | None = None,
-              rss: dict[str, float] | None = None, cpu: str = "Test CPU") -> Path:
+              rss: dict[str, float] | None = None, cpu: str = "Test CPU",
+              node_cpu: dict[str, str] | None = None) -> Path:
     """A run directory with one stream cell per format in `samples` (plus failed ones)."""
     store = ResultsStore(root)
     store.init({"run_id": root.name, "environment": {"cpu_model": cpu, "libraries": {}}}, "")
@@ -49,6 +50,8 @@ def write_run(root: Path, samples: dict[str, np.ndarray], *, failed: dict[str, s
             store.append({**row, "status": "failed", "exit_code": 1, "error": failed[fmt]})
             continue
         ms = samples[fmt]
+        if node_cpu:
+            row["node_cpu"] = node_cpu[fmt]
         store.append({**row, "status": "ok", "step_n": len(ms), "step_p50_ms": float(np.median(ms)),
                       "peak_rss_mb": (rss or {}).get(fmt, 400.0)}, list(ms))
     store.consolidate()
@@ -160,6 +163,23 @@ def test_cells_only_in_one_run_failures_metrics_and_environment(run_a, tmp_path)
     assert "top1" not in onnx.changes
     assert result.environment_differences["cpu_model"] == ("Test CPU", "Other CPU")
     assert result.to_frame()["verdict"].iloc[0] == REGRESSED  # most urgent first
+
+
+def test_cells_on_different_cpu_models_get_no_latency_verdict(run_a, tmp_path):
+    """A cell that ran on another CPU model in B is not tested against A, even when slower,
+    and the runs' hardware is reported as different."""
+    same = {fmt: "EPYC" for fmt in BASE_MS}
+    a = write_run(tmp_path / "a", baseline(0), node_cpu=same)
+    slower = {fmt: ms * (1.5 if fmt == "onnx" else 1.0) for fmt, ms in baseline(0).items()}
+    b = write_run(tmp_path / "b", slower, node_cpu={**same, "onnx": "Xeon"})
+    result = compare_runs(load_run(a), load_run(b))
+    onnx = next(c for c in result.cells if c.label.split()[1] == "onnx")
+    assert onnx.verdict == NOISY and "different CPU models (EPYC vs Xeon)" in onnx.reason
+    assert onnx.latency is None and not result.regressed
+    assert result.environment_differences["node_cpu"] == ("EPYC", "EPYC, Xeon")
+    # The same slowdown on the same CPU model is a regression.
+    c = write_run(tmp_path / "c", slower, node_cpu=same)
+    assert verdicts(compare_runs(load_run(a), load_run(c)))["onnx"] == REGRESSED
 
 
 def test_a_busy_machine_is_an_environment_difference():

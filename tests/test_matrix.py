@@ -114,6 +114,10 @@ def test_crash_and_hang_become_failed_rows_and_resume_runs_nothing(config_file, 
     assert by_protocol.at["stream", "peak_rss_mb"] >= by_protocol.at["stream", "rss_loaded_mb"]
     assert by_protocol.at["multi-clip:2x4", "status"] == "failed"
     assert "SIGABRT" in by_protocol.at["multi-clip:2x4", "error"]
+    # Where and when each cell ran, also locally (no Ray node id).
+    stream = by_protocol.loc["stream"]
+    assert stream["node_host"] and stream["node_cpu"] and stream["runtime_version"]
+    assert stream["started_at"] < stream["finished_at"] and pd.isna(stream["node_id"])
 
     hang = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "hang:full-clip"})
     table = run_matrix(config, out, cells=cells, resume=True, executor=hang, cell_timeout_s=3)
@@ -131,6 +135,17 @@ def test_crash_and_hang_become_failed_rows_and_resume_runs_nothing(config_file, 
     assert started == [0] and len(table) == 4
     assert len(load_cells(out)) == 4 and len(pd.read_csv(out / "cells.csv")) == 4
     assert ResultsStore(out).meta()["name"] == "tiny"
+
+
+def test_a_row_whose_node_was_lost_is_not_done(config_file, tmp_path):
+    """--resume runs a cell again when its row says its node was lost, and only then."""
+    cells = expand(load_config(config_file))
+    store = ResultsStore(tmp_path / "run")
+    store.init({}, CONFIG)
+    for cell, lost in zip(cells, (True, False, None)):
+        row = {"cell_id": cell.cell_id, "run_id": "r", "status": "failed", "error": "x"}
+        store.append(row if lost is None else {**row, "lost_node": lost})
+    assert store.done_cells() == {cells[1].cell_id, cells[2].cell_id}
 
 
 def test_existing_run_needs_resume(config_file, tmp_path):

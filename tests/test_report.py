@@ -38,9 +38,11 @@ def _cell(fmt: str, threads: int, protocol: str = "", kind: str = "", **kw) -> C
     return Cell(kind, "t0", "stream", "demo:t0-stream-synth", 64, 4, fmt, threads, protocol, **kw)
 
 
-def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0) -> Path:
+def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0,
+             cpus: dict[int, str] | None = None) -> Path:
     """A run of t0/stream over 5 formats x 2 threads x 4 protocols (+ a memory sweep): rows,
-    raw samples and per-video predictions written through ResultsStore like the runner does."""
+    raw samples and per-video predictions written through ResultsStore like the runner does.
+    `cpus` maps thread counts to the CPU model (node_cpu) their cells ran on."""
     rng = np.random.default_rng(seed)
     store = ResultsStore(root)
     environment = {"cpu_model": "Test CPU", "logical_cores": 2,
@@ -69,7 +71,8 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
             samples = list(step * rng.lognormal(0, 0.05, 50))
             p50 = float(np.median(samples))
             cell = _cell(fmt, threads, kind="latency", frames_per_call=1)
-            store.append({"cell_id": cell.cell_id, "run_id": run_id, "kind": "latency",
+            node = {"node_cpu": cpus[threads]} if cpus else {}
+            store.append({**node, "cell_id": cell.cell_id, "run_id": run_id, "kind": "latency",
                           "model": "t0", "variant": "stream", "checkpoint": cell.checkpoint,
                           "resolution": 64, "format": fmt, "precision": precision,
                           "runtime": runtime, "threads": threads, "status": "ok", "exit_code": 0,
@@ -83,6 +86,7 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
                        "variant": "stream", "checkpoint": cell.checkpoint, "resolution": 64,
                        "format": fmt, "precision": precision, "runtime": runtime,
                        "threads": threads, "protocol": protocol}
+                row.update(node)
                 if (fmt, threads, protocol) == FAILED:
                     store.append({**row, "status": "failed", "exit_code": -6,
                                   "error": "worker killed by SIGABRT (core dumped)"})
@@ -285,6 +289,26 @@ def test_regenerating_reproduces_the_same_report(run_dir, report, tmp_path):
     again = build_report(run_dir, tmp_path)
     assert again.markdown.read_text() == report.markdown.read_text()
     assert parse(again.html).tables == parse(report.html).tables
+
+
+def test_cells_on_two_cpu_models_are_reported_apart(tmp_path):
+    """Sections that rank or pool latencies come once per CPU model, each from that machine's
+    cells only, and every figure of each part is written and referenced."""
+    paths = build_report(make_run(tmp_path / "two", memory=False, cpus={1: "CPU A", 2: "CPU B"}),
+                         tmp_path / "out")
+    text = paths.markdown.read_text()
+    parts = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    for title in ("Best deployment per runtime and precision", "Latency vs accuracy",
+                  "Speedup over the TensorFlow reference", "Harness overhead"):
+        assert f"{title} — CPU A" in parts and f"{title} — CPU B" in parts and title not in parts
+    # The 2-thread deployments (faster) win only on their own machine.
+    for cpu, threads in (("CPU A", "t1"), ("CPU B", "t2")):
+        best = re.findall(r"^\| \S+ \| \S+ \| t0/stream \S+ (t\d) \|",
+                          parts[f"Best deployment per runtime and precision — {cpu}"], re.M)
+        assert len(best) == 5 and set(best) == {threads}
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"cpu1_speedup_vs_tensorflow.png", "cpu2_speedup_vs_tensorflow.png"} <= set(names)
+    assert all((paths.markdown.parent / n).read_bytes().startswith(PNG_SIGNATURE) for n in names)
 
 
 def test_missing_pieces_are_omitted_with_a_note(tmp_path):

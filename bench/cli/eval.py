@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,6 +59,19 @@ def _open_session(artifact, fmt, clip_frames, protocols, model, variant, resolut
     return open_deployment(config, fmt, checkpoint=checkpoint, frames=frames, threads=threads)
 
 
+def _evaluate_on_ray(open_session, samples, protocols, classes, shards, address, fps, stride,
+                     threads):
+    """The evaluation as Ray tasks, one per shard of consecutive videos (merged results)."""
+    from bench.launchers.ray import cluster_cpus, evaluate_sharded, ray_session
+
+    cpus = threads or 1
+    with ray_session(address):
+        shards = shards or max(1, cluster_cpus() // cpus)
+        with console.status(f"evaluating {len(samples)} videos in {shards} shard(s) on Ray"):
+            return evaluate_sharded(open_session, samples, protocols, classes=classes,
+                                    shards=shards, fps=fps, stride=stride, cpus=cpus)
+
+
 def eval_cmd(
     data: Annotated[Path, typer.Option(help="Dataset folder (DIR/<split>/<class>/*) or Kinetics-style CSV.")],
     protocol: Annotated[list[str], typer.Option(
@@ -82,11 +96,22 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option(
         help="Per-video rows to .csv/.parquet; a <stem>.summary.<ext> table goes beside it.")] = None,
     threads: ThreadsOpt = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local (this process) or ray (the videos split into --shards "
+                           "evaluated in parallel as Ray tasks).")] = "local",
+    shards: Annotated[Optional[int], typer.Option(
+        help="With --executor ray: parts of consecutive videos evaluated at once "
+             "(default: the cluster's CPUs / --threads).", min=1)] = None,
+    address: Annotated[Optional[str], typer.Option(
+        help="With --executor ray: the cluster head (host:port or 'auto'); default: start "
+             "Ray on this machine.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a model on a labelled dataset under one or more protocols.
 
     A video that cannot be decoded becomes a failed row with its error; the rest go on.
+    With --executor ray the per-video rows of all shards are merged in the dataset's order
+    and the metrics computed over all of them, as in one process.
     """
     from bench.data.datasets import load_dataset
     from bench.evaluation.evaluate import evaluate, summary_path, write_table
@@ -94,23 +119,33 @@ def eval_cmd(
     from bench.trackers.memory import peak_rss_mb
 
     protocols = [parse_protocol(p) for p in protocol]
+    if executor not in ("local", "ray"):
+        raise MovibenchError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "local" and (shards is not None or address is not None):
+        raise MovibenchError("--shards and --address need --executor ray")
     checkpoint = resolve_checkpoint_option(checkpoint, demo)
     if artifact is not None and (checkpoint is not None or model is not None):
         raise MovibenchError("--artifact carries its own model: drop --model/--checkpoint/--demo")
     dataset = load_dataset(data, split)
     samples = dataset.samples[:limit] if limit else dataset.samples
-    with console.status("loading model"):
-        session = _open_session(artifact, fmt, clip_frames, protocols, model, variant,
-                                resolution, checkpoint, dataset, threads)
-    from tqdm import tqdm
+    if executor == "ray":
+        results = _evaluate_on_ray(
+            partial(_open_session, artifact, fmt, clip_frames, protocols, model, variant,
+                    resolution, checkpoint, dataset, threads),
+            samples, protocols, dataset.classes, shards, address, fps, stride, threads)
+    else:
+        with console.status("loading model"):
+            session = _open_session(artifact, fmt, clip_frames, protocols, model, variant,
+                                    resolution, checkpoint, dataset, threads)
+        from tqdm import tqdm
 
-    results = []
-    for proto in protocols:
-        with tqdm(total=len(samples), desc=proto.name, unit="video", file=sys.stderr,
-                  leave=False, disable=as_json) as bar:
-            results.append(evaluate(session, samples, proto, classes=dataset.classes, fps=fps,
-                                    stride=stride, keep_traces=False,
-                                    on_video=lambda _: bar.update(1)))
+        results = []
+        for proto in protocols:
+            with tqdm(total=len(samples), desc=proto.name, unit="video", file=sys.stderr,
+                      leave=False, disable=as_json) as bar:
+                results.append(evaluate(session, samples, proto, classes=dataset.classes, fps=fps,
+                                        stride=stride, keep_traces=False,
+                                        on_video=lambda _: bar.update(1)))
     summaries = [r.summary() for r in results]
     if out is not None:
         write_table([row for r in results for row in r.rows()], out)
@@ -122,8 +157,7 @@ def eval_cmd(
                                          "classes": json.loads(s["classes"])} for s in summaries],
                           "failures": failures}, indent=2))
         return
-    m = session.manifest
-    table = Table(title=f"{m.model_id}/{m.variant}@{m.resolution} ({session.runtime}) on "
+    table = Table(title=f"{results[0].model} ({results[0].runtime}) on "
                         f"{data}{f' [{split}]' if split else ''}: {len(samples)} videos")
     for col in ("protocol", "top-1", "top-5", "mean class acc", "failed", "frames/video",
                 "model ms/video"):
@@ -135,9 +169,11 @@ def eval_cmd(
                       f"{s['frames_processed_per_video']:.1f}",
                       f"{s['model_s_per_video'] * 1e3:.1f}")
     stdout.print(table)
-    # One process ran every protocol, so only the whole run's peak is known (never reset).
-    stdout.print(f"peak RSS of this process (load and every protocol): {peak_rss_mb():.0f} MB; "
-                 "top-5 is shown only for more than 5 classes")
+    # One process ran every protocol, so only the whole run's peak is known (never reset);
+    # on Ray the shards' processes are elsewhere.
+    peak = (f"peak RSS of this process (load and every protocol): {peak_rss_mb():.0f} MB; "
+            if executor == "local" else "")
+    stdout.print(f"{peak}top-5 is shown only for more than 5 classes")
     for proto, lines in failures.items():
         for line in lines:
             console.print(f"[yellow]failed[/] {proto}: {line}", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, stdout
+from converters.errors import MovibenchError
 
 app = typer.Typer(help="Plan and run a benchmark matrix (models x formats x threads x protocols).",
                   no_args_is_help=True)
@@ -81,25 +83,38 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
 def run_cmd(
     config: ConfigArg = DEFAULT_CONFIG,
     out: Annotated[Path, typer.Option(help="Run directory (results store).")] = Path("runs/default"),
-    resume: Annotated[bool, typer.Option(help="Continue a run in --out: run only missing cells.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue a run in --out: run only missing cells (and those whose node was lost).")] = False,
     only: OnlyOpt = None,
     cell_timeout: Annotated[Optional[float], typer.Option(
         "--cell-timeout", help="Seconds before a cell is killed and recorded as failed.",
         min=0.001)] = None,
-    export_jobs: Annotated[int, typer.Option(
+    export_jobs: Annotated[Optional[int], typer.Option(
         "--export-jobs", help="Exports (conversions, one core each) run at once before the "
-                              "cells; cells always run one at a time.", min=1)] = 2,
+                              "cells (default: 2 locally, the cluster's CPUs on Ray); cells "
+                              "run one at a time per machine.", min=1)] = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local (cells one by one on this machine) or ray (exports and cells "
+                           "as Ray tasks, one timed cell per node at a time).")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Ray cluster head (host:port, or 'auto'); default: start Ray on this "
+                          "machine. Only with --executor ray.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every cell in its own process; write rows to a Parquet + CSV results store.
 
     The artifacts the cells need are exported first (served from the cache when built
     before), then the cells run one at a time. A crash, hang or out-of-memory in one export
-    or cell becomes a failed row and the run goes on.
+    or cell becomes a failed row and the run goes on. With --executor ray the exports run in
+    parallel anywhere on the cluster and each node runs one cell at a time (docs/scale-out.md).
     Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config.
     """
     from bench.matrix.run import run_matrix, summary_line
 
+    if executor not in ("local", "ray"):
+        raise MovibenchError(f"--executor must be local or ray, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise MovibenchError("--address needs --executor ray")
     cfg, cells = _cells(config, only)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
@@ -134,16 +149,43 @@ def run_cmd(
         progress.advance(task)
 
     command = "movibench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with progress:
-        table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
-                           command=command, export_jobs=export_jobs, on_cell=on_cell,
-                           on_start=on_start, on_exports=on_exports, on_export=on_export)
+    with ExitStack() as stack:
+        runner, cell_jobs = None, 1
+        if executor == "ray":
+            runner, cell_jobs, cpus = _ray_executor(stack, address)
+            export_jobs = export_jobs or cpus
+        with progress:
+            table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
+                               executor=runner, command=command, export_jobs=export_jobs or 2,
+                               cell_jobs=cell_jobs, on_cell=on_cell, on_start=on_start,
+                               on_exports=on_exports, on_export=on_export)
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     if as_json:
         print(json.dumps({"out": str(out), "cells": len(table), "failed": failed}))
     else:
         console.print(f"{len(table)} cell(s) in {out}/cells.parquet (+ cells.csv), {failed} failed")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _ray_executor(stack: ExitStack, address: str | None):
+    """Connect to Ray for the rest of the command: (executor, timing slots, CPUs)."""
+    from bench.results.environment import environment
+    from bench.launchers.ray import (
+        SLOT, RayExecutor, cluster_cpus, cluster_slots, ray_session, version_mismatches,
+    )
+
+    stack.enter_context(ray_session(address))
+    slots = cluster_slots()
+    if not slots:
+        raise MovibenchError(
+            f"no node of the Ray cluster offers the {SLOT} resource: start each node with "
+            f"ray start ... --resources='{{\"{SLOT}\": 1}}' (docs/scale-out.md)")
+    runner = RayExecutor()
+    nodes = runner.describe_nodes()
+    console.print(f"Ray: {len(nodes)} node(s), {slots} timing slot(s), {cluster_cpus()} CPU(s)")
+    for line in version_mismatches(nodes, environment()):
+        console.print(f"[yellow]differs from this machine[/] {line}", highlight=False)
+    return runner, slots, cluster_cpus()
 
 
 @app.command("schema")

@@ -26,7 +26,7 @@ class JobOutcome:
     ok: bool
     result: dict
     error: str
-    exit_code: int
+    exit_code: int | None  # None: no worker process to ask (its node was lost, ...)
     wall_s: float
 
 
@@ -46,6 +46,39 @@ def _describe_exit(code: int) -> str:
     return f"worker exited with status {code}"
 
 
+def _job_runtime(job: dict) -> str | None:
+    """The runtime a cell job runs on ('tensorflow', 'onnxruntime', ...); None for exports."""
+    fmt = (job.get("cell") or {}).get("format")
+    if not fmt:
+        return None
+    from converters.formats import get_format
+
+    return get_format(fmt).runtime
+
+
+def _parent_death_signal():
+    """A preexec_fn that makes the worker get SIGKILL when its launcher dies (Linux only).
+
+    A launcher that is itself killed (a Ray worker on a lost node) cannot kill the worker's
+    process group, and the worker runs in a session of its own: without this it would go on
+    measuring with nobody to read the result.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: the child only calls it
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the launcher died before the signal was armed
+            os._exit(1)
+
+    return preexec
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
@@ -58,9 +91,11 @@ class LocalProcessExecutor:
     the cell as timed out; a crash reports the signal or status and the last stderr line.
     """
 
-    def __init__(self, python: str = sys.executable, env: dict | None = None):
+    def __init__(self, python: str = sys.executable, env: dict | None = None,
+                 die_with_parent: bool = False):
         self.python = python
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        self.die_with_parent = die_with_parent
         # Workers alive now (jobs may run from several threads at once, e.g. exports).
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
@@ -76,6 +111,17 @@ class LocalProcessExecutor:
                 proc.kill()
 
     def run(self, job: dict, timeout_s: float) -> JobOutcome:
+        """Run `job` in a worker process; the result also says where and when it ran
+        (bench.results.environment.node_facts, started_at/finished_at in epoch seconds)."""
+        from bench.results.environment import node_facts
+
+        facts = node_facts(_job_runtime(job))
+        started = time.time()
+        outcome = self._run(job, timeout_s)
+        outcome.result.update(facts, started_at=started, finished_at=time.time())
+        return outcome
+
+    def _run(self, job: dict, timeout_s: float) -> JobOutcome:
         with tempfile.TemporaryDirectory(prefix="movibench-cell-") as tmp:
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
             job_path.write_text(json.dumps(job))
@@ -83,7 +129,8 @@ class LocalProcessExecutor:
             proc = subprocess.Popen(
                 [self.python, "-m", "bench.launchers.worker", str(job_path), str(result_path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                env=self.env, start_new_session=True)
+                env=self.env, start_new_session=True,
+                preexec_fn=_parent_death_signal() if self.die_with_parent else None)
             with self._lock:
                 self._live.add(proc)
             try:

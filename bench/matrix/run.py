@@ -181,13 +181,33 @@ def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None
         "protocol": cell.protocol or None, "clip_frames": cell.clip_frames,
         "sweep_mode": cell.sweep_mode or None, "frames_per_call": plan.frames_per_call,
         "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
-        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
+        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s, "lost_node": False,
     }
     if artifact:
         row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"),
                    export_s=artifact.get("build_s"), export_cached=artifact.get("cached"))
     row.update({k: v for k, v in outcome.result.items() if not k.startswith("_")})
     return row
+
+
+def _artifact_of(plan: CellPlan, artifacts: dict[tuple, JobOutcome]) -> dict | None:
+    """The export result of the artifact `plan` runs on; None for TF or a failed export."""
+    if plan.error or not get_format(plan.cell.format).exported:
+        return None
+    exported = artifacts[artifact_key(plan)]
+    return exported.result if exported.ok else None
+
+
+def _cell_job(plan: CellPlan, artifact: dict | None, data: DataSource | None) -> dict:
+    """The job a worker runs for `plan` (see bench.launchers.worker)."""
+    cell = plan.cell
+    job = {"cell": cell.to_dict(), "config": plan.config, "checkpoint": plan.checkpoint,
+           "artifact": artifact["artifact"] if artifact else None,
+           "label": cell.label, "frames_per_call": plan.frames_per_call}
+    if data:
+        job.update(dataset=data.path, split=data.split, max_videos=data.max_videos,
+                   first_video=data.first_video)
+    return job
 
 
 def summary_line(row: dict) -> str:
@@ -234,28 +254,45 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
     if on_start:
         on_start(len(pending))
     outcomes: dict[tuple, JobOutcome] = {}
-    if not pending:
-        return outcomes
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="export")
+
+    def done(key: tuple, outcome: JobOutcome) -> None:
+        outcomes[key] = outcome
+        if on_export:
+            on_export(pending[key], outcome)
+
+    run_jobs(executor, list(pending.items()), timeout, jobs, done, "export")
+    return outcomes
+
+
+def run_jobs(executor: Executor, jobs: list[tuple[object, dict]], timeout: float, workers: int,
+             on_done: Callable[[object, JobOutcome], None], name: str) -> None:
+    """Run (key, job) pairs through `executor`, `workers` at a time; `on_done(key, outcome)`
+    is called in this thread as each finishes. Ctrl-C stops the jobs still running."""
+    if not jobs:
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=name)
     try:
-        futures = {pool.submit(executor.run, job, timeout): key for key, job in pending.items()}
+        futures = {pool.submit(executor.run, job, timeout): key for key, job in jobs}
         for future in as_completed(futures):
-            key = futures[future]
-            outcomes[key] = future.result()
-            if on_export:
-                on_export(pending[key], outcomes[key])
+            on_done(futures[future], future.result())
     except BaseException:
-        # Ctrl-C reaches this thread only: stop the exports still running in the others.
+        # Ctrl-C reaches this thread only: stop the jobs still running in the others.
         pool.shutdown(wait=False, cancel_futures=True)
         executor.stop_all()
         raise
     pool.shutdown()
-    return outcomes
+
+
+def merge_nodes(before: list[dict] | None, now: list[dict]) -> list[dict]:
+    """The nodes of a run across its sessions (a resumed run keeps those it ran on before)."""
+    nodes = {n["node_id"]: {**n, "alive": False} for n in before or []}
+    nodes.update({n["node_id"]: n for n in now})
+    return list(nodes.values())
 
 
 def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
                cell_timeout_s: float | None = None, executor: Executor | None = None,
-               command: str = "", export_jobs: int = 1,
+               command: str = "", export_jobs: int = 1, cell_jobs: int = 1,
                on_cell: Callable[[CellPlan, dict], None] | None = None,
                on_start: Callable[[int], None] | None = None,
                on_exports: Callable[[int], None] | None = None,
@@ -264,7 +301,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
 
     The artifacts the cells need are exported first (`export_jobs` at a time; `on_exports`
     gets their number, `on_export` each outcome), then the cells run one at a time, so no
-    cell is timed while anything else runs.
+    cell is timed while anything else runs; `cell_jobs` > 1 only for an executor that keeps
+    concurrent cells on different machines.
     """
     store = ResultsStore(out)
     if store.exists() and not resume:
@@ -281,37 +319,47 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
                 command=command or " ".join(sys.argv), environment=environment(),
                 started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 dataset=data.path if data else None, cells_planned=len(plans))
+    # Executors that spread cells over machines list them in run.json (Ray: every node).
+    describe_nodes = getattr(executor, "describe_nodes", None)
+    if describe_nodes:
+        meta["executor"] = type(executor).__name__
+        meta["nodes"] = merge_nodes(meta.get("nodes"), describe_nodes())
     store.init(meta, config.source)
     try:
         artifacts = export_artifacts(todo, data, executor, timeout, export_jobs, on_exports,
                                      on_export)
         if on_start:
             on_start(len(todo))
-        for plan in todo:
-            cell = plan.cell
-            artifact = None
-            outcome = JobOutcome(False, {}, plan.error, 0, 0.0) if plan.error else None
-            if outcome is None and get_format(cell.format).exported:
-                exported = artifacts[artifact_key(plan)]
-                if exported.ok:
-                    artifact = exported.result
-                else:
-                    outcome = replace(exported, error=f"export failed: {exported.error}", wall_s=0.0)
-            if outcome is None:
-                job = {"cell": cell.to_dict(), "config": plan.config, "checkpoint": plan.checkpoint,
-                       "artifact": artifact["artifact"] if artifact else None,
-                       "label": cell.label, "frames_per_call": plan.frames_per_call}
-                if data:
-                    job.update(dataset=data.path, split=data.split, max_videos=data.max_videos,
-                               first_video=data.first_video)
-                outcome = executor.run(job, timeout)
+
+        def record(plan: CellPlan, outcome: JobOutcome) -> None:
+            artifact = _artifact_of(plan, artifacts)
             row = _row(plan, run_id, outcome, artifact)
             store.append(row, outcome.result.get("_samples_ms"), outcome.result.get("_predictions"))
             store.consolidate()
             if on_cell:
                 on_cell(plan, row)
+
+        runnable = []
+        for plan in todo:
+            artifact = _artifact_of(plan, artifacts)
+            if plan.error:
+                record(plan, JobOutcome(False, {}, plan.error, 0, 0.0))
+            elif get_format(plan.cell.format).exported and artifact is None:
+                exported = artifacts[artifact_key(plan)]
+                # The export's own facts (its node, its times) are not the cell's; a lost
+                # node is, so that --resume exports and runs it again.
+                lost = {"lost_node": True} if exported.result.get("lost_node") else {}
+                record(plan, replace(exported, result=lost, error=f"export failed: {exported.error}",
+                                     wall_s=0.0))
+            else:
+                runnable.append((plan, _cell_job(plan, artifact, data)))
+        # One cell at a time unless the executor keeps timed cells apart itself (Ray: one
+        # timing slot per node).
+        run_jobs(executor, runnable, timeout, cell_jobs, record, "cell")
     finally:
         meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if describe_nodes:
+            meta["nodes"] = merge_nodes(meta.get("nodes"), describe_nodes())
         store.write_meta(meta)
         table = store.consolidate()
     return table

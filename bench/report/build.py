@@ -9,7 +9,7 @@ stream trace, no TF reference) is omitted with a sentence saying so, never inven
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -489,6 +489,9 @@ def section_environment(run: RunData) -> Section:
         section.blocks.append(_table(env_rows, "Machine"))
     if lib_rows:
         section.blocks.append(_table(lib_rows, "Libraries"))
+    if meta.get("nodes"):
+        section.blocks.append(_table([_node_row(n) for n in meta["nodes"]],
+                                     f"Nodes ({meta.get('executor', 'executor')}): where the cells ran"))
     if not (run_rows or env_rows):
         section.blocks.append("The run directory has no run.json.")
     section.blocks += (["Configuration (config.toml):", Code(run.config_text, "toml")]
@@ -496,11 +499,50 @@ def section_environment(run: RunData) -> Section:
     return section
 
 
+def hardware_parts(run: RunData) -> list[tuple[str | None, RunData]]:
+    """The run split by the CPU model its cells ran on (`node_cpu`): one part, named None, when
+    they all ran on one kind of machine (or the run predates that column). Cells that do not
+    say (never ran, or from before the column) are a part of their own then."""
+    cpu = run.cells["node_cpu"].fillna("unknown CPU")
+    if cpu.nunique() <= 1 or run.cells["node_cpu"].isna().all():
+        return [(None, run)]
+    return [(name, replace(run, cells=run.cells[cpu == name])) for name in sorted(cpu.unique())]
+
+
+def per_hardware(run: RunData, out_dir: Path, build) -> list[Section]:
+    """`build(run, out_dir)` once per CPU model of the run, so that no table, figure or
+    median mixes latencies of different machines; each section and figure names its CPU."""
+    parts = hardware_parts(run)
+    if len(parts) == 1:
+        return [build(run, out_dir)]
+    sections = []
+    for i, (cpu, part) in enumerate(parts, 1):
+        section = build(part, out_dir)
+        section.title += f" — {cpu}"
+        for block in section.blocks:
+            if isinstance(block, Figure):
+                block.path = block.path.replace(block.path.with_name(f"cpu{i}_{block.path.name}"))
+        sections.append(section)
+    return sections
+
+
+def _node_row(node: dict) -> dict:
+    env = node.get("environment") or {}
+    return {"node": str(node.get("node_id", ""))[:12], "host": str(node.get("host", "")),
+            "CPU": str(env.get("cpu_model", "–")), "cores": str(env.get("logical_cores", "–")),
+            "timing slots": str(node.get("slots", "–")), "git": str(env.get("git_revision", "–")),
+            "alive at the end": "yes" if node.get("alive") else "no"}
+
+
 def build_sections(run: RunData, out_dir: Path) -> list[Section]:
-    """All sections of the report, figures written into `out_dir`."""
-    return [section_headline(run), section_pareto(run, out_dir), section_memory(run, out_dir),
-            section_trace(run, out_dir), section_equivalence(run), section_speedup(run, out_dir),
-            section_overhead(run), section_failures(run), section_environment(run)]
+    """All sections of the report, figures written into `out_dir`; the sections that rank or
+    pool latencies come once per CPU model the cells ran on."""
+    return [*per_hardware(run, out_dir, lambda r, _: section_headline(r)),
+            *per_hardware(run, out_dir, section_pareto), *per_hardware(run, out_dir, section_memory),
+            section_trace(run, out_dir), section_equivalence(run),
+            *per_hardware(run, out_dir, section_speedup),
+            *per_hardware(run, out_dir, lambda r, _: section_overhead(r)),
+            section_failures(run), section_environment(run)]
 
 
 def _intro(run: RunData) -> str:

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import psutil
 
+# The distribution that decides each runtime's numbers (bench.results.schema "runtime" values).
+RUNTIME_DISTRIBUTIONS = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime",
+                         "litert": "ai-edge-litert", "tensorrt": "tensorrt"}
+
 LIBRARIES = ("movibench", "tensorflow", "tf-models-official", "tf-keras", "tf2onnx", "onnx",
              "onnxruntime", "onnxslim", "ai-edge-litert", "tensorrt", "cuda-python", "numpy",
-             "pandas", "pyarrow", "av")
+             "pandas", "pyarrow", "av", "ray")
 
 
 def cpu_model() -> str:
@@ -79,3 +83,18 @@ def environment() -> dict:
         "git_revision": git_revision(),
         "libraries": library_versions(),
     }
+
+
+def node_facts(runtime: str | None = None) -> dict:
+    """Where a cell ran, for its results row: host, CPU model, cores and the version of the
+    runtime that ran it (the row's node_* and runtime_version columns)."""
+    import socket
+
+    version = ""
+    if runtime in RUNTIME_DISTRIBUTIONS:
+        try:
+            version = metadata.version(RUNTIME_DISTRIBUTIONS[runtime])
+        except metadata.PackageNotFoundError:
+            pass
+    return {"node_host": socket.gethostname(), "node_cpu": cpu_model(),
+            "node_cores": psutil.cpu_count(logical=True), "runtime_version": version or None}

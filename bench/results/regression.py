@@ -10,7 +10,8 @@ is reported; latency gets a verdict from the raw per-step samples, not from two 
   significant, `improved` for the mirror case, `unchanged` when the change is within the
   threshold, `noisy/insufficient` when it is beyond it but not significant, or when there are
   too few samples to tell. A cell that ran in A and failed in B is `regressed` (a crash is the
-  worst slowdown); failed in A and fixed in B is `improved`.
+  worst slowdown); failed in A and fixed in B is `improved`. A cell whose two runs ran on
+  different CPU models (`node_cpu`) gets no latency verdict (`noisy/insufficient`, saying so).
 
 Caveat: step samples are a time series on a possibly shared machine; both tests assume
 independent samples, so drift within a cell makes them overconfident.
@@ -207,6 +208,17 @@ def environment_differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
     return diff
 
 
+def hardware_differences(cells_a: pd.DataFrame, cells_b: pd.DataFrame) -> dict[str, tuple]:
+    """The CPU models the cells of each run ran on, when they differ (a run on a cluster has
+    one per node kind; runs from before node columns have none and are not compared here)."""
+    def cpus(cells: pd.DataFrame) -> tuple[str, ...]:
+        column = cells["node_cpu"] if "node_cpu" in cells else pd.Series(dtype=object)
+        return tuple(sorted(column.dropna().unique()))
+
+    a, b = cpus(cells_a), cpus(cells_b)
+    return {"node_cpu": (", ".join(a), ", ".join(b))} if a and b and a != b else {}
+
+
 def _load_per_core(env: dict) -> float | None:
     load, cores = env.get("load_average"), env.get("affinity_cores") or env.get("logical_cores")
     return float(load[0]) / cores if load and cores else None
@@ -217,7 +229,11 @@ def _compare_cell(row_a: pd.Series, row_b: pd.Series, samples_a: dict, samples_b
     cell_id = row_a["cell_id"]
     ok_a, ok_b = row_a["status"] == "ok", row_b["status"] == "ok"
     test = None
-    if ok_a and ok_b:
+    cpu_a, cpu_b = row_a.get("node_cpu"), row_b.get("node_cpu")
+    if ok_a and ok_b and pd.notna(cpu_a) and pd.notna(cpu_b) and cpu_a != cpu_b:
+        # Latencies of different CPU models are never pooled nor tested against each other.
+        verdict, reason = NOISY, f"ran on different CPU models ({cpu_a} vs {cpu_b}): latency not compared"
+    elif ok_a and ok_b:
         a, b = samples_a.get(cell_id), samples_b.get(cell_id)
         if a is not None and b is not None and len(a) and len(b):
             test = latency_test(a, b)
@@ -261,5 +277,7 @@ def compare_runs(run_a: RunData, run_b: RunData, *, threshold_pct: float = 10.0,
                               metrics, threshold_pct, alpha) for cid in common]
     only_a = sorted(cell_label(cells_a.loc[c]) for c in cells_a.index if c not in cells_b.index)
     only_b = sorted(cell_label(cells_b.loc[c]) for c in cells_b.index if c not in cells_a.index)
+    differences = {**environment_differences(run_a.meta, run_b.meta),
+                   **hardware_differences(run_a.cells, run_b.cells)}
     return Comparison(str(run_a.root), str(run_b.root), threshold_pct, alpha, metrics, compared,
-                      only_a, only_b, environment_differences(run_a.meta, run_b.meta))
+                      only_a, only_b, differences)

@@ -39,11 +39,23 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("error", "string", "", "one-line reason of a failed cell"),
     Column("exit_code", "Int64", "", "worker exit status (negative: killed by that signal)"),
     Column("cell_wall_s", "float64", "s", "wall time of the whole cell process"),
+    Column("lost_node", "boolean", "",
+           "the cell's node (or its Ray worker) was lost while it ran: --resume runs it again"),
+    # where and when it ran (timed cells never overlap on one node: check with these)
+    Column("node_host", "string", "", "host name of the machine that ran the cell"),
+    Column("node_id", "string", "", "Ray node id (empty for the local executor)"),
+    Column("node_cpu", "string", "", "CPU model of that machine: latencies of different ones are never pooled"),
+    Column("node_cores", "Int64", "", "logical cores of that machine"),
+    Column("runtime_version", "string", "", "version of the runtime's library on that machine"),
+    Column("started_at", "float64", "s", "when the cell process started (Unix epoch seconds)"),
+    Column("finished_at", "float64", "s", "when it ended (Unix epoch seconds)"),
     # artifact
     Column("artifact", "string", "", "path of the exported artifact ('' for tensorflow)"),
     Column("artifact_mb", "float64", "MB", "artifact size on disk"),
     Column("export_s", "float64", "s", "time the artifact took to build (as recorded when built, also when cached)"),
     Column("export_cached", "boolean", "", "the artifact was served from the cache"),
+    Column("artifact_fetch_s", "float64", "s",
+           "Ray: time to bring the artifact to the cell's node through the object store (0 when there already)"),
     Column("frames_per_call", "Int64", "frames", "frames one engine call takes (latency: the timed calls'; otherwise the artifact's fixed T, empty where the runtime takes any T)"),
     Column("load_s", "float64", "s", "artifact load / model build (+ compile) time"),
     # latency scenario: one engine call of frames_per_call frames, timed by the runtime base class

@@ -65,10 +65,12 @@ class ResultsStore:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def done_cells(self) -> set[str]:
-        """Cell ids with a recorded row (ok or failed)."""
+        """Cell ids with a recorded row (ok or failed), except rows whose node was lost while
+        they ran: the cell never finished, so a resumed run runs it again."""
         if not self.parts.is_dir():
             return set()
-        return {p.name.split(".")[0] for p in self.parts.glob("[!.]*.parquet") if p.name.count(".") == 1}
+        rows = [p for p in self.parts.glob("[!.]*.parquet") if p.name.count(".") == 1]
+        return {p.name.split(".")[0] for p in rows if not _lost_node(p)}
 
     def append(self, row: dict, samples_ms: list[float] | None = None,
                predictions: list[dict] | None = None) -> None:
@@ -100,6 +102,15 @@ class ResultsStore:
         write_parquet(self._concat(".samples.parquet", SAMPLE_COLUMNS), self.root / f"{SAMPLES}.parquet")
         write_parquet(predictions, self.root / f"{PREDICTIONS}.parquet")
         return cells
+
+
+def _lost_node(part: Path) -> bool:
+    """True when the row in `part` says its node was lost (rows of older runs never do)."""
+    import pyarrow.parquet as pq
+
+    if "lost_node" not in pq.read_schema(part).names:
+        return False
+    return True in pq.read_table(part, columns=["lost_node"]).column(0).to_pylist()
 
 
 def add_reference_agreement(cells: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
