@@ -33,3 +33,21 @@ def t0_stream_session():
     from runtimes.tensorflow import TensorFlowSession
 
     return TensorFlowSession.from_config(T0_STREAM)
+
+
+@pytest.fixture(scope="session")
+def t0_stream_onnx():
+    """T0_STREAM exported to ONNX (static T=1) in the session cache; other tests build the
+    same key, so within one session this is built once."""
+    from converters.export import export_model
+
+    return export_model(T0_STREAM, "onnx")
+
+
+# Property-based suites (hypothesis): the same examples on every run (derandomize), so CI is
+# reproducible and a failure replays; HYPOTHESIS_PROFILE=explore draws new ones each run.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
