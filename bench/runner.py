@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,9 +21,11 @@ import pandas as pd
 from bench.envinfo import environment
 from bench.executor import Executor, JobOutcome, LocalProcessExecutor
 from bench.matrix import TENSORFLOW, Cell, MatrixConfig, MatrixConfigError
+from bench.runlock import hold_run_dir
 from bench.store import ResultsStore
 from converters.cache import default_cache_dir
 from converters.errors import MovibenchError
+from converters.filelock import FileLock
 
 
 def checkpoint_path(ref: str) -> str:
@@ -69,8 +72,12 @@ def prepare_data(config: MatrixConfig) -> DataSource | None:
         synth = SynthConfig(**data.synth)
         root = synth_root(data.synth)
         if not (root / ".complete").exists():
-            generate(root, synth)
-            (root / ".complete").write_text("ok\n")
+            # Two runs wanting the same set at once: one writes it, the other waits for it.
+            with FileLock(root.with_name(root.name + ".lock")):
+                if not (root / ".complete").exists():
+                    shutil.rmtree(root, ignore_errors=True)  # a killed generator's half set
+                    generate(root, synth)
+                    (root / ".complete").write_text("ok\n")
         path, frames = root, synth.frames
     else:
         path = Path(data.path)
@@ -257,24 +264,39 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
     return outcomes
 
 
-def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
-               cell_timeout_s: float | None = None, executor: Executor | None = None,
-               command: str = "", export_jobs: int = 1,
-               on_cell: Callable[[CellPlan, dict], None] | None = None,
-               on_start: Callable[[int], None] | None = None,
-               on_exports: Callable[[int], None] | None = None,
-               on_export: Callable[[dict, JobOutcome], None] | None = None) -> pd.DataFrame:
+def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell],
+               executor: Executor | None = None, command: str = "",
+               on_note: Callable[[str], None] | None = None, **options) -> pd.DataFrame:
     """Run `cells` of `config` into the store at `out`; returns the consolidated table.
 
     The artifacts the cells need are exported first (`export_jobs` at a time; `on_exports`
     gets their number, `on_export` each outcome), then the cells run one at a time, so no
-    cell is timed while anything else runs.
+    cell is timed while anything else runs. Options: resume, cell_timeout_s, export_jobs,
+    on_cell, on_start, on_exports, on_export.
+
+    The run holds `out` meanwhile (bench.runlock): a second run into it raises
+    RunDirLockedError; the lock of a killed run is taken over (`on_note` is told) and its
+    leftover workers stopped. SIGTERM is handled like Ctrl-C.
     """
+    command = command or " ".join(sys.argv)
+    with hold_run_dir(out, command, on_note) as lock:
+        executor = executor or LocalProcessExecutor()
+        if hasattr(executor, "on_workers"):
+            executor.on_workers = lock.set_workers
+        return _run_matrix(config, out, cells=cells, executor=executor, command=command, **options)
+
+
+def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
+                cell_timeout_s: float | None = None, executor: Executor, command: str,
+                export_jobs: int = 1,
+                on_cell: Callable[[CellPlan, dict], None] | None = None,
+                on_start: Callable[[int], None] | None = None,
+                on_exports: Callable[[int], None] | None = None,
+                on_export: Callable[[dict, JobOutcome], None] | None = None) -> pd.DataFrame:
     store = ResultsStore(out)
     if store.exists() and not resume:
         raise MovibenchError(f"{out} already holds results: pass --resume to continue it, "
                              "or choose another --out")
-    executor = executor or LocalProcessExecutor()
     timeout = cell_timeout_s or config.cell_timeout_s
     data = prepare_data(config)
     plans = plan_cells(cells, data, store.done_cells())
@@ -282,7 +304,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
     meta = store.meta() if resume and store.exists() else {}
     run_id = meta.get("run_id") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     meta.update(run_id=run_id, name=config.name, config_hash=config.config_hash(),
-                command=command or " ".join(sys.argv), environment=environment(),
+                command=command, environment=environment(),
                 started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 dataset=data.path if data else None, cells_planned=len(plans))
     store.init(meta, config.source)

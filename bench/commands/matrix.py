@@ -94,8 +94,10 @@ def run_cmd(
 
     The artifacts the cells need are exported first (served from the cache when built
     before), then the cells run one at a time. A crash, hang or out-of-memory in one export
-    or cell becomes a failed row and the run goes on.
-    Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config.
+    or cell becomes a failed row and the run goes on. An --out that another live run holds
+    is refused; after a killed run, --resume takes its place and runs only the missing cells.
+    Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config or a busy --out,
+    130 on Ctrl-C, 143 on SIGTERM (finished cells are kept either way).
     """
     from bench.runner import run_matrix, summary_line
 
@@ -119,7 +121,7 @@ def run_cmd(
             how = "cached"
         else:
             how = f"built in {outcome.result.get('build_s', float('nan')):.1f} s"
-        progress.console.print(f"{what}: {how}", highlight=False)
+        progress.console.print(f"{what}: {how}", highlight=False, markup=False)
         progress.advance(task)
 
     def on_start(total: int) -> None:
@@ -129,14 +131,17 @@ def run_cmd(
             console.print(f"{len(cells) - total} cell(s) already done in {out}: skipped")
 
     def on_cell(plan, row) -> None:
-        progress.console.print(f"{plan.cell.label}: {summary_line(row)}", highlight=False)
+        progress.console.print(f"{plan.cell.label}: {summary_line(row)}", highlight=False,
+                               markup=False)
         progress.advance(task)
 
     command = "movibench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress:
         table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
                            command=command, export_jobs=export_jobs, on_cell=on_cell,
-                           on_start=on_start, on_exports=on_exports, on_export=on_export)
+                           on_start=on_start, on_exports=on_exports, on_export=on_export,
+                           on_note=lambda note: progress.console.print(
+                               f"note: {note}", highlight=False, markup=False))
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     if as_json:
         print(json.dumps({"out": str(out), "cells": len(table), "failed": failed}))
