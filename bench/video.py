@@ -1,8 +1,9 @@
 """Decode real video files with PyAV into model-ready frames.
 
 Frames come out as float32 [H, W, 3] in [0, 1], upright (display rotation applied), resized
-so the short side matches the model resolution and centre-cropped to a square. `iter_frames` decodes lazily, so streaming a
-10-minute video holds one frame at a time; `read_clip` materialises a bounded clip.
+so the short side matches the model resolution and centre-cropped to a square. `iter_frames`
+decodes lazily, so streaming a 10-minute video holds one frame at a time; `read_clip`
+materialises a bounded clip.
 """
 
 from __future__ import annotations
