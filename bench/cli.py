@@ -60,11 +60,9 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt) as exc:
-        # Ctrl-C is 130; SIGTERM, turned into an interrupt by a running matrix, is 143. Click
-        # re-raises an interrupt as Abort, with the interrupt as its cause.
+    except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
-        sys.exit(getattr(exc.__cause__ or exc, "exit_code", 130))
+        sys.exit(130)
     except TyperException as exc:  # usage errors arrive here in non-standalone mode
         exc.show()
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))

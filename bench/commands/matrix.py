@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
@@ -136,7 +137,7 @@ def run_cmd(
         progress.advance(task)
 
     command = "movibench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with progress:
+    with progress, _exit_on_sigterm():
         table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
                            command=command, export_jobs=export_jobs, on_cell=on_cell,
                            on_start=on_start, on_exports=on_exports, on_export=on_export,
@@ -148,6 +149,18 @@ def run_cmd(
     else:
         console.print(f"{len(table)} cell(s) in {out}/cells.parquet (+ cells.csv), {failed} failed")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@contextmanager
+def _exit_on_sigterm():
+    """SIGTERM stops a run like Ctrl-C (bench.runlock); exit with its own status, 143."""
+    from bench.runlock import Terminated
+
+    try:
+        yield
+    except Terminated as exc:
+        console.print("terminated: finished cells are kept; --resume continues")
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command("schema")
