@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ArtifactError, StateError
+from converters.errors import ArtifactError, MovibenchError, StateError
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
@@ -177,7 +177,12 @@ class Session(ABC):
         if states is not self._issued:
             self.check_states(states)
         start = time.perf_counter_ns()
-        logits, next_states = self._step(frames, states)
+        try:
+            logits, next_states = self._step(frames, states)
+        except MovibenchError:
+            raise
+        except Exception as exc:  # the engine's own error types (ORT Fail, LiteRT RuntimeError)
+            raise self._engine_error(exc) from None
         self.step_ns.append(time.perf_counter_ns() - start)
         return logits, self._issue(next_states)
 
@@ -188,9 +193,23 @@ class Session(ABC):
             logits, _ = self.step(clip, self.init_states())
             return logits
         start = time.perf_counter_ns()
-        logits = self._predict(clip)
+        try:
+            logits = self._predict(clip)
+        except MovibenchError:
+            raise
+        except Exception as exc:
+            raise self._engine_error(exc) from None
         self.step_ns.append(time.perf_counter_ns() - start)
         return logits
+
+    def _engine_error(self, exc: Exception) -> ArtifactError:
+        """An engine that fails on inputs the manifest accepts: the artifact is broken (a
+        damaged file can still load) or does not do what its manifest says."""
+        m = self.manifest
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        return ArtifactError(f"{self.runtime} failed to run the {m.format} artifact of "
+                             f"{m.model_id}/{m.variant}: {first}")
 
     def close(self) -> None:
         """Release engine resources (no-op unless a runtime holds device memory)."""

@@ -44,6 +44,14 @@ def t0_stream_onnx():
     return export_model(T0_STREAM, "onnx")
 
 
+@pytest.fixture(scope="session")
+def t0_stream_tflite():
+    """T0_STREAM exported to TFLite fp32 in the session cache (shared like t0_stream_onnx)."""
+    from converters.export import export_model
+
+    return export_model(T0_STREAM, "tflite-fp32")
+
+
 # Property-based suites (hypothesis): the same examples on every run (derandomize), so CI is
 # reproducible and a failure replays; HYPOTHESIS_PROFILE=explore draws new ones each run.
 from hypothesis import settings  # noqa: E402
