@@ -147,17 +147,18 @@ def _cut(fraction: float):
     return make
 
 
-# name -> (how to make it, a word the one-line error must hold)
+# name -> (how to make it, words of which the one-line error must hold one)
 BAD = {
-    "truncated-half.mp4": (_cut(0.5), "cannot open video"),
-    "truncated.mkv": (_cut(0.6), "ends early"),
-    "truncated.webm": (_cut(0.7), "ends early"),
-    "truncated.avi": (_cut(0.9), "ends early"),
-    "empty.mp4": (lambda p, c: p.write_bytes(b""), "empty"),
+    "truncated-half.mp4": (_cut(0.5), ("cannot open video",)),
+    "truncated.mkv": (_cut(0.6), ("ends early",)),
+    "truncated.webm": (_cut(0.7), ("ends early",)),
+    # Cut inside the last frame's packet: the decoder may refuse that packet first.
+    "truncated.avi": (_cut(0.9), ("ends early", "corrupt video")),
+    "empty.mp4": (lambda p, c: p.write_bytes(b""), ("empty",)),
     "not-a-video.mp4": (lambda p, c: p.write_text("just some text, not a video\n" * 40),
-                        "cannot open video"),
-    "audio-only.mp4": (lambda p, c: _audio_only(p), "no video stream"),
-    "zero-frames.mkv": (lambda p, c: _zero_frames(p), "no decodable frames"),
+                        ("cannot open video",)),
+    "audio-only.mp4": (lambda p, c: _audio_only(p), ("no video stream",)),
+    "zero-frames.mkv": (lambda p, c: _zero_frames(p), ("no decodable frames",)),
 }
 
 
@@ -236,10 +237,11 @@ def test_the_corpus_evaluates_to_ok_rows_and_failed_rows(corpus, t0_stream_onnx)
         row = rows[spec.name]
         assert row.ok, f"{spec.name}: {row.error}"
         assert row.frames_processed == spec.frames and row.pred_index >= 0
-    for name, (_, word) in BAD.items():
+    for name, (_, words) in BAD.items():
         row = rows[name]
         assert not row.ok and row.pred_index == -1, name
-        assert "\n" not in row.error and name in row.error and word in row.error, row.error
+        assert "\n" not in row.error and name in row.error, row.error
+        assert any(word in row.error for word in words), row.error
     assert result.metrics.failed == len(BAD) and result.metrics.evaluated == len(GOOD)
 
 
