@@ -155,6 +155,8 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
     from converters.zoo import config_for
 
     plans = []
+    # Cells share artifacts, and a cache lookup hashes the artifact's files: look each up once.
+    cached: dict[tuple, bool] = {}
     for cell in cells:
         ckpt = checkpoint_path(cell.checkpoint)
         config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
@@ -170,10 +172,13 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
             from bench.calibration import export_options
             from converters.export import is_cached
 
-            options = export_options(cell.format, data.calibration_videos if data else (),
-                                     calibration_frames(data))
-            artifact = "cached" if is_cached(config, cell.format, checkpoint=ckpt or None,
-                                             frames_per_step=fps, options=options) else "to build"
+            key = (json.dumps(config.to_dict(), sort_keys=True), cell.format, ckpt, fps)
+            if key not in cached:
+                options = export_options(cell.format, data.calibration_videos if data else (),
+                                         calibration_frames(data))
+                cached[key] = is_cached(config, cell.format, checkpoint=ckpt or None,
+                                        frames_per_step=fps, options=options)
+            artifact = "cached" if cached[key] else "to build"
         plans.append(CellPlan(cell, config.to_dict(), ckpt, fps,
                               "done" if cell.cell_id in done else "todo", error, artifact))
     return plans
