@@ -85,7 +85,8 @@ def parse_protocol(text: str) -> Protocol:
     if m := _STREAM_RE.match(key):
         chunk = int(m.group(1) or 1)
         if not 1 <= chunk <= MAX_PROTOCOL_FRAMES:
-            raise ProtocolError(f"protocol {text!r}: chunk size C must be in 1..{MAX_PROTOCOL_FRAMES}")
+            raise ProtocolError(f"protocol {text!r}: chunk size C must be >= 1 and <= "
+                                f"{MAX_PROTOCOL_FRAMES}")
         return Protocol(STREAM, chunk=chunk)
     if m := _FULL_RE.match(key):
         return Protocol(FULL_CLIP, crops=3 if m.group(1) else 1)
