@@ -158,7 +158,8 @@ BAD = {
     "not-a-video.mp4": (lambda p, c: p.write_text("just some text, not a video\n" * 40),
                         ("cannot open video",)),
     "audio-only.mp4": (lambda p, c: _audio_only(p), ("no video stream",)),
-    "zero-frames.mkv": (lambda p, c: _zero_frames(p), ("no decodable frames",)),
+    "zero-frames.mkv": (lambda p, c: _zero_frames(p),
+                        ("no decodable frames", "cannot open video")),
 }
 
 
