@@ -49,7 +49,7 @@ def build_model(config: ModelConfig, seed: int | None = 0) -> tf_keras.Model:
     model = movinet_model.MovinetClassifier(
         backbone,
         num_classes=config.num_classes,
-        activation=config.activation,
+        activation=config.head_activation,
         output_states=config.causal,
     )
     model.build([1, 1 if config.causal else 8, config.resolution, config.resolution, 3])

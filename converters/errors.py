@@ -35,3 +35,9 @@ class UnknownFormatError(MovibenchError, ValueError):
 
 class MissingDependencyError(MovibenchError, ImportError):
     """An optional engine (TensorRT, CUDA bindings) that is not installed here."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

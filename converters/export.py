@@ -17,7 +17,7 @@ from converters.cache import (
     EXPORTER_VERSION, ArtifactCache, CacheEntry, cache_key, library_versions, weights_identity,
 )
 from converters.errors import UnsupportedExportError
-from converters.formats import FormatSpec, get_format
+from converters.formats import FormatSpec, get_export_format
 from converters.manifest import StateManifest, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig
 from converters.zoo import ModelConfig
@@ -157,7 +157,7 @@ def is_cached(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = 
               frames_per_step: int | None = None, options: ExportOptions | None = None,
               cache: ArtifactCache | None = None) -> bool:
     """True when `export_model` with these arguments would be served from the cache."""
-    spec = get_format(fmt)
+    spec = get_export_format(fmt)
     options = options or ExportOptions()
     config = config.resolved()
     frames = resolve_frames(config, spec, frames_per_step, options)
@@ -187,7 +187,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         MissingDependencyError (TensorRT formats without TensorRT).
     """
     start = time.perf_counter()
-    spec = get_format(fmt)
+    spec = get_export_format(fmt)
     options = options or ExportOptions()
     cache = cache or ArtifactCache()
     config = config.resolved()
@@ -199,7 +199,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         return _served(hit, spec, key, start)
 
     if spec.family == "tensorrt":
-        from converters.export_tensorrt import require_tensorrt
+        from runtimes.tensorrt_cuda import require_tensorrt
 
         require_tensorrt()  # fail before spending a minute on the ONNX source
     with cache.build_slot(key, filename) as slot:

@@ -8,60 +8,18 @@ realistic states: calibration clips stream frame by frame through the fp32 ONNX 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from converters.errors import MissingDependencyError, UnsupportedExportError
+from converters.errors import UnsupportedExportError
 from converters.manifest import StateManifest
 from converters.tensorrt_config import (
-    EngineBuildPlan, TensorRTBuildConfig, plan_engine_build, tensorrt_major,
+    EngineBuildPlan, TensorRTBuildConfig, plan_engine_build,
 )
-
-
-def require_tensorrt():
-    """Import TensorRT (10 or newer) and check that a CUDA GPU is usable; return the module.
-
-    Raises MissingDependencyError saying which is missing: TensorRT, cuda-python or a GPU.
-    """
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as exc:  # OSError: the wheel's shared libraries are missing
-        raise MissingDependencyError(
-            f"TensorRT is not installed ({exc}): install the 'tensorrt' extra on a machine with "
-            "a CUDA GPU and NVIDIA's package index reachable") from None
-    if tensorrt_major(trt.__version__) < 10:
-        raise MissingDependencyError(
-            f"TensorRT {trt.__version__} is too old: this code uses the TensorRT 10 API")
-    from converters.cuda_memory import cuda_device_problem
-
-    problem = cuda_device_problem()
-    if problem:
-        raise MissingDependencyError(f"TensorRT {trt.__version__} is installed but there is {problem}")
-    return trt
-
-
-def recording_logger(trt):
-    """A trt.ILogger that prints warnings and errors and keeps the errors to name a failure."""
-
-    class RecordingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if severity <= trt.ILogger.ERROR:
-                self.errors.append(msg)
-            if severity <= trt.ILogger.WARNING:
-                print(f"[TensorRT] {msg}", file=sys.stderr)
-
-        def last_error(self, default: str) -> str:
-            return self.errors[-1].strip().splitlines()[0] if self.errors else default
-
-    return RecordingLogger()
+from runtimes.tensorrt_cuda import recording_logger, require_tensorrt
 
 
 def stream_calibrator(trt, plan: EngineBuildPlan, feeds: Iterable[dict[str, np.ndarray]],
@@ -71,7 +29,7 @@ def stream_calibrator(trt, plan: EngineBuildPlan, feeds: Iterable[dict[str, np.n
     One device buffer per network input is reused for every batch; TensorRT asks for inputs by
     name, so the order of `names` in get_batch decides the order of the returned pointers.
     """
-    from converters.cuda_memory import DeviceBuffer
+    from runtimes.tensorrt_cuda import DeviceBuffer
 
     class StreamCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
@@ -162,7 +120,7 @@ def build_engine(onnx_path: str | Path, manifest: StateManifest, precision: str,
         parser or builder refuses the model (naming TensorRT's error).
     """
     trt = require_tensorrt()
-    from converters.cuda_memory import device_name
+    from runtimes.tensorrt_cuda import device_name
 
     onnx_path, target = Path(onnx_path), Path(target)
     plan = plan_engine_build(config, precision, manifest, tensorrt_version=trt.__version__)

@@ -16,22 +16,31 @@ class FormatSpec:
     """One exportable format: how it is built (family), at what precision, and what runs it."""
 
     name: str
-    family: str  # 'onnx' | 'tflite' | 'tensorrt'
+    family: str  # 'tensorflow' | 'onnx' | 'tflite' | 'tensorrt'
     precision: str  # 'fp32' | 'fp16' | 'dynamic' | 'int8'
-    runtime: str  # 'onnxruntime' | 'litert' | 'tensorrt'
-    extension: str  # with the dot: '.onnx'
+    runtime: str  # 'tensorflow' | 'onnxruntime' | 'litert' | 'tensorrt' (runtimes.registry)
+    extension: str  # with the dot: '.onnx'; '' for the TF reference, which has no file
+
+    @property
+    def exported(self) -> bool:
+        """False for the TensorFlow reference, built from the model config and checkpoint."""
+        return self.family != TENSORFLOW
 
     @property
     def quantized(self) -> bool:
         return self.precision in ("dynamic", "int8")
 
 
+TENSORFLOW = "tensorflow"
+
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
+        # The reference: the Model Garden model itself, run by TF through a traced step function.
+        FormatSpec(TENSORFLOW, TENSORFLOW, "fp32", TENSORFLOW, ""),
         FormatSpec("onnx", "onnx", "fp32", "onnxruntime", ".onnx"),
         FormatSpec("tflite-fp32", "tflite", "fp32", "litert", ".tflite"),
-        # fp16 weights; x86 kernels dequantize them to fp32 at load (FIELD_NOTES).
+        # fp16 weights; LiteRT's x86 kernels dequantize them to fp32 at load.
         FormatSpec("tflite-fp16", "tflite", "fp16", "litert", ".tflite"),
         # Dynamic-range: int8 weights, activations quantized on the fly, float I/O.
         FormatSpec("tflite-dynamic", "tflite", "dynamic", "litert", ".tflite"),
@@ -42,12 +51,6 @@ FORMATS: dict[str, FormatSpec] = {
     )
 }
 
-# Where each runtime's Session class lives; imported lazily so one engine never pulls another.
-RUNTIME_SESSIONS: dict[str, str] = {
-    "onnxruntime": "runtimes.onnxruntime:OnnxRuntimeSession",
-    "litert": "runtimes.litert:LiteRTSession",
-    "tensorrt": "runtimes.tensorrt:TensorRTSession",
-}
 
 
 def get_format(name: str) -> FormatSpec:
@@ -59,12 +62,25 @@ def get_format(name: str) -> FormatSpec:
             f"unknown format {name!r}; known formats: {', '.join(FORMATS)}") from None
 
 
-def parse_formats(text: str) -> list[FormatSpec]:
-    """'onnx,tflite-fp32' → specs in order, duplicates dropped; empty or unknown → error."""
+def get_export_format(name: str) -> FormatSpec:
+    """Like get_format, but refuse the TensorFlow reference, which has no artifact to export."""
+    spec = get_format(name)
+    if not spec.exported:
+        raise UnknownFormatError(
+            f"{spec.name!r} is the reference, not an export format; export formats: "
+            f"{', '.join(n for n, s in FORMATS.items() if s.exported)}")
+    return spec
+
+
+def parse_formats(text: str, *, exported_only: bool = True) -> list[FormatSpec]:
+    """'onnx,tflite-fp32' → specs in order, duplicates dropped; empty or unknown → error.
+
+    With `exported_only`, the TensorFlow reference (which has no artifact) is refused by name.
+    """
     specs: list[FormatSpec] = []
     for part in text.split(","):
         if part.strip():
-            spec = get_format(part)
+            spec = get_export_format(part) if exported_only else get_format(part)
             if spec not in specs:
                 specs.append(spec)
     if not specs:

@@ -19,7 +19,8 @@ from converters.errors import ArtifactError
 IMAGE_INPUT = "image"
 LOGITS_OUTPUT = "logits"
 STATE_PREFIX = "state_"
-# Outputs must not reuse input names: tf2onnx builds a cyclic graph otherwise (FIELD_NOTES).
+# Outputs must not reuse input names: tf2onnx builds a cyclic graph otherwise
+# ("graph input ... not exist" / "Graph has cycles").
 NEXT_STATE_PREFIX = "next_state_"
 MANIFEST_VERSION = 1
 

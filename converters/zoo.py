@@ -34,6 +34,10 @@ class VariantSpec:
     se_type: str
     activation: str
     gating_activation: str
+    # The classifier head's activation is not stored in checkpoints: it must match how the
+    # weights were trained, and Model Garden's export recipe (tools/export_saved_model.py, the
+    # streaming notebook) keeps it at its default, swish, whatever the backbone uses.
+    head_activation: str
     description: str
 
 
@@ -53,13 +57,16 @@ MODELS: dict[str, ModelSpec] = {
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in (
-        # Official base checkpoints use full 3D convs; pass conv_type='2plus1d' for a base model
-        # that exports to ONNX/TFLite and trains on CPU (see FIELD_NOTES).
-        VariantSpec("base", False, "3d", "3d", "swish", "sigmoid",
+        # Official base checkpoints use full 3D convs; conv_type='2plus1d' gives a base model
+        # that trains on CPU (3D conv backward is ~35x slower there).
+        VariantSpec("base", False, "3d", "3d", "swish", "sigmoid", "swish",
                     "non-causal, whole clip at once (the classic 3D classifier)"),
-        VariantSpec("stream", True, "2plus1d", "2plus3d", "hard_swish", "hard_sigmoid",
+        VariantSpec("stream", True, "2plus1d", "2plus3d", "hard_swish", "hard_sigmoid", "swish",
                     "causal, stream buffers as explicit states"),
-        VariantSpec("mobile", True, "2plus1d", "none", "relu6", "hard_sigmoid",
+        # Mobile exists for full-integer quantization: ReLU6 in the head too, so no activation
+        # of the graph needs a float-only int8 kernel (int8 HARD_SWISH is not delegated to
+        # XNNPACK). Model Garden builds it with --classifier_activation=relu6.
+        VariantSpec("mobile", True, "2plus1d", "none", "relu6", "hard_sigmoid", "relu6",
                     "stream with ReLU6 and no squeeze-excitation (int8-friendly)"),
     )
 }
@@ -102,6 +109,7 @@ class ModelConfig:
     conv_type: str | None = None
     se_type: str | None = None
     activation: str | None = None
+    head_activation: str | None = None
     use_positional_encoding: bool | None = None
     # Model Garden's default (0.99) leaves moving statistics unsettled after short fine-tunes;
     # it only matters for training, so it is not part of the architecture identity.
@@ -133,6 +141,7 @@ class ModelConfig:
             conv_type=conv_type,
             se_type=se_type,
             activation=self.activation or variant.activation,
+            head_activation=self.head_activation or variant.head_activation,
             use_positional_encoding=pos_enc,
         )
 
@@ -164,7 +173,11 @@ def checkpoint_config(path: str | Path) -> ModelConfig | None:
     sidecar = (path if path.is_dir() else path.parent) / CONFIG_SIDECAR
     if not sidecar.exists():
         return None
-    return ModelConfig.from_dict(json.loads(sidecar.read_text()))
+    data = json.loads(sidecar.read_text())
+    # Sidecars written before head_activation existed describe models whose head used the
+    # backbone's activation.
+    data.setdefault("head_activation", data.get("activation"))
+    return ModelConfig.from_dict(data)
 
 
 def config_for(model_id: str | None, variant: str | None, resolution: int | None = None,
@@ -190,7 +203,7 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
     return replace(saved, resolution=resolution or saved.resolution).resolved()
 
 
-# Small checkpoints trained on the synthetic flash-count task (bench/synth.py), shipped as
+# Small checkpoints trained on the synthetic flash-count task (bench/data/synth.py), shipped as
 # package data so demos, docs and tests have trained weights without any download.
 DEMO_WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
 DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth")

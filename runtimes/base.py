@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ArtifactError, MovibenchError, StateError
+from converters.errors import (
+    ArtifactError, MissingDependencyError, MovibenchError, StateError, first_line,
+)
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
@@ -55,6 +57,23 @@ class TensorInfo:
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+
+
+@dataclass(frozen=True)
+class DeviceMemoryInfo:
+    """One reading of a GPU's memory (bytes), with what the loaded engine reserves on it.
+
+    `engine_bytes` is None for a device-wide reading taken without an engine (before loading).
+    """
+
+    free_bytes: int
+    total_bytes: int
+    engine_bytes: int | None = None
+
+    @property
+    def used_bytes(self) -> int:
+        """Memory in use on the whole device (every process), not only this engine's."""
+        return self.total_bytes - self.free_bytes
 
 
 def manifest_io(manifest: StateManifest) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -109,6 +128,21 @@ class Session(ABC):
     """
 
     runtime: str = "base"
+    # The modules that are this runtime's engine: importing them is what a process pays before
+    # it can load any model (benchmarks take their idle memory baseline after this import).
+    engine_modules: tuple[str, ...] = ()
+
+    @classmethod
+    def import_engine(cls) -> None:
+        """Import this runtime's engine; MissingDependencyError names what is not installed."""
+        import importlib
+
+        for name in cls.engine_modules:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    f"runtime {cls.runtime!r} needs {name}, which cannot be imported: {exc}") from None
 
     def __init__(self, manifest: StateManifest):
         self.manifest = manifest
@@ -206,10 +240,33 @@ class Session(ABC):
         """An engine that fails on inputs the manifest accepts: the artifact is broken (a
         damaged file can still load) or does not do what its manifest says."""
         m = self.manifest
-        text = str(exc).strip()
-        first = text.splitlines()[0][:300] if text else type(exc).__name__
         return ArtifactError(f"{self.runtime} failed to run the {m.format} artifact of "
-                             f"{m.model_id}/{m.variant}: {first}")
+                             f"{m.model_id}/{m.variant}: {first_line(exc)}")
+
+    def step_unchecked(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        """The engine call of `step` alone: no input checks, no timing, no state bookkeeping.
+
+        For harnesses that measure their own overhead against the bare engine: pass only
+        inputs that `step` accepted (the states the last call returned).
+        """
+        logits, next_states = self._step(frames, states)
+        # Issued like step's, so a harness call that follows takes them without re-checking.
+        return logits, self._issue(next_states)
+
+    def predict_unchecked(self, clip: np.ndarray) -> np.ndarray:
+        """The engine call of `predict` alone (see `step_unchecked`)."""
+        if self.manifest.causal:
+            return self._step(clip, self.manifest.init_states())[0]
+        return self._predict(clip)
+
+    @classmethod
+    def device_memory(cls) -> DeviceMemoryInfo | None:
+        """The device's memory now, readable before any model is loaded; None: no device."""
+        return None
+
+    def device_memory_info(self) -> DeviceMemoryInfo | None:
+        """The device's memory now and this engine's share of it; None for CPU runtimes."""
+        return None
 
     def close(self) -> None:
         """Release engine resources (no-op unless a runtime holds device memory)."""

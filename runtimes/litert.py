@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ArtifactError
+from converters.errors import ArtifactError, first_line
 from converters.formats import get_format
 from converters.manifest import (
     IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, state_name_from_tensor,
@@ -40,7 +40,7 @@ def load_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool
                                   experimental_op_resolver_type=resolver)
         signatures = interpreter.get_signature_list()
     except (ValueError, RuntimeError) as exc:
-        raise ArtifactError(f"cannot load TFLite model {path}: {_first_line(exc)}") from None
+        raise ArtifactError(f"cannot load TFLite model {path}: {first_line(exc)}") from None
     if SIGNATURE_KEY in signatures:
         key = SIGNATURE_KEY
     elif len(signatures) == 1:
@@ -49,11 +49,6 @@ def load_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool
         raise ArtifactError(f"{path} has no {SIGNATURE_KEY!r} signature to run "
                             f"(signatures: {sorted(signatures) or 'none'})")
     return interpreter, interpreter.get_signature_runner(key)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _tensor_infos(details: dict) -> dict[str, TensorInfo]:
@@ -162,6 +157,7 @@ class LiteRTSession(Session):
     """A LiteRT interpreter behind the streaming interface, called through its signature."""
 
     runtime = "litert"
+    engine_modules = ("ai_edge_litert.interpreter",)
 
     def __init__(self, interpreter, runner, manifest: StateManifest, outputs: dict[str, str]):
         super().__init__(manifest)

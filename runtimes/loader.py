@@ -1,6 +1,6 @@
 """Open any exported artifact as a Session: read its manifest, import only its own engine.
 
-The format named in the manifest picks the runtime (converters.formats.RUNTIME_SESSIONS), so a
+The format named in the manifest picks the runtime (runtimes.registry), so a
 deployment box with only onnxruntime installed can open an ONNX artifact without TensorFlow.
 A `.tflite` file without a manifest (e.g. an official MoViNet stream binary) gets one read off
 its own signature by the LiteRT runtime.
@@ -12,9 +12,10 @@ import importlib
 from pathlib import Path
 
 from converters.errors import ArtifactError, MissingDependencyError
-from converters.formats import RUNTIME_SESSIONS, get_format
+from converters.formats import get_format
 from converters.manifest import StateManifest, manifest_path_for
 from runtimes.base import Session
+from runtimes.registry import RUNTIME_SESSIONS
 
 
 def load_manifest(artifact: str | Path) -> StateManifest:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ArtifactError, MissingDependencyError, MovibenchError
+from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import Session, StateHandle, States, TensorInfo, check_artifact_io
 
@@ -71,6 +71,7 @@ class OnnxRuntimeSession(Session):
     """An InferenceSession behind the streaming interface (sequential, inter-op threads 1)."""
 
     runtime = "onnxruntime"
+    engine_modules = ("onnxruntime",)
 
     def __init__(self, session, manifest: StateManifest, io_binding: bool):
         super().__init__(manifest)
@@ -129,8 +130,7 @@ class OnnxRuntimeSession(Session):
             with contextlib.redirect_stdout(io.StringIO()):
                 session = ort.InferenceSession(str(path), options, providers=resolved)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"cannot load ONNX model {path}: {first}") from None
+            raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
         check_artifact_io(path, manifest, _tensor_infos(session.get_inputs()),
                           _tensor_infos(session.get_outputs()))
         return cls(session, manifest, io_binding)

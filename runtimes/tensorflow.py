@@ -34,6 +34,7 @@ class TensorFlowSession(Session):
     """
 
     runtime = "tensorflow"
+    engine_modules = ("tensorflow", "official.projects.movinet.modeling.movinet_model")
 
     def __init__(self, model, manifest: StateManifest):
         from converters.build import step_function

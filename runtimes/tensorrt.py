@@ -8,13 +8,16 @@ step writes into its buffer (two steps on), after which using it raises StateErr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from converters.errors import ArtifactError, StateError
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
-from runtimes.base import Session, StateHandle, States, TensorInfo, check_artifact_io
+from runtimes.base import (
+    DeviceMemoryInfo, Session, StateHandle, States, TensorInfo, check_artifact_io,
+)
 
 
 class DeviceState(StateHandle):
@@ -39,9 +42,10 @@ class TensorRTSession(Session):
     """A deserialized engine with its own CUDA stream, buffers and (optionally) CUDA graphs."""
 
     runtime = "tensorrt"
+    engine_modules = ("tensorrt",)
 
     def __init__(self, runtime, engine, manifest: StateManifest, logger, cuda_graphs: bool):
-        from converters.cuda_memory import DeviceBuffer, create_stream
+        from runtimes.tensorrt_cuda import DeviceBuffer, create_stream
 
         super().__init__(manifest)
         # The engine must not outlive its runtime, nor either of them the logger.
@@ -80,7 +84,7 @@ class TensorRTSession(Session):
             MissingDependencyError without TensorRT/cuda-python/GPU; ArtifactError for a missing
             or corrupt engine, one built by another TensorRT version, or a manifest mismatch.
         """
-        from converters.export_tensorrt import recording_logger, require_tensorrt
+        from runtimes.tensorrt_cuda import recording_logger, require_tensorrt
 
         trt = require_tensorrt()
         path = Path(path)
@@ -104,6 +108,18 @@ class TensorRTSession(Session):
         if any(None in t.shape for t in inputs):
             raise ArtifactError(f"{path} has dynamic input shapes; engines here are built static")
         return cls(runtime, engine, manifest, logger, cuda_graphs)
+
+    @classmethod
+    def device_memory(cls) -> DeviceMemoryInfo:
+        """The GPU's free and total memory now (cudaMemGetInfo), e.g. before loading an engine."""
+        from runtimes.tensorrt_cuda import device_memory
+
+        free, total = device_memory()
+        return DeviceMemoryInfo(free, total)
+
+    def device_memory_info(self) -> DeviceMemoryInfo:
+        """The GPU's free and total memory now, and the device memory the engine reserves."""
+        return replace(self.device_memory(), engine_bytes=self.device_memory_bytes)
 
     # -- state bookkeeping (used by DeviceState) -------------------------------------------
     def slot_generation(self, name: str, slot: int) -> int:
@@ -153,7 +169,7 @@ class TensorRTSession(Session):
         self._bound = slots
 
     def _enqueue(self, slots: tuple[int, ...]) -> None:
-        from converters.cuda_memory import cuda_call, cudart
+        from runtimes.tensorrt_cuda import cuda_call, cudart
 
         graph = self._graphs.get(slots)
         if graph is not None:
@@ -166,7 +182,7 @@ class TensorRTSession(Session):
 
     def _capture(self, slots: tuple[int, ...]) -> None:
         """Record this binding's enqueue as a CUDA graph, after one plain run did lazy setup."""
-        from converters.cuda_memory import cuda_call, cudart, synchronize
+        from runtimes.tensorrt_cuda import cuda_call, cudart, synchronize
 
         rt = cudart()
         synchronize(self._stream)
@@ -177,7 +193,7 @@ class TensorRTSession(Session):
         self._graphs[slots] = (graph, cuda_call(rt.cudaGraphInstantiate(graph, 0)))
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        from converters.cuda_memory import synchronize
+        from runtimes.tensorrt_cuda import synchronize
 
         self.require_open()
         self._image.upload(frames, self._stream)
@@ -196,7 +212,7 @@ class TensorRTSession(Session):
 
     def close(self) -> None:
         """Free graphs, buffers and the stream; the session cannot run afterwards."""
-        from converters.cuda_memory import cuda_call, cudart, destroy_stream
+        from runtimes.tensorrt_cuda import cuda_call, cudart, destroy_stream
 
         if self._engine is None:
             return

@@ -3,7 +3,8 @@
 # no checkpoint ships with the project; pass one with MOVIBENCH_A0_CHECKPOINT=PATH):
 # stream-vs-full-clip equivalence in TF, cross-runtime validation of every CPU format over
 # 32 streamed frames, the cache hit time of a repeated export, per-frame step latency
-# of every runtime on 2 threads (pytest-benchmark JSON), and the TensorRT parser check of the ONNX.
+# of every runtime on 2 threads (pytest-benchmark JSON), the TensorRT parser check of the ONNX,
+# and Model Garden's own TFLite recipe streamed beside movibench's tflite-fp32 on the same weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -24,6 +25,9 @@ $MB validate cross-runtime --model a0 --variant stream --formats "$FORMATS" --fr
     --json > "$OUT/cross_runtime.json" || true
 # The a0 stream ONNX against TensorRT's ONNX parser table (no TensorRT or GPU needed).
 $MB validate tensorrt --model a0 --variant stream "${CKPT[@]}" --json > "$OUT/tensorrt_compat.json" || true
+# Model Garden's export_saved_model + TFLiteConverter.from_saved_model vs movibench's tflite-fp32.
+$MB validate official-recipe --model a0 --variant stream --frames 32 --threads 2 "${CKPT[@]}" \
+    --json > "$OUT/official_recipe.json" || true
 # The artifacts exist now: this export is served from the cache.
 $MB export --model a0 --variant stream --formats "$FORMATS" "${CKPT[@]}" --json > "$OUT/export_cached.json"
 MOVIBENCH_BENCH_MODEL=a0 MOVIBENCH_BENCH_RESOLUTION=172 MOVIBENCH_BENCH_THREADS=2 \

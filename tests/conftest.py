@@ -52,6 +52,17 @@ def t0_stream_tflite():
     return export_model(T0_STREAM, "tflite-fp32")
 
 
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """TensorRT 10 and cuda-python replaced, for one test, by the ONNX Runtime-backed double.
+
+    Returns the double's FakeGpu (allocations, streams, graphs) for the test to inspect.
+    """
+    from doubles.tensorrt_double import install
+
+    return install(monkeypatch)
+
+
 # Property-based suites (hypothesis): the same examples on every run (derandomize), so CI is
 # reproducible and a failure replays; HYPOTHESIS_PROFILE=explore draws new ones each run.
 from hypothesis import settings  # noqa: E402

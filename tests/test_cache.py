@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.app import app
 from converters.cache import (
     BUILD_INFO, CORRUPT, OK, UNVERIFIED, ArtifactCache, CacheIntegrityWarning, sha256_file,
 )
@@ -207,7 +207,7 @@ def test_cache_cli_bad_usage_is_exit_2_in_one_line(tmp_path, args, message):
     afile = tmp_path / "afile"
     afile.write_text("x")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "cache",
+    result = subprocess.run([sys.executable, "-m", "bench", "cache",
                              *[a.format(file=afile) for a in args]],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
@@ -267,7 +267,7 @@ def test_two_export_processes_of_one_key_build_once(tmp_path):
     key, _ = artifact_key(config, spec, None, frames, ExportOptions(), library_versions())
     lock = FileLock(ArtifactCache(root).lock_path(key))
     lock.acquire()
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.cli", "export", *args,
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", "export", *args,
                                "--out", str(tmp_path / f"out{i}")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]

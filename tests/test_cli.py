@@ -10,12 +10,12 @@ import sys
 import pytest
 import typer
 
-from bench.cli import app
+from bench.cli.app import app
 
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bench.cli.app", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -49,7 +49,7 @@ def test_every_verb_explains_itself(verb):
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys; from bench.cli import app; import typer; "
+    code = ("import sys; from bench.cli.app import app; import typer; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"

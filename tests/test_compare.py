@@ -1,4 +1,4 @@
-"""`movibench compare`: two real run directories (written with bench.store from generated
+"""`movibench compare`: two real run directories (written with bench.results.store from generated
 samples), a noise-aware latency verdict per cell, and the exit code a CI gate relies on."""
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.matrix import Cell
-from bench.regression import (
+from bench.matrix.config import Cell
+from bench.results.regression import (
     IMPROVED, NOISY, REGRESSED, UNCHANGED, LatencyTest, compare_runs, environment_differences,
     latency_verdict,
 )
-from bench.rundir import load_run
-from bench.store import ResultsStore
+from bench.results.rundir import load_run
+from bench.results.store import ResultsStore
 
 BASE_MS = {"tensorflow": 20.0, "onnx": 4.5, "tflite-fp32": 3.3}
 SAMPLES = 60
 
 
 def cell(fmt: str) -> Cell:
-    return Cell("eval", "t0", "stream", "", 64, 4, fmt, 2, "stream")
+    return Cell("latency", "t0", "stream", "", 64, 4, fmt, 2, frames_per_call=1)
 
 
 def baseline(seed: int) -> dict[str, np.ndarray]:
@@ -42,15 +42,15 @@ def write_run(root: Path, samples: dict[str, np.ndarray], *, failed: dict[str, s
     store.init({"run_id": root.name, "environment": {"cpu_model": cpu, "libraries": {}}}, "")
     for fmt in sorted(set(samples) | set(failed or {})):
         c = cell(fmt)
-        row = {"cell_id": c.cell_id, "run_id": root.name, "kind": "eval", "model": "t0",
+        row = {"cell_id": c.cell_id, "run_id": root.name, "kind": "latency", "model": "t0",
                "variant": "stream", "checkpoint": "", "resolution": 64, "format": fmt,
-               "precision": "fp32", "runtime": fmt, "threads": 2, "protocol": "stream"}
+               "precision": "fp32", "runtime": fmt, "threads": 2, "frames_per_call": 1}
         if fmt in (failed or {}):
             store.append({**row, "status": "failed", "exit_code": 1, "error": failed[fmt]})
             continue
         ms = samples[fmt]
         store.append({**row, "status": "ok", "step_n": len(ms), "step_p50_ms": float(np.median(ms)),
-                      "peak_rss_mb": (rss or {}).get(fmt, 400.0), "top1": 0.875}, list(ms))
+                      "peak_rss_mb": (rss or {}).get(fmt, 400.0)}, list(ms))
     store.consolidate()
     return root
 
@@ -61,7 +61,7 @@ def verdicts(result) -> dict[str, str]:
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """`movibench ARGS` in this process through the real entry point (exit-code mapping)."""
-    from bench.cli import main
+    from bench.cli.app import main
 
     monkeypatch.setattr("sys.argv", ["movibench", *args])
     with pytest.raises(SystemExit) as done:
@@ -97,17 +97,17 @@ def test_injected_20pct_regression_fails_the_gate(run_a, tmp_path):
     run_b = write_run(tmp_path / "b", samples)
     table = tmp_path / "compare.csv"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "compare", str(run_a), str(run_b),
+    proc = subprocess.run([sys.executable, "-m", "bench.cli.app", "compare", str(run_a), str(run_b),
                            "--threshold", "10", "--out", str(table)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "REGRESSED: 1 regressed" in proc.stdout
     rows = pd.read_csv(table).set_index("label")
-    onnx = rows.loc["t0/stream onnx t2 stream"]
+    onnx = rows.loc["t0/stream onnx t2 latency@1f"]
     assert onnx["verdict"] == REGRESSED
     assert 1.15 < onnx["latency_ratio"] < 1.25 and onnx["latency_ci_low"] > 1.1
     assert 15 < onnx["step_p50_ms_change_pct"] < 25
-    assert (rows.drop(index="t0/stream onnx t2 stream")["verdict"] == UNCHANGED).all()
+    assert (rows.drop(index="t0/stream onnx t2 latency@1f")["verdict"] == UNCHANGED).all()
     # The same slowdown under a looser threshold is no regression.
     assert not compare_runs(load_run(run_a), load_run(run_b), threshold_pct=25).regressed
 
@@ -150,13 +150,14 @@ def test_cells_only_in_one_run_failures_metrics_and_environment(run_a, tmp_path)
     run_b = write_run(tmp_path / "b", samples, failed={"tensorflow": "MemoryError: out of memory"},
                       rss={"onnx": 440.0}, cpu="Other CPU")
     result = compare_runs(load_run(run_a), load_run(run_b))
-    assert result.only_a == ["t0/stream tflite-fp32 t2 stream"]
-    assert result.only_b == ["t0/stream tflite-fp16 t2 stream"]
+    assert result.only_a == ["t0/stream tflite-fp32 t2 latency@1f"]
+    assert result.only_b == ["t0/stream tflite-fp16 t2 latency@1f"]
     tf = next(c for c in result.cells if "tensorflow" in c.label)
     assert tf.verdict == REGRESSED and "out of memory" in tf.reason
     onnx = next(c for c in result.cells if "onnx" in c.label)
     assert onnx.changes["peak_rss_mb"] == (400.0, 440.0, pytest.approx(10.0))
-    assert onnx.changes["top1"][2] == 0.0
+    # A latency cell measures no accuracy: compare reports only the metrics a cell has.
+    assert "top1" not in onnx.changes
     assert result.environment_differences["cpu_model"] == ("Test CPU", "Other CPU")
     assert result.to_frame()["verdict"].iloc[0] == REGRESSED  # most urgent first
 
@@ -176,7 +177,7 @@ def test_bad_input_is_one_line_exit_2(run_a, tmp_path, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), "missing-run")
     assert code == 2 and err.strip().splitlines() == ["error: run directory not found: missing-run"]
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), str(run_a), "--metric", "speed")
-    # One message (bench.cli's console may wrap a long line at the terminal width).
+    # One message (bench.cli.app's console may wrap a long line at the terminal width).
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
     assert "unknown metric(s) speed; known: step_p50_ms" in err
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), str(run_a), "--threshold", "-5")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.datasets import (
+from bench.cli.app import app
+from bench.data.datasets import (
     DatasetError, load_dataset, load_folder, load_kinetics_csv, read_class_map,
 )
-from bench.synth import SynthConfig, class_names, generate, make_video
-from bench.video import read_clip
+from bench.data.synth import SynthConfig, class_names, generate, make_video
+from bench.data.video import read_clip
 from converters.errors import MovibenchError
 
 CONFIG = SynthConfig(classes=3, videos_per_class=4, frames=12, size=32, seed=7, val_fraction=0.25)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.compare_logits import Tolerance, compare_logits
-from bench.validate import synthetic_clips, validate_equivalence
+from bench.evaluation.compare_logits import Tolerance, compare_logits
+from bench.evaluation.equivalence import synthetic_clips, validate_equivalence
 from converters.zoo import ModelConfig
 from runtimes.base import chunks, stream
 

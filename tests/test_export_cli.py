@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.app import app
 
 T0 = ["--model", "t0", "--variant", "stream", "--resolution", "64", "--classes", "5"]
 
@@ -58,7 +58,7 @@ def test_cross_runtime_rejects_a_base_model():
 @pytest.fixture(scope="module")
 def four_videos(tmp_path_factory):
     """One real encoded video per class of the demo models' flash-count task."""
-    from bench.synth import SynthConfig, generate
+    from bench.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("eval-data")
     generate(root, SynthConfig(classes=4, videos_per_class=1, frames=32, size=64, seed=21,

@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from bench.compare_logits import Tolerance
-from bench.validate import validate_equivalence
+from bench.evaluation.compare_logits import Tolerance
+from bench.evaluation.equivalence import validate_equivalence
 from converters.calibration import synthetic_clips
 from converters.errors import (
     ArtifactError, MissingDependencyError, MovibenchError, StateError, UnsupportedExportError,

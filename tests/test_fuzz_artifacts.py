@@ -290,7 +290,7 @@ def test_wrong_frames_are_one_line(sessions, fmt, shape, dtype):
 @pytest.fixture(scope="module")
 def five_videos(tmp_path_factory):
     """One short video per class of the t0 artifacts' five classes."""
-    from bench.video import write_video
+    from bench.data.video import write_video
 
     root = tmp_path_factory.mktemp("five")
     clip = np.random.default_rng(0).random((4, 64, 64, 3)).astype(np.float32)
@@ -330,7 +330,7 @@ def test_the_cli_refuses_a_broken_artifact_with_exit_2(artifacts, five_videos, t
 
     target = tmp_path / f"broken{artifacts[fmt].path.suffix}"
     make(artifacts[fmt], target)
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "eval", "--artifact", str(target),
+    result = subprocess.run([sys.executable, "-m", "bench", "eval", "--artifact", str(target),
                              "--data", str(five_videos), "--protocol", "stream"],
                             capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

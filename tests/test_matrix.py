@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.executor import JobOutcome, LocalProcessExecutor
-from bench.matrix import MatrixConfigError, apply_filter, expand, load_config, parse_config
-from bench.runner import run_matrix
-from bench.store import ResultsStore, load_cells
+from bench.launchers.local import JobOutcome, LocalProcessExecutor
+from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
+from bench.matrix.run import run_matrix
+from bench.results.store import ResultsStore, load_cells
 from converters.errors import MovibenchError
 
 CONFIG = """
@@ -32,7 +32,7 @@ protocols = ["stream", "multi-clip:2x4", "full-clip"]
 [timing]
 warmup = 1
 iterations = 5
-cell_timeout_s = 120
+cell_timeout_s = 600
 
 [data]
 split = "val"
@@ -48,14 +48,22 @@ def config_file(tmp_path):
 
 
 def test_shipped_default_config_expands():
-    from bench.commands.matrix import config_path
+    from bench.cli.matrix import config_path
 
     config = load_config(config_path("default"))
     cells = expand(config)
     # The base model has no states: stream cells of it are excluded by the config's rules.
     assert not [c for c in cells if c.variant == "base" and c.protocol == "stream"]
-    assert {c.kind for c in cells} == {"eval", "memory"}
+    assert {c.kind for c in cells} == {"latency", "accuracy", "memory"}
     assert len({c.cell_id for c in cells}) == len(cells)
+    # Latency is measured once per deployment, not once per protocol.
+    latency = [(c.model, c.variant, c.format, c.threads, c.frames_per_call)
+               for c in cells if c.kind == "latency"]
+    assert len(latency) == len(set(latency))
+    assert {c.frames_per_call for c in cells if c.kind == "latency" and c.variant == "stream"} == {1}
+    assert {c.frames_per_call for c in cells if c.kind == "latency" and c.variant == "base"} == {4, 16, 32}
+    # The memory sweep runs on every runtime of the default config.
+    assert {c.format for c in cells if c.kind == "memory"} == {"tensorflow", "onnx", "tflite-fp32"}
 
 
 def test_cell_ids_are_stable_and_ignore_timing(config_file):
@@ -63,6 +71,7 @@ def test_cell_ids_are_stable_and_ignore_timing(config_file):
     again = expand(parse_config(__import__("tomllib").loads(CONFIG.replace("iterations = 5", "iterations = 9"))))
     assert [c.cell_id for c in first] == [c.cell_id for c in again]
     assert len(apply_filter(first, "protocol=stream|full-clip")) == 2
+    assert [c.kind for c in first] == ["latency", "accuracy", "accuracy", "accuracy"]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -94,27 +103,33 @@ def test_crash_and_hang_become_failed_rows_and_resume_runs_nothing(config_file, 
     out = tmp_path / "run"
     executor = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "crash:multi-clip"})
     finished = []
-    table = run_matrix(config, out, cells=apply_filter(cells, "protocol=stream|multi-clip:2x4"),
+    table = run_matrix(config, out, cells=[c for c in cells if c.protocol != "full-clip"],
                        executor=executor, command="test", on_cell=lambda p, r: finished.append(r))
-    assert len(finished) == 2 and len(table) == 2
-    by_protocol = table.set_index("protocol")
+    assert len(finished) == 3 and len(table) == 3
+    by_protocol = table[table["kind"] == "accuracy"].set_index("protocol")
     assert by_protocol.at["stream", "status"] == "ok"
-    assert by_protocol.at["stream", "top1"] >= 0 and by_protocol.at["stream", "step_p50_ms"] > 0
+    assert by_protocol.at["stream", "top1"] >= 0
+    # Accuracy cells do not time steps (the latency cell does), but measure memory.
+    assert pd.isna(by_protocol.at["stream", "step_p50_ms"])
+    assert by_protocol.at["stream", "peak_rss_mb"] >= by_protocol.at["stream", "rss_loaded_mb"]
     assert by_protocol.at["multi-clip:2x4", "status"] == "failed"
     assert "SIGABRT" in by_protocol.at["multi-clip:2x4", "error"]
 
     hang = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "hang:full-clip"})
     table = run_matrix(config, out, cells=cells, resume=True, executor=hang, cell_timeout_s=3)
-    assert len(table) == 3
-    row = table.set_index("protocol").loc["full-clip"]
+    assert len(table) == 4
+    row = table[table["protocol"] == "full-clip"].iloc[0]
     assert row["status"] == "failed" and "timed out" in row["error"]
+    latency = table[table["kind"] == "latency"].iloc[0]
+    assert latency["status"] == "ok" and latency["step_p50_ms"] > 0
+    assert latency["frames_per_call"] == 1 and pd.isna(latency["top1"])
 
     # Nothing is missing any more: a resumed run starts no cell and keeps every row.
     started = []
     table = run_matrix(config, out, cells=cells, resume=True, executor=hang,
                        on_start=started.append)
-    assert started == [0] and len(table) == 3
-    assert len(load_cells(out)) == 3 and len(pd.read_csv(out / "cells.csv")) == 3
+    assert started == [0] and len(table) == 4
+    assert len(load_cells(out)) == 4 and len(pd.read_csv(out / "cells.csv")) == 4
     assert ResultsStore(out).meta()["name"] == "tiny"
 
 
@@ -128,7 +143,7 @@ def test_existing_run_needs_resume(config_file, tmp_path):
 
 
 def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0_stream_session):
-    from bench.cell import measure_latency
+    from bench.scenarios.latency import measure_latency
 
     frames = np.random.default_rng(0).random((1, 1, 64, 64, 3), dtype=np.float32)
     out = measure_latency(t0_stream_session, frames, warmup=2, iterations=12)
@@ -177,15 +192,16 @@ def test_exports_run_first_in_parallel_once_per_artifact_and_a_failed_one_fails_
     table = run_matrix(config, tmp_path / "run", cells=expand(config), executor=executor,
                        export_jobs=3, on_exports=exports.append, command="test")
     kinds = [job.get("job", "cell") for job in executor.jobs]
-    # Three artifacts for six exported cells, all built before the first cell ran, at once.
-    assert exports == [3] and kinds == ["export"] * 3 + ["cell"] * 6
+    # Three artifacts for nine exported cells (a latency cell and two protocols each), all
+    # built before the first cell ran, at once.
+    assert exports == [3] and kinds == ["export"] * 3 + ["cell"] * 9
     assert executor.peak == 3
-    rows = table.set_index(["format", "protocol"])
+    rows = table[table["kind"] == "accuracy"].set_index(["format", "protocol"])
     assert rows.loc[("onnx", "stream"), "status"] == "ok"
     assert rows.loc[("onnx", "stream"), "export_s"] == 0.2
     assert rows.loc[("tflite-int8", "full-clip"), "status"] == "failed"
     assert rows.loc[("tflite-int8", "full-clip"), "error"] == "export failed: ConverterError: op not supported"
-    assert len(table) == 8
+    assert len(table) == 12
 
 
 def test_stop_all_kills_the_workers_still_running():
@@ -200,3 +216,19 @@ def test_stop_all_kills_the_workers_still_running():
     worker.join(30)
     assert not worker.is_alive() and not executor._live
     assert not outcomes[0].ok and "SIGKILL" in outcomes[0].error
+
+
+def test_a_cells_peak_memory_covers_load(config_file, tmp_path):
+    """Memory allocated (and freed) right after load shows in the cell's peak: nothing resets
+    the process's high-water mark before it is read."""
+    from bench.launchers.worker import BALLOON_MB
+
+    config = load_config(config_file)
+    cells = apply_filter(expand(config), "protocol=multi-clip:2x4")
+    table = run_matrix(config, tmp_path / "run", cells=cells, command="test",
+                       executor=LocalProcessExecutor(env={"MOVIBENCH_FAULT": "balloon:multi-clip"}))
+    row = table.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["peak_rss_delta_mb"] >= BALLOON_MB
+    assert row["peak_rss_mb"] - row["rss_loaded_mb"] >= BALLOON_MB * 0.9  # freed after load
+    assert row["uss_idle_mb"] > 0 and row["uss_max_mb"] >= row["uss_idle_mb"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.protocols import (
+from bench.evaluation.protocols import (
     Protocol, ProtocolError, ProtocolUnsupportedError, crop_offsets, format_protocol,
     parse_protocol, run_protocol, softmax, spatial_views, subclip_starts, take_subclip,
 )
-from bench.validate import synthetic_clips
+from bench.evaluation.equivalence import synthetic_clips
 from converters.zoo import ModelConfig
 from runtimes.base import chunks, stream
 

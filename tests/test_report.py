@@ -1,4 +1,4 @@
-"""`movibench report`: a real run directory (written with bench.store from generated numbers,
+"""`movibench report`: a real run directory (written with bench.results.store from generated numbers,
 no TF) rendered to Markdown + self-contained HTML, checked the way a reader would."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.matrix import Cell
-from bench.protocols import softmax
-from bench.report import build_report, pareto_front
-from bench.store import ResultsStore
+from bench.matrix.config import Cell
+from bench.evaluation.protocols import softmax
+from bench.report.build import build_report, pareto_front
+from bench.results.store import ResultsStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["one", "two", "three", "four"]
@@ -33,9 +33,9 @@ PROTOCOLS = {"stream": 1.0, "full-clip": 1.0, "multi-clip:2x16": 0.8, "multi-cli
 FAILED = ("tflite-int8", 2, "multi-clip:4x4")
 
 
-def _cell(fmt: str, threads: int, protocol: str = "", **kw) -> Cell:
-    return Cell("eval" if protocol else "memory", "t0", "stream", "demo:t0-stream-synth", 64, 4,
-                fmt, threads, protocol, **kw)
+def _cell(fmt: str, threads: int, protocol: str = "", kind: str = "", **kw) -> Cell:
+    kind = kind or ("accuracy" if protocol else "memory")
+    return Cell(kind, "t0", "stream", "demo:t0-stream-synth", 64, 4, fmt, threads, protocol, **kw)
 
 
 def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0) -> Path:
@@ -59,9 +59,27 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
     run_id = "20260101T000000Z"
     for fmt, (runtime, precision, frame_ms, noise) in FORMATS.items():
         for threads in (1, 2):
+            artifact = dict(artifact="" if fmt == "tensorflow" else f"/cache/{fmt}.bin",
+                            artifact_mb=None if fmt == "tensorflow" else 7.5 / (1 + (precision != "fp32")),
+                            export_s=None if fmt == "tensorflow" else 40.0, export_cached=False,
+                            load_s=0.5, peak_rss_mb=400.0 + 100 * (fmt == "tensorflow"),
+                            peak_rss_delta_mb=150.0, uss_delta_mb=120.0)
+            # The latency cell: one per deployment (one frame per call: a stream model).
+            step = frame_ms / threads ** 0.7
+            samples = list(step * rng.lognormal(0, 0.05, 50))
+            p50 = float(np.median(samples))
+            cell = _cell(fmt, threads, kind="latency", frames_per_call=1)
+            store.append({"cell_id": cell.cell_id, "run_id": run_id, "kind": "latency",
+                          "model": "t0", "variant": "stream", "checkpoint": cell.checkpoint,
+                          "resolution": 64, "format": fmt, "precision": precision,
+                          "runtime": runtime, "threads": threads, "status": "ok", "exit_code": 0,
+                          "cell_wall_s": 3.0, "frames_per_call": 1, **artifact, "step_n": 50,
+                          "step_p50_ms": p50, "frame_p50_ms": p50, "fps": 1000 / p50,
+                          "harness_step_ms": 1.02 * p50, "bare_step_ms": p50,
+                          "harness_overhead_pct": 2.0}, samples)
             for protocol in PROTOCOLS:
                 cell = _cell(fmt, threads, protocol)
-                row = {"cell_id": cell.cell_id, "run_id": run_id, "kind": "eval", "model": "t0",
+                row = {"cell_id": cell.cell_id, "run_id": run_id, "kind": "accuracy", "model": "t0",
                        "variant": "stream", "checkpoint": cell.checkpoint, "resolution": 64,
                        "format": fmt, "precision": precision, "runtime": runtime,
                        "threads": threads, "protocol": protocol}
@@ -69,24 +87,15 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
                     store.append({**row, "status": "failed", "exit_code": -6,
                                   "error": "worker killed by SIGABRT (core dumped)"})
                     continue
-                step = frame_ms / threads ** 0.7
-                samples = list(step * rng.lognormal(0, 0.05, 50))
                 logits = reference[protocol] + rng.normal(0, noise, reference[protocol].shape)
                 probs = softmax(logits)
                 preds = probs.argmax(1)
                 frames = FRAMES if not protocol.startswith("multi") else \
                     {"multi-clip:2x16": 32, "multi-clip:4x4": 16}[protocol]
-                p50 = float(np.median(samples))
-                row.update(status="ok", exit_code=0, cell_wall_s=3.0,
-                           artifact="" if fmt == "tensorflow" else f"/cache/{fmt}.bin",
-                           artifact_mb=None if fmt == "tensorflow" else 7.5 / (1 + (precision != "fp32")),
-                           export_s=None if fmt == "tensorflow" else 40.0, export_cached=False,
-                           frames_per_step=None if fmt == "tensorflow" else 1, load_s=0.5,
-                           step_n=50, step_p50_ms=p50, frame_p50_ms=p50, fps=1000 / p50,
-                           harness_step_ms=1.02 * p50, bare_step_ms=p50, harness_overhead_pct=2.0,
-                           peak_rss_mb=400.0 + 100 * (fmt == "tensorflow"),
-                           peak_rss_delta_mb=150.0, videos=VIDEOS, videos_failed=0,
-                           top1=float(np.mean(preds == labels)), top5=1.0,
+                row.update(status="ok", exit_code=0, cell_wall_s=3.0, **artifact,
+                           frames_per_call=None if fmt == "tensorflow" else 1,
+                           videos=VIDEOS, videos_failed=0,
+                           top1=float(np.mean(preds == labels)),
                            frames_per_video=float(frames), video_ms=frames * p50,
                            classes=json.dumps(CLASSES))
                 trace = ""
@@ -101,7 +110,7 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
                                         "ok": True, "error": "",
                                         "probs": json.dumps([round(float(p), 6) for p in probs[v]]),
                                         "trace": trace if v == 0 else ""})
-                store.append(row, samples, predictions)
+                store.append(row, None, predictions)
     if memory:
         for frames in (8, 32, 128):
             for mode in ("full-clip", "stream"):
@@ -218,8 +227,13 @@ def test_headline_picks_one_best_deployment_per_runtime_and_precision(report, ru
     assert onnx["deployment"] == "t0/stream onnx t2"
     best = cells[(cells["format"] == "onnx") & (cells["threads"] == 2) &
                  (cells["protocol"] == onnx["protocol"])].iloc[0]
+    latency = cells[(cells["format"] == "onnx") & (cells["threads"] == 2) &
+                    (cells["kind"] == "latency")].iloc[0]
     assert onnx["top-1 (%)"] == f"{100 * best['top1']:.1f}"
-    assert onnx["per-frame p50 (ms)"] == f"{best['frame_p50_ms']:,.3f}"
+    # Latency comes from the deployment's latency cell, memory from the accuracy cell.
+    assert onnx["per-frame p50 (ms)"] == f"{latency['frame_p50_ms']:,.3f}"
+    assert onnx["frames / call (frames)"] == "1"
+    assert onnx["peak RSS over idle (MB)"] == "150"
     assert onnx["top-1 (%)"] == f"{100 * cells[cells['status'] == 'ok']['top1'].max():.1f}"
     assert onnx["export (s)"] == "40.0" and onnx["load (s)"] == "0.50"
     assert next(r for r in rows if r["runtime"] == "tensorflow")["export (s)"] == "–"
@@ -257,7 +271,7 @@ def test_harness_overhead_table_lists_fastest_deployment_first(report):
     assert rows[0]["deployment"] == "t0/stream tflite-fp32 t2"
     assert rows[-1]["deployment"] == "t0/stream tensorflow t1"
     assert {r["median overhead (%)"] for r in rows} == {"2.00"}
-    assert next(r for r in rows if r["deployment"] == "t0/stream tflite-int8 t2")["cells"] == "3"
+    assert {r["cells"] for r in rows} == {"1"}  # latency is measured once per deployment
 
 
 def test_environment_command_and_config_are_reported(report):
@@ -302,7 +316,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch):
-    from bench.cli import main
+    from bench.cli.app import main
 
     monkeypatch.setattr("sys.argv", ["movibench", "report", str(run_dir), "--out", str(tmp_path), "--json"])
     with pytest.raises(SystemExit) as done:

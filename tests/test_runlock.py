@@ -17,15 +17,15 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench.matrix import expand, load_config, parse_config
-from bench.runlock import LOCK_NAME, RunDirLockedError, RunLock
-from bench.runner import run_matrix
-from bench.store import ResultsStore, load_cells
+from bench.matrix.config import expand, load_config, parse_config
+from bench.matrix.run import run_matrix
+from bench.matrix.runlock import LOCK_NAME, RunDirLockedError, RunLock
+from bench.results.store import ResultsStore, load_cells
 from converters.errors import MovibenchError
 
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "bench", *args],
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
@@ -73,7 +73,7 @@ def test_the_cli_refuses_a_busy_out_with_one_line_exit_2(tmp_path):
     config.write_text('[[models]]\nmodel = "t0"\nresolution = 32\nclasses = 2\n')
     hold = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from bench.runlock import RunLock
+        from bench.matrix.runlock import RunLock
         RunLock({str(out)!r}).acquire("movibench matrix run other.toml")
         print("held", flush=True)
         time.sleep(600)
@@ -96,7 +96,7 @@ def test_a_dead_runs_lock_is_taken_over_and_its_leftover_worker_stopped(tmp_path
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, signal, subprocess, sys
-        from bench.runlock import RunLock
+        from bench.matrix.runlock import RunLock
         lock = RunLock({str(out)!r})
         lock.acquire("movibench matrix run x")
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
@@ -240,8 +240,11 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     config_path = tmp_path / "kill.toml"
     config_path.write_text(KILL_MATRIX)
     out = tmp_path / "run"
-    expected = {c.cell_id for c in expand(load_config(config_path))}
-    assert len(expected) == 4
+    cells = expand(load_config(config_path))
+    expected = {c.cell_id for c in cells}
+    # Per thread count: one latency cell, then the two protocols' accuracy cells.
+    assert [c.label.split(" ", 2)[2] for c in cells] == [
+        "t1 latency@1f", "t1 stream", "t1 full-clip", "t2 latency@1f", "t2 stream", "t2 full-clip"]
     run_args = ["matrix", "run", str(config_path), "--out", str(out), "--export-jobs", "1"]
 
     # 1. SIGKILL while the artifact export runs.
@@ -251,14 +254,14 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     assert run.returncode == -signal.SIGKILL
     assert ResultsStore(out).done_cells() == set()
 
-    # 2. SIGKILL during the third cell, which hangs (MOVIBENCH_FAULT): its worker outlives
+    # 2. SIGKILL during the fifth cell, which hangs (MOVIBENCH_FAULT): its worker outlives
     #    the run, as a real worker does.
     run = cli(*run_args, "--resume", env={"MOVIBENCH_FAULT": "hang:t2 stream"})
     orphan = stop_when(run, signal.SIGKILL, cell_labelled("t2 stream"))
     run.communicate(timeout=60)
-    assert len(ResultsStore(out).done_cells()) == 2 and psutil.pid_exists(orphan)
+    assert len(ResultsStore(out).done_cells()) == 4 and psutil.pid_exists(orphan)
 
-    # 3. SIGTERM during the fourth cell: the run takes over the dead run's lock, stops its
+    # 3. SIGTERM during the last cell: the run takes over the dead run's lock, stops its
     #    leftover worker first, then stops its own worker and keeps the finished cells.
     run = cli(*run_args, "--resume")
     own = stop_when(run, signal.SIGTERM, cell_labelled("t2 full-clip"))
@@ -266,7 +269,7 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     assert run.returncode == 143, stderr[-2000:]
     assert "took over" in stderr and "stopped 1 worker(s)" in stderr
     assert wait_gone(orphan) and wait_gone(own)
-    assert len(ResultsStore(out).done_cells()) == 3
+    assert len(ResultsStore(out).done_cells()) == 5
     assert not (out / LOCK_NAME).exists()
 
     # 4. Ctrl-C (SIGINT) during the last cell.
@@ -280,11 +283,12 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     run = cli(*run_args, "--resume", "--json")
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr[-2000:]
-    assert json.loads(stdout) == {"out": str(out), "cells": 4, "failed": 0}
+    assert json.loads(stdout) == {"out": str(out), "cells": 6, "failed": 0}
     cells = load_cells(out)
     assert sorted(cells["cell_id"]) == sorted(expected)
     assert (cells["status"] == "ok").all()
-    assert len(pd.read_csv(out / "cells.csv")) == 4
+    assert len(pd.read_csv(out / "cells.csv")) == 6
     assert sorted(p.name for p in (out / "parts").glob("*.parquet") if p.name.count(".") == 1) == \
         sorted(f"{c}.parquet" for c in expected)
-    assert set(pd.read_parquet(out / "samples.parquet")["cell_id"]) == expected
+    latency = {c.cell_id for c in cells if c.kind == "latency"}
+    assert set(pd.read_parquet(out / "samples.parquet")["cell_id"]) == latency

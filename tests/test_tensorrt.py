@@ -1,25 +1,34 @@
-"""TensorRT: build plans and calibration feeds everywhere; real engines where TensorRT and a GPU are.
+"""TensorRT: build plans, calibration feeds and the runtime everywhere; real engines on a GPU.
 
-The `tensorrt`-marked tests skip with the reason (TensorRT not installed, no CUDA GPU) on
-machines without them; everything else runs without TensorRT.
+The runtime (runtimes/tensorrt.py, tensorrt_cuda.py) runs everywhere against a double of
+TensorRT and cuda-python (tests/doubles/tensorrt_double.py) whose "engine" is the t0 ONNX model
+run by ONNX Runtime behind the engine API, so its logits must match the ONNX Runtime session's.
+The `tensorrt`-marked tests build and run real engines and skip with the reason (TensorRT not
+installed, no CUDA GPU) on machines without them.
 """
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from bench.compare_logits import Tolerance, compare_logits
+from bench.evaluation.compare_logits import Tolerance, compare_logits
+from bench.scenarios.latency import measure_latency
+from bench.trackers.gpu import COLUMNS, GpuMemoryTracker
 from converters.calibration import streamed_feeds, synthetic_clips
 from converters.errors import (
-    ArtifactError, MissingDependencyError, StateError, UnsupportedExportError,
+    ArtifactError, MissingDependencyError, MovibenchError, StateError, UnsupportedExportError,
 )
 from converters.export import CalibrationData, ExportOptions, export_model
 from converters.formats import get_format
 from converters.manifest import StateManifest, StateSpec, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig, plan_engine_build
 from runtimes.base import chunks, stream
-from runtimes.loader import open_session
+from runtimes.loader import load_manifest, open_session
+from runtimes.onnxruntime import OnnxRuntimeSession
 
 from conftest import T0_STREAM
 
@@ -127,7 +136,7 @@ def test_calibration_drops_a_partial_step_and_refuses_dynamic_t():
 
 # -- without TensorRT: clear refusals ------------------------------------------------------------
 def test_engine_paths_refuse_clearly_without_tensorrt_or_gpu(tmp_path):
-    from converters.export_tensorrt import require_tensorrt
+    from runtimes.tensorrt_cuda import require_tensorrt
 
     try:
         require_tensorrt()
@@ -146,23 +155,207 @@ def test_engine_paths_refuse_clearly_without_tensorrt_or_gpu(tmp_path):
         open_session(engine)
 
 
+# -- the runtime against the TensorRT/CUDA double, everywhere ------------------------------------
+@pytest.fixture(scope="module")
+def onnx_reference():
+    """A 16-frame clip and the t0 ONNX model's per-step logits on it (ONNX Runtime)."""
+    source = export_model(T0_STREAM, "onnx")
+    clip = synthetic_clips(1, 16, 64, seed=6)[0]
+    logits, _ = stream(open_session(source.path), chunks(clip, 1))
+    return clip, logits
+
+
+@pytest.fixture(scope="module")
+def double_engine(tmp_path_factory):
+    """The t0 ONNX model as the double's engine file, beside the manifest of a trt-fp32 engine."""
+    source = export_model(T0_STREAM, "onnx")
+    path = tmp_path_factory.mktemp("double") / "t0_stream.engine"
+    shutil.copyfile(source.path, path)
+    source.manifest.with_format("trt-fp32", "fp32", 1, {}).save(manifest_path_for(path))
+    return path
+
+
+def max_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_engine_streams_like_onnx_runtime(fake_gpu, double_engine, onnx_reference, cuda_graphs):
+    clip, reference = onnx_reference
+    with open_session(double_engine, cuda_graphs=cuda_graphs) as session:
+        assert (session.runtime, session.manifest.format) == ("tensorrt", "trt-fp32")
+        logits, _ = stream(session, chunks(clip, 1))
+        # Ping-pong needs one graph per slot binding; captures only record, replays run.
+        assert len(fake_gpu.graph_execs) == (2 if cuda_graphs else 0)
+    assert fake_gpu.engine_runs == len(clip)
+    assert max_diff(logits, reference) <= 1e-5
+
+
+def test_a_graph_replaying_stale_addresses_gives_wrong_numbers(fake_gpu, double_engine, onnx_reference):
+    from runtimes.tensorrt import TensorRTSession
+    from runtimes.tensorrt_cuda import cuda_call, cudart
+
+    class StaleGraphSession(TensorRTSession):
+        """Graph bookkeeping broken on purpose: the first graph serves every slot binding."""
+
+        def _enqueue(self, slots):
+            if self._graphs and slots not in self._graphs:
+                first_exec = next(iter(self._graphs.values()))[1]
+                cuda_call(cudart().cudaGraphLaunch(first_exec, self._stream))
+                return
+            super()._enqueue(slots)
+
+    clip, reference = onnx_reference
+    with StaleGraphSession.open(double_engine, load_manifest(double_engine), cuda_graphs=True) as session:
+        logits, _ = stream(session, chunks(clip[:4], 1))
+    assert max_diff(logits[:1], reference[:1]) <= 1e-5 and max_diff(logits, reference[:4]) > 1e-3
+
+
+def test_a_state_two_steps_old_is_refused_and_a_live_one_reads_back(fake_gpu, double_engine, onnx_reference):
+    clip, _ = onnx_reference
+    _, expected = stream(open_session(export_model(T0_STREAM, "onnx").path), chunks(clip[:2], 1))
+    with open_session(double_engine) as session:
+        first = session.step(clip[None, :1], session.init_states())[1]
+        second = session.step(clip[None, 1:2], first)[1]
+        session.step(clip[None, 2:3], second)
+        with pytest.raises(StateError, match="overwritten"):
+            session.step(clip[None, :1], first)
+        name = next(iter(first))
+        with pytest.raises(StateError, match="overwritten"):
+            np.asarray(first[name])
+        # The third step read `second`'s slot and wrote the other: `second` is still valid.
+        for key, value in second.items():
+            assert max_diff(value, expected[key]) <= 1e-5, key
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_states_from_the_host_or_another_runtime_are_uploaded(fake_gpu, double_engine, onnx_reference,
+                                                               cuda_graphs):
+    clip, reference = onnx_reference
+    ort = open_session(export_model(T0_STREAM, "onnx").path)
+    _, ort_states = stream(ort, chunks(clip[:6], 1))
+    host_states = {name: np.asarray(value) for name, value in ort_states.items()}
+    with open_session(double_engine, cuda_graphs=cuda_graphs) as session:
+        from_ort, _ = stream(session, chunks(clip[6:], 1), ort_states)
+        from_host, _ = stream(session, chunks(clip[6:], 1), host_states)
+    assert max_diff(from_ort, reference[6:]) <= 1e-5 and max_diff(from_host, reference[6:]) <= 1e-5
+
+
+def test_close_frees_everything_and_a_closed_session_refuses(fake_gpu, double_engine, onnx_reference):
+    clip, _ = onnx_reference
+    session = open_session(double_engine, cuda_graphs=True)
+    _, states = stream(session, chunks(clip[:3], 1))
+    m = session.manifest
+    io_bytes = 2 * m.state_bytes + clip[:1].nbytes + 4 * m.num_classes
+    assert fake_gpu.used_bytes >= io_bytes + session.device_memory_bytes
+    assert fake_gpu.streams and fake_gpu.graphs and fake_gpu.graph_execs
+    session.close()
+    assert (fake_gpu.memory, fake_gpu.streams, fake_gpu.graphs, fake_gpu.graph_execs) == ({}, {}, {}, {})
+    with pytest.raises(StateError, match="closed"):
+        session.step(clip[None, :1], session.init_states())
+    with pytest.raises(StateError, match="closed"):
+        np.asarray(states[next(iter(states))])
+    session.close()  # a second close is a no-op
+
+
+def test_engine_io_is_checked_against_the_manifest(fake_gpu, double_engine, tmp_path):
+    engine = tmp_path / "model.engine"
+    shutil.copyfile(double_engine, engine)
+    good = load_manifest(double_engine)
+    replace(good, num_classes=6).save(manifest_path_for(engine))
+    with pytest.raises(ArtifactError, match="output 'logits' has shape") as mismatch:
+        open_session(engine)
+    assert "does not match its manifest" in str(mismatch.value) and "\n" not in str(mismatch.value)
+    replace(good, states=good.states[1:]).save(manifest_path_for(engine))
+    with pytest.raises(ArtifactError, match="that the manifest does not name"):
+        open_session(engine)
+    engine.write_bytes(b"not an engine" * 100)
+    with pytest.raises(ArtifactError, match="cannot deserialize .*Serialization"):
+        open_session(engine)
+
+
+def test_without_a_gpu_the_engine_refuses_to_open(monkeypatch, double_engine):
+    from doubles.tensorrt_double import FakeGpu, install
+
+    install(monkeypatch, FakeGpu(device_count=0))
+    with pytest.raises(MissingDependencyError, match=r"installed but there is no usable CUDA GPU \(cudaErrorNoDevice\)"):
+        open_session(double_engine)
+
+
+def test_device_buffers_catch_a_wrong_copy_kind_and_a_use_after_free(fake_gpu):
+    from runtimes.tensorrt_cuda import DeviceBuffer, cuda_call, cudart
+
+    rt = cudart()
+    data = np.arange(6, dtype=np.float32)
+    buffer = DeviceBuffer(data.nbytes)
+    buffer.upload(data)
+    np.testing.assert_array_equal(buffer.download(np.empty_like(data)), data)
+    with pytest.raises(MovibenchError, match="cudaErrorInvalidValue"):  # host and device swapped
+        cuda_call(rt.cudaMemcpy(data.ctypes.data, buffer.ptr, data.nbytes,
+                                rt.cudaMemcpyKind.cudaMemcpyHostToDevice))
+    pointer = buffer.ptr
+    buffer.free()
+    with pytest.raises(MovibenchError, match="cudaErrorInvalidValue"):
+        cuda_call(rt.cudaMemcpy(data.ctypes.data, pointer, data.nbytes,
+                                rt.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+    assert fake_gpu.used_bytes == 0
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_latency_cell_leaves_the_session_states_intact(fake_gpu, double_engine, onnx_reference, cuda_graphs):
+    clip, reference = onnx_reference
+    with open_session(double_engine, cuda_graphs=cuda_graphs) as session:
+        out = measure_latency(session, clip[None, :1], warmup=2, iterations=10)
+        assert out["step_n"] == len(out["_samples_ms"]) == 10
+        assert out["harness_step_ms"] > 0 and out["bare_step_ms"] > 0
+        logits, _ = stream(session, chunks(clip, 1))
+    assert max_diff(logits, reference) <= 1e-5
+
+
+# -- GPU memory through the session ---------------------------------------------------------------
+def test_gpu_memory_tracker_reads_the_device_through_the_session(fake_gpu, double_engine, onnx_reference):
+    from runtimes.tensorrt import TensorRTSession
+
+    clip, _ = onnx_reference
+    tracker = GpuMemoryTracker()
+    tracker.before_load(TensorRTSession)
+    with open_session(double_engine, cuda_graphs=True) as session:
+        loaded_bytes = fake_gpu.used_bytes
+        tracker.read("loaded", session)
+        _, states = stream(session, chunks(clip[:2], 1))
+        tracker.read("warm", session)
+        stream(session, chunks(clip[2:4], 1), states)
+        tracker.read("end", session)
+        m = session.manifest
+        io_bytes = 2 * m.state_bytes + clip[:1].nbytes + 4 * m.num_classes
+        engine_bytes = session.device_memory_bytes
+    columns = tracker.columns()
+    assert columns["gpu_mem_loaded_mb"] * 2**20 == loaded_bytes >= io_bytes + engine_bytes
+    assert columns["gpu_mem_peak_mb"] >= columns["gpu_mem_loaded_mb"]
+    assert columns["gpu_engine_mb"] == engine_bytes / 2**20 > 0
+    assert tracker.readings["loaded"].total_bytes == fake_gpu.total_bytes
+
+
+def test_gpu_memory_columns_are_empty_without_a_device():
+    tracker = GpuMemoryTracker()
+    tracker.before_load(OnnxRuntimeSession)
+    session = open_session(export_model(T0_STREAM, "onnx").path)
+    tracker.read("loaded", session)
+    assert session.device_memory_info() is None and tracker.readings == {}
+    assert tracker.columns() == dict.fromkeys(COLUMNS)
+    with pytest.raises(ValueError, match="unknown phase"):
+        tracker.read("after_lunch", session)
+
+
 # -- real engines: TensorRT 10 and a CUDA GPU ----------------------------------------------------
 @pytest.fixture(scope="module")
 def tensorrt_ready():
-    from converters.export_tensorrt import require_tensorrt
+    from runtimes.tensorrt_cuda import require_tensorrt
 
     try:
         return require_tensorrt()
     except MissingDependencyError as exc:
         pytest.skip(f"needs TensorRT and a CUDA GPU: {exc}")
-
-
-@pytest.fixture(scope="module")
-def onnx_reference(tensorrt_ready):
-    source = export_model(T0_STREAM, "onnx")
-    clip = synthetic_clips(1, 16, 64, seed=6)[0]
-    logits, _ = stream(open_session(source.path), chunks(clip, 1))
-    return clip, logits
 
 
 @pytest.mark.tensorrt

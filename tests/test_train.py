@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.datasets import load_folder
-from bench.synth import SynthConfig, generate
-from bench.train import TrainConfig, TrainError, decode_clips, train
+from bench.cli.app import app
+from bench.data.datasets import load_folder
+from bench.data.synth import SynthConfig, generate
+from bench.train.trainer import TrainConfig, TrainError, decode_clips, train
 from converters.zoo import CONFIG_SIDECAR, checkpoint_config, config_for
 
 RES, FRAMES = 32, 8
@@ -38,8 +38,8 @@ def test_decode_clips_pads_and_skips(tiny_data):
 
 
 def test_stream_train_save_resume_reload(tiny_data, tmp_path):
-    from bench.validate import synthetic_clips, validate_equivalence
-    from bench.compare_logits import Tolerance
+    from bench.evaluation.equivalence import synthetic_clips, validate_equivalence
+    from bench.evaluation.compare_logits import Tolerance
     from runtimes.tensorflow import TensorFlowSession
 
     out = tmp_path / "run"

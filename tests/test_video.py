@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from bench.video import CODEC_FOR_SUFFIX, iter_frames, list_videos, probe, read_clip, write_video
+from bench.data.video import CODEC_FOR_SUFFIX, iter_frames, list_videos, probe, read_clip, write_video
 from converters.errors import VideoError
 
 CONTAINERS = ("mp4", "webm", "avi", "mkv")

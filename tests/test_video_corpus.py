@@ -14,9 +14,9 @@ import av
 import numpy as np
 import pytest
 
-from bench.datasets import load_folder
-from bench.evaluate import evaluate
-from bench.video import iter_frames, list_videos, probe, read_clip
+from bench.data.datasets import load_folder
+from bench.evaluation.evaluate import evaluate
+from bench.data.video import iter_frames, list_videos, probe, read_clip
 from converters.errors import VideoError
 
 FRAMES = 12

@@ -7,7 +7,7 @@ Excluded from the default test run (pyproject addopts). Run and save JSON that
         --benchmark-json results/benchmarks/step_latency.json
 
 MOVIBENCH_BENCH_MODEL / _RESOLUTION / _THREADS pick the model (default t0 stream at 64²,
-random init, 600 classes: seconds to convert); `a0` at 172 is the FIELD_NOTES reference point
+random init, 600 classes: seconds to convert); `a0` at 172 is the size users deploy
 and shares its artifacts with `movibench validate cross-runtime --model a0`.
 """
 

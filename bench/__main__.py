@@ -1,0 +1,5 @@
+"""`python -m bench` runs the movibench command line."""
+
+from bench.cli.app import main
+
+main()

@@ -1,0 +1,146 @@
+"""`movibench eval`: accuracy and per-video cost under evaluation protocols."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from bench.cli.options import (
+    CheckpointOpt, DemoOpt, JsonOpt, ModelOpt, ResolutionOpt, ThreadsOpt, VariantOpt, console,
+    resolve_checkpoint_option, stdout,
+)
+from converters.errors import MovibenchError
+
+
+def register(root: typer.Typer) -> None:
+    root.command("eval")(eval_cmd)
+
+
+def _clip_frames(config, protocols, clip_frames: int | None) -> int | None:
+    """Frames per call of an exported artifact that must serve every protocol asked for."""
+    from bench.scenarios.deployment import frames_per_call
+
+    if clip_frames is not None or config.causal:
+        return frames_per_call(config.causal, clip_frames=clip_frames)
+    lengths = {frames_per_call(False, p) for p in protocols if p.clip_frames}
+    if len(lengths) != 1:
+        raise MovibenchError("a base model on an exported format runs clips of one fixed length: "
+                             "pass --clip-frames L (or multi-clip protocols of one L)")
+    return lengths.pop()
+
+
+def _open_session(artifact, fmt, clip_frames, protocols, model, variant, resolution, checkpoint,
+                  dataset, threads):
+    from bench.scenarios.deployment import open_deployment
+    from converters.formats import get_format
+    from converters.zoo import config_for
+
+    if artifact is not None:
+        from runtimes.loader import open_session
+
+        return open_session(artifact, threads=threads)
+    config = config_for(model, variant, resolution, dataset.num_classes, checkpoint)
+    if checkpoint is not None:
+        from bench.train.trainer import CLASSES_TXT
+
+        ckpt_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        if (ckpt_dir / CLASSES_TXT).exists():
+            trained = tuple(ckpt_dir.joinpath(CLASSES_TXT).read_text().split())
+            if trained != tuple(dataset.classes):
+                raise MovibenchError(f"checkpoint classes {list(trained)} differ from the "
+                                     f"dataset's {list(dataset.classes)}")
+    frames = _clip_frames(config, protocols, clip_frames) if get_format(fmt).exported else None
+    return open_deployment(config, fmt, checkpoint=checkpoint, frames=frames, threads=threads)
+
+
+def eval_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset folder (DIR/<split>/<class>/*) or Kinetics-style CSV.")],
+    protocol: Annotated[list[str], typer.Option(
+        "--protocol", "-p", help="Repeatable: stream, stream:C=4, full-clip, multi-clip:KxL[:3crop].")] = ["stream"],
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    resolution: ResolutionOpt = None,
+    checkpoint: CheckpointOpt = None,
+    demo: DemoOpt = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="tensorflow (the reference), or an export format (onnx, "
+                               "tflite-fp32, ...): exported through the cache, then evaluated.")] = "tensorflow",
+    clip_frames: Annotated[Optional[int], typer.Option(
+        "--clip-frames", help="Base model on an exported format: the clip length L it is "
+                              "exported for (default: the multi-clip protocols' L).", min=1)] = None,
+    artifact: Annotated[Optional[Path], typer.Option(
+        help="An exported artifact (opened with runtimes.loader) instead of a TF model.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only this split (e.g. val).")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Resample videos to this frame rate.")] = None,
+    stride: Annotated[int, typer.Option(help="Keep every n-th decoded frame.", min=1)] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N videos.", min=1)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Per-video rows to .csv/.parquet; a <stem>.summary.<ext> table goes beside it.")] = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model on a labelled dataset under one or more protocols.
+
+    A video that cannot be decoded becomes a failed row with its error; the rest go on.
+    """
+    from bench.data.datasets import load_dataset
+    from bench.evaluation.evaluate import evaluate, summary_path, write_table
+    from bench.evaluation.protocols import parse_protocol
+    from bench.trackers.memory import peak_rss_mb
+
+    protocols = [parse_protocol(p) for p in protocol]
+    checkpoint = resolve_checkpoint_option(checkpoint, demo)
+    if artifact is not None and (checkpoint is not None or model is not None):
+        raise MovibenchError("--artifact carries its own model: drop --model/--checkpoint/--demo")
+    dataset = load_dataset(data, split)
+    samples = dataset.samples[:limit] if limit else dataset.samples
+    with console.status("loading model"):
+        session = _open_session(artifact, fmt, clip_frames, protocols, model, variant,
+                                resolution, checkpoint, dataset, threads)
+    from tqdm import tqdm
+
+    results = []
+    for proto in protocols:
+        with tqdm(total=len(samples), desc=proto.name, unit="video", file=sys.stderr,
+                  leave=False, disable=as_json) as bar:
+            results.append(evaluate(session, samples, proto, classes=dataset.classes, fps=fps,
+                                    stride=stride, keep_traces=False,
+                                    on_video=lambda _: bar.update(1)))
+    summaries = [r.summary() for r in results]
+    if out is not None:
+        write_table([row for r in results for row in r.rows()], out)
+        write_table(summaries, summary_path(out))
+    failures = {r.protocol: [f"{v.path}: {v.error}" for v in r.videos if not v.ok] for r in results}
+    if as_json:
+        print(json.dumps({"data": str(data), "split": split, "videos": len(samples),
+                          "summaries": [{**s, "confusion": json.loads(s["confusion"]),
+                                         "classes": json.loads(s["classes"])} for s in summaries],
+                          "failures": failures}, indent=2))
+        return
+    m = session.manifest
+    table = Table(title=f"{m.model_id}/{m.variant}@{m.resolution} ({session.runtime}) on "
+                        f"{data}{f' [{split}]' if split else ''}: {len(samples)} videos")
+    for col in ("protocol", "top-1", "top-5", "mean class acc", "failed", "frames/video",
+                "model ms/video"):
+        table.add_column(col, no_wrap=col == "protocol")
+    for s in summaries:
+        table.add_row(s["protocol"], f"{s['top1']:.1%}",
+                      "–" if s["top5"] != s["top5"] else f"{s['top5']:.1%}",
+                      f"{s['mean_class_accuracy']:.1%}", str(s["failed"]),
+                      f"{s['frames_processed_per_video']:.1f}",
+                      f"{s['model_s_per_video'] * 1e3:.1f}")
+    stdout.print(table)
+    # One process ran every protocol, so only the whole run's peak is known (never reset).
+    stdout.print(f"peak RSS of this process (load and every protocol): {peak_rss_mb():.0f} MB; "
+                 "top-5 is shown only for more than 5 classes")
+    for proto, lines in failures.items():
+        for line in lines:
+            console.print(f"[yellow]failed[/] {escape(proto)}: {escape(line)}", highlight=False)
+    if out is not None:
+        stdout.print(f"wrote {out} and {summary_path(out)}")

@@ -1,0 +1,140 @@
+"""`movibench export`: turn a MoViNet into cached artifacts (+ state manifests) per format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from bench.cli.options import (
+    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, DemoOpt, JsonOpt, ModelOpt,
+    OpsetOpt, ResolutionOpt, SimplifyOpt, VariantOpt, console, model_config, stdout,
+)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("export")(export_cmd)
+
+
+def copy_artifact(artifact: Path, manifest: Path, out: Path) -> Path:
+    """Copy an artifact and its manifest into `out`, each under a temporary name first, so an
+    interrupted copy (full disk, Ctrl-C) never leaves a partial file under the real name."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source in (manifest, artifact):
+        tmp = out / f".{source.name}.partial"
+        try:
+            shutil.copy2(source, tmp)
+            tmp.replace(out / source.name)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out / artifact.name
+
+
+def export_cmd(
+    formats: Annotated[str, typer.Option(
+        "--formats", "-f", help="Comma-separated: onnx, tflite-fp32, tflite-fp16, tflite-dynamic, "
+                                "tflite-int8, trt-fp32, trt-fp16, trt-int8.")] = "onnx,tflite-fp32",
+    model: ModelOpt = None,
+    variant: VariantOpt = None,
+    resolution: ResolutionOpt = None,
+    classes: ClassesOpt = None,
+    checkpoint: CheckpointOpt = None,
+    demo: DemoOpt = None,
+    clip_frames: ClipFramesOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Also copy each artifact and its manifest into this folder.")] = None,
+    opset: OpsetOpt = 17,
+    simplify: SimplifyOpt = False,
+    dynamic_frames: Annotated[bool, typer.Option(
+        help="ONNX only: leave T symbolic (one artifact for 1 frame or a whole clip).")] = False,
+    int8_float_io: Annotated[bool, typer.Option(
+        help="int8: keep image, logits and states float at the boundary.")] = True,
+    calib_videos: Annotated[Optional[Path], typer.Option(
+        help="int8 calibration: stream real clips from this folder (default: generated clips).")] = None,
+    calib_clips: Annotated[int, typer.Option(help="int8 calibration clips.", min=1)] = 8,
+    calib_frames: Annotated[int, typer.Option(help="Frames per calibration clip.", min=1)] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of random-init weights (no checkpoint).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a model to each format, served from the content-addressed cache when built before.
+
+    Every artifact is written with its state manifest (<artifact>.manifest.json). A format
+    that fails is reported with its reason and the others go on. Exit 0 when every format
+    exported, 1 when any failed, 2 on bad input.
+    """
+    from converters.cache import ArtifactCache, CacheIntegrityWarning
+    from converters.errors import MovibenchError
+    from converters.export import CalibrationData, ExportOptions, export_model
+    from converters.formats import parse_formats
+
+    specs = parse_formats(formats)
+    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+    if calib_videos is not None:
+        from bench.data.calibration_clips import calibration_from_videos
+        from bench.data.video import list_videos
+
+        paths = list_videos(calib_videos)[:calib_clips]
+        if not paths:
+            raise MovibenchError(f"no video files in {calib_videos} for int8 calibration")
+        calibration = calibration_from_videos(paths, calib_frames)
+    else:
+        calibration = CalibrationData(clips=calib_clips, frames=calib_frames, seed=seed)
+    options = ExportOptions(opset=opset, simplify=simplify, dynamic_frames=dynamic_frames,
+                            int8_float_io=int8_float_io, calibration=calibration, seed=seed)
+    cache = ArtifactCache(on_wait=lambda message: console.print(message, highlight=False))
+    rows = []
+    for spec in specs:
+        with console.status(f"exporting {config.model_id}/{config.variant} to {spec.name}"), \
+                warnings.catch_warnings():
+            # Said below in one line of our own, not as a Python warning with a source line.
+            warnings.simplefilter("ignore", CacheIntegrityWarning)
+            try:
+                artifact = export_model(config, spec.name, checkpoint=checkpoint,
+                                        frames_per_step=clip_frames, options=options, cache=cache)
+            except MovibenchError as exc:
+                rows.append({"format": spec.name, "ok": False, "error": str(exc)})
+                continue
+        rebuilt = artifact.details.get("cache_rebuilt", "")
+        if rebuilt:
+            console.print(f"warning: the cached {spec.name} artifact failed its check ({rebuilt}): "
+                          "rebuilt it", highlight=False, soft_wrap=True, markup=False)
+        path = artifact.path
+        if out is not None:
+            try:
+                path = copy_artifact(artifact.path, artifact.manifest_path, out)
+            except OSError as exc:
+                rows.append({"format": spec.name, "ok": False,
+                             "error": f"cannot copy the artifact into {out}: {exc.strerror or exc}"})
+                continue
+        rows.append({"format": spec.name, "ok": True, "cached": artifact.cached,
+                     "seconds": round(artifact.elapsed_seconds, 3),
+                     "build_seconds": round(artifact.build_seconds, 3),
+                     "size_mb": round(artifact.size_bytes / 2**20, 3),
+                     "frames_per_step": artifact.manifest.frames_per_step,
+                     "path": str(path), "key": artifact.key, "cache_rebuilt": rebuilt,
+                     "details": artifact.details})
+    failed = [r for r in rows if not r["ok"]]
+    if as_json:
+        print(json.dumps({"model": config.to_dict(), "artifacts": rows}, indent=2))
+    else:
+        table = Table(title=f"{config.model_id}/{config.variant}@{config.resolution} "
+                            f"({config.num_classes} classes)")
+        for col in ("format", "result", "MB", "T", "path"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            if not r["ok"]:
+                table.add_row(r["format"], "[red]FAILED", "", "", r["error"])
+                continue
+            how = (f"cached ({r['seconds']:.2f} s)" if r["cached"]
+                   else f"built in {r['build_seconds']:.1f} s")
+            if r["cache_rebuilt"]:
+                how = f"re{how} (cached copy damaged)"
+            table.add_row(r["format"], how, f"{r['size_mb']:.2f}",
+                          str(r["frames_per_step"] or "any"), r["path"])
+        stdout.print(table)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -1,0 +1,181 @@
+"""`movibench matrix plan|run|schema`: the benchmark matrix."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, stdout
+
+app = typer.Typer(help="Plan and run a benchmark matrix (models x formats x threads x protocols).",
+                  no_args_is_help=True)
+
+DEFAULT_CONFIG = "default"
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="matrix")
+
+
+def config_path(name: str) -> Path:
+    """A TOML path, or the name of a config shipped in bench/configs ('default')."""
+    path = Path(name)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    return Path(str(resources.files("bench") / "configs" / f"{name}.toml"))
+
+
+ConfigArg = Annotated[str, typer.Argument(
+    help="Matrix TOML file, or the name of a shipped config ('default').")]
+OnlyOpt = Annotated[Optional[str], typer.Option(
+    "--only", help="Keep cells matching key=value[,key=value] (value a|b for any of), "
+                   "e.g. 'format=onnx|tflite-fp32,protocol=stream'.")]
+
+
+def _cells(config_name: str, only: str | None):
+    from bench.matrix.config import apply_filter, expand, load_config
+
+    config = load_config(config_path(config_name))
+    return config, apply_filter(expand(config), only)
+
+
+@app.command("plan")
+def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
+             out: Annotated[Optional[Path], typer.Option(help="Run directory to compare with (shows done cells).")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Print the expanded cells, the artifact each needs, and which are already done."""
+    from bench.matrix.run import plan_cells, planned_data
+    from bench.results.store import ResultsStore
+
+    cfg, cells = _cells(config, only)
+    done = ResultsStore(out).done_cells() if out else set()
+    plans = plan_cells(cells, planned_data(cfg), done)
+    if as_json:
+        print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id, "status": p.status,
+                           "frames_per_call": p.frames_per_call, "artifact": p.artifact,
+                           "error": p.error} for p in plans], indent=2))
+        return
+    todo = sum(p.status == "todo" for p in plans)
+    table = Table(title=f"{cfg.name}: {len(plans)} cells ({todo} to run)", box=None)
+    for col in ("cell", "model", "format", "thr", "scenario", "protocol / sweep", "T", "artifact",
+                "status"):
+        table.add_column(col, no_wrap=col != "protocol / sweep")
+    for p in plans:
+        c = p.cell
+        what = {"latency": "-", "memory": f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
+        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, str(c.threads), c.kind, what,
+                      "-" if p.frames_per_call is None else str(p.frames_per_call),
+                      p.artifact or "-", "[red]cannot run" if p.error else p.status)
+    stdout.print(table)
+
+
+@app.command("run")
+def run_cmd(
+    config: ConfigArg = DEFAULT_CONFIG,
+    out: Annotated[Path, typer.Option(help="Run directory (results store).")] = Path("runs/default"),
+    resume: Annotated[bool, typer.Option(help="Continue a run in --out: run only missing cells.")] = False,
+    only: OnlyOpt = None,
+    cell_timeout: Annotated[Optional[float], typer.Option(
+        "--cell-timeout", help="Seconds before a cell is killed and recorded as failed.",
+        min=0.001)] = None,
+    export_jobs: Annotated[int, typer.Option(
+        "--export-jobs", help="Exports (conversions, one core each) run at once before the "
+                              "cells; cells always run one at a time.", min=1)] = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every cell in its own process; write rows to a Parquet + CSV results store.
+
+    The artifacts the cells need are exported first (served from the cache when built
+    before), then the cells run one at a time. A crash, hang or out-of-memory in one export
+    or cell becomes a failed row and the run goes on. An --out that another live run holds
+    is refused; after a killed run, --resume takes its place and runs only the missing cells.
+    Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config or a busy --out,
+    130 on Ctrl-C, 143 on SIGTERM (finished cells are kept either way).
+    """
+    from bench.matrix.run import run_matrix, summary_line
+
+    cfg, cells = _cells(config, only)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    task = None
+
+    def on_exports(total: int) -> None:
+        nonlocal task
+        if total:
+            task = progress.add_task("exports", total=total)
+
+    def on_export(job, outcome) -> None:
+        what = f"export {job['config']['model_id']}/{job['config']['variant']} {job['format']}"
+        if job.get("frames_per_call"):
+            what += f" (T={job['frames_per_call']})"
+        if not outcome.ok:
+            how = f"FAILED {outcome.error}"
+        elif outcome.result.get("cached"):
+            how = "cached"
+        else:
+            how = f"built in {outcome.result.get('build_s', float('nan')):.1f} s"
+        progress.console.print(f"{what}: {how}", highlight=False, markup=False)
+        progress.advance(task)
+
+    def on_start(total: int) -> None:
+        nonlocal task
+        task = progress.add_task("cells", total=total)
+        if total < len(cells):
+            console.print(f"{len(cells) - total} cell(s) already done in {out}: skipped")
+
+    def on_cell(plan, row) -> None:
+        progress.console.print(f"{plan.cell.label}: {summary_line(row)}", highlight=False,
+                               markup=False)
+        progress.advance(task)
+
+    command = "movibench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with progress, _exit_on_sigterm():
+        table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
+                           command=command, export_jobs=export_jobs, on_cell=on_cell,
+                           on_start=on_start, on_exports=on_exports, on_export=on_export,
+                           on_note=lambda note: progress.console.print(
+                               f"note: {note}", highlight=False, markup=False))
+    failed = int((table["status"] == "failed").sum()) if len(table) else 0
+    if as_json:
+        print(json.dumps({"out": str(out), "cells": len(table), "failed": failed}))
+    else:
+        console.print(f"{len(table)} cell(s) in {out}/cells.parquet (+ cells.csv), {failed} failed")
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@contextmanager
+def _exit_on_sigterm():
+    """SIGTERM stops a run like Ctrl-C (bench.matrix.runlock); exit with its own status, 143."""
+    from bench.matrix.runlock import Terminated
+
+    try:
+        yield
+    except Terminated as exc:
+        console.print("terminated: finished cells are kept; --resume continues")
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command("schema")
+def schema_cmd(as_json: JsonOpt = False) -> None:
+    """Print the results columns with their units and meaning."""
+    from bench.results.schema import describe
+
+    df = describe()
+    if as_json:
+        print(df.to_json(orient="records", indent=2))
+        return
+    table = Table(title="results columns (cells.parquet / cells.csv)")
+    for col in ("name", "unit", "description"):
+        table.add_column(col)
+    for r in df.itertuples():
+        table.add_row(r.name, r.unit, r.description)
+    stdout.print(table)

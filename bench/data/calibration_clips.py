@@ -1,0 +1,42 @@
+"""int8 calibration data from real videos: what the exporters' representative datasets stream."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bench.data.video import read_clip
+from converters.errors import MovibenchError
+from converters.export import CalibrationData, ExportOptions
+
+
+def calibration_from_videos(paths: list[Path], frames: int) -> CalibrationData:
+    """CalibrationData that decodes `paths` (the first `frames` frames of each).
+
+    Its name hashes the files' names and sizes, so a different set of videos is a different
+    artifact in the cache.
+    """
+    if not paths:
+        raise MovibenchError("no videos given for int8 calibration")
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode())
+        digest.update(str(Path(path).stat().st_size).encode())
+
+    def source(resolution: int):
+        for path in paths:
+            yield read_clip(path, resolution, max_frames=frames)
+
+    return CalibrationData(name=f"videos:{digest.hexdigest()[:16]}", clips=len(paths),
+                           frames=frames, source=source)
+
+
+def export_options(fmt: str, calibration_videos: list[str] | tuple[str, ...],
+                   frames: int) -> ExportOptions:
+    """The ExportOptions the matrix builds `fmt` with: int8 calibrates on the given videos."""
+    from converters.formats import get_format
+
+    if get_format(fmt).precision != "int8" or not calibration_videos:
+        return ExportOptions()
+    return ExportOptions(calibration=calibration_from_videos(
+        [Path(p) for p in calibration_videos], frames))

@@ -1,0 +1,119 @@
+"""Where cells run. Today: one local subprocess per cell with a timeout.
+
+The interface is one method, so a distributed executor (e.g. Ray tasks) can replace the local
+one without touching the matrix or the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class JobOutcome:
+    """What came back from one worker process."""
+
+    ok: bool
+    result: dict
+    error: str
+    exit_code: int
+    wall_s: float
+
+
+class Executor(Protocol):
+    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+        """Run one job (a cell or an export) to its outcome; may be called from several threads."""
+
+    def stop_all(self) -> None:
+        """Stop every job still running (called when the run is interrupted)."""
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with status {code}"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+class LocalProcessExecutor:
+    """Runs each job as `python -m bench.launchers.worker` in a fresh process group.
+
+    A timeout kills the whole group (a runtime's own threads/children included) and reports
+    the cell as timed out; a crash reports the signal or status and the last stderr line.
+    """
+
+    def __init__(self, python: str = sys.executable, env: dict | None = None):
+        self.python = python
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        # Workers alive now (jobs may run from several threads at once, e.g. exports).
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        # Told the pids of the live workers whenever they change (the run directory's lock
+        # records them, so a run that takes over after a crash can stop the leftovers).
+        self.on_workers: Callable[[list[int]], None] | None = None
+
+    def _workers_changed(self) -> None:
+        if self.on_workers is not None:
+            self.on_workers(sorted(proc.pid for proc in self._live))
+
+    def stop_all(self) -> None:
+        """Kill every worker still running (their process groups): an interrupted run stops."""
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # not yet its own group leader: kill the process itself
+                proc.kill()
+
+    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+        with tempfile.TemporaryDirectory(prefix="movibench-cell-") as tmp:
+            job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+            job_path.write_text(json.dumps(job))
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [self.python, "-m", "bench.launchers.worker", str(job_path), str(result_path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                env=self.env, start_new_session=True)
+            with self._lock:
+                self._live.add(proc)
+                self._workers_changed()
+            try:
+                _, stderr = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                return JobOutcome(False, {}, f"timed out after {timeout_s:g} s (killed)",
+                                  -signal.SIGKILL, time.perf_counter() - start)
+            except KeyboardInterrupt:
+                # The worker has its own session, so Ctrl-C does not reach it: stop it here.
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                raise
+            finally:
+                with self._lock:
+                    self._live.discard(proc)
+                    self._workers_changed()
+            wall = time.perf_counter() - start
+            result = json.loads(result_path.read_text()) if result_path.exists() else {}
+            if proc.returncode == 0:
+                return JobOutcome(True, result, "", 0, wall)
+            error = result.get("_error") or f"{_describe_exit(proc.returncode)}: {_last_line(stderr)}"
+            return JobOutcome(False, result, error, proc.returncode, wall)

@@ -1,0 +1,130 @@
+"""The cell worker: runs ONE benchmark cell (or one export) in its own process.
+
+`python -m bench.launchers.worker JOB.json RESULT.json`. The launcher (bench.launchers.local)
+turns a crash, hang or out-of-memory of this process into a failed row; nothing here needs to
+survive those. Only the runtime the cell names is imported, so memory is that runtime's own.
+
+Every cell, whatever its scenario, is measured the same way: the runtime's engine and the
+harness's libraries are imported, the memory tracker takes its idle reading, the session loads
+(timed), the scenario runs, the tracker reads the peak. Nothing resets the process's peak.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.trackers import CellTrackers
+from bench.trackers.memory import END, IDLE, LOADED
+
+FAULT_ENV = "MOVIBENCH_FAULT"  # testing hook: '<kind>:<label substring>', kinds below
+BALLOON_MB = 256  # 'balloon': this much memory allocated, touched and freed right after load
+# Imported by every cell before the idle reading, whatever it measures, so idle memory is the
+# same harness everywhere (PyAV, the dataset and protocol code, numpy, psutil).
+HARNESS_MODULES = ("numpy", "psutil", "av", "bench.data.datasets", "bench.data.video",
+                   "bench.evaluation.evaluate", "bench.scenarios.deployment")
+
+
+def inject_fault(label: str, phase: str) -> None:
+    """Make this worker really crash, hang or allocate, so the harness can be tested.
+
+    'crash' and 'hang' act before load; 'balloon' allocates BALLOON_MB right after load and
+    frees it, which a peak that covers load must show.
+    """
+    spec = os.environ.get(FAULT_ENV, "")
+    kind, _, target = spec.partition(":")
+    if not (kind and target and target in label):
+        return
+    if phase == "start" and kind == "crash":
+        os.abort()
+    if phase == "start" and kind == "hang":
+        time.sleep(10**6)
+    if phase == "loaded" and kind == "balloon":
+        import numpy as np
+
+        block = np.ones(BALLOON_MB * 2**20, dtype=np.uint8)
+        del block
+
+
+def run_export(job: dict) -> dict:
+    """Export (or fetch from the cache) one artifact; return its path and build facts."""
+    from bench.data.calibration_clips import export_options
+    from converters.export import export_model
+    from converters.zoo import ModelConfig
+
+    start = time.perf_counter()
+    options = export_options(job["format"], job.get("calibration_videos") or [],
+                             job.get("calibration_frames") or 16)
+    artifact = export_model(ModelConfig.from_dict(job["config"]), job["format"],
+                            checkpoint=job.get("checkpoint") or None,
+                            frames_per_step=job.get("frames_per_call"), options=options)
+    return {"artifact": str(artifact.path), "cached": artifact.cached,
+            "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
+            "artifact_mb": artifact.size_bytes / 2**20}
+
+
+def run_cell(job: dict) -> dict:
+    """Measure one cell; the returned dict uses bench.results.schema column names."""
+    from bench.scenarios.deployment import open_deployment
+    from converters.formats import get_format
+    from converters.zoo import ModelConfig
+    from runtimes.loader import session_class
+
+    cell = job["cell"]
+    label = job.get("label", "")
+    inject_fault(label, "start")
+    spec = get_format(cell["format"])
+    session_class(spec.runtime).import_engine()
+    for name in HARNESS_MODULES:
+        importlib.import_module(name)
+    scenario = importlib.import_module(f"bench.scenarios.{cell['kind']}")
+    trackers = CellTrackers()
+    trackers.mark(IDLE)
+    trackers.gpu.before_load(session_class(spec.runtime))
+    start = time.perf_counter()
+    session = open_deployment(ModelConfig.from_dict(job["config"]), spec.name,
+                              checkpoint=job.get("checkpoint") or None,
+                              artifact=job.get("artifact"), frames=job.get("frames_per_call"),
+                              threads=cell["threads"])
+    try:
+        out = {"load_s": time.perf_counter() - start,
+               # The artifact's fixed frames per call (empty for TF, which takes any T); a
+               # latency cell overwrites it with the frames its calls took.
+               "frames_per_call": session.manifest.frames_per_step,
+               "precision": session.manifest.precision}
+        inject_fault(label, "loaded")
+        trackers.session = session
+        trackers.mark(LOADED)
+        out.update(scenario.run(session, job, trackers))
+        trackers.mark(END)
+        out.update(trackers.columns())
+    finally:
+        session.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the worker process."""
+    from converters.errors import first_line
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    job_path, result_path = (argv or sys.argv[1:])[:2]
+    job = json.loads(Path(job_path).read_text())
+    code = 0
+    try:
+        result = run_export(job) if job.get("job") == "export" else run_cell(job)
+    except Exception as exc:  # any failure of the thing measured becomes a failed row
+        result = {"_error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+        code = 1
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=float))
+    tmp.replace(result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""Benchmark matrix: the TOML config, its dataclasses, and expansion into cells.
+
+Axes vary independently (models x formats x threads x protocols, plus a memory sweep over clip
+lengths); include/exclude rules prune the product. A cell's id hashes its definition, so the
+same cell has the same id in every run: that is what `--resume` and `compare` key on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from bench.scenarios import ACCURACY, LATENCY, MEMORY, SWEEP_MODES, cell_label
+from converters.errors import MovibenchError
+from converters.formats import TENSORFLOW
+
+
+class MatrixConfigError(MovibenchError, ValueError):
+    """A matrix config that cannot be run, naming the key at fault."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the matrix: id, variant, weights and input size."""
+
+    model: str
+    variant: str = "stream"
+    checkpoint: str = ""  # path, 'demo:<name>' for shipped demo weights, '' for random init
+    resolution: int | None = None
+    classes: int | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The evaluation data: a dataset path, or a synthetic set generated (and cached) on demand."""
+
+    path: str = ""
+    split: str = "val"
+    max_videos: int | None = None
+    synth: dict = field(default_factory=dict)  # bench.data.synth.SynthConfig fields
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Peak memory and time vs clip length: one call on the whole clip vs frame by frame."""
+
+    clip_frames: tuple[int, ...] = ()
+    formats: tuple[str, ...] = (TENSORFLOW,)
+    modes: tuple[str, ...] = ("full-clip", "stream")
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    """A whole benchmark matrix as read from TOML."""
+
+    name: str
+    models: tuple[ModelEntry, ...]
+    formats: tuple[str, ...] = (TENSORFLOW,)
+    threads: tuple[int, ...] = (1,)
+    protocols: tuple[str, ...] = ("stream",)
+    warmup: int = 5
+    iterations: int = 50
+    cell_timeout_s: float = 900.0
+    data: DataConfig = field(default_factory=DataConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    include: tuple[dict, ...] = ()
+    exclude: tuple[dict, ...] = ()
+    source: str = ""  # the TOML text, stored with the run
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement (bench.scenarios): `kind='latency'` times calls of `frames_per_call`
+    frames; `kind='accuracy'` runs `protocol` over the dataset; `kind='memory'` runs one
+    synthetic clip of `clip_frames` frames in `sweep_mode`."""
+
+    kind: str
+    model: str
+    variant: str
+    checkpoint: str
+    resolution: int | None
+    classes: int | None
+    format: str
+    threads: int | None
+    protocol: str = ""
+    clip_frames: int | None = None
+    sweep_mode: str = ""
+    frames_per_call: int | None = None
+    warmup: int = 5
+    iterations: int = 50
+
+    @property
+    def cell_id(self) -> str:
+        # Timing knobs are not identity: changing iterations must still resume/compare.
+        ident = {k: v for k, v in asdict(self).items() if k not in ("warmup", "iterations")}
+        if ident["frames_per_call"] is None:
+            del ident["frames_per_call"]  # ids of cells that predate the field stay the same
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return cell_label(self.model, self.variant, self.format, self.threads, self.kind,
+                          self.protocol, self.clip_frames, self.sweep_mode, self.frames_per_call)
+
+    def matches(self, rule: dict) -> bool:
+        """True when every key of `rule` equals this cell's value (lists mean 'any of')."""
+        for key, want in rule.items():
+            have = getattr(self, key)
+            options = want if isinstance(want, list) else [want]
+            if have not in options and str(have) not in map(str, options):
+                return False
+        return True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Cell:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+# Upper bounds: beyond them a value is a typo (an extra digit), and taking it literally would
+# start a thousand threads or time calls for days before anyone noticed.
+MAX_THREADS = 1024
+MAX_CALLS = 10**6  # warmup, iterations
+MAX_TIMEOUT_S = 7 * 86400.0
+MAX_FRAMES = 100_000  # memory sweep clip length
+MAX_RESOLUTION = 4096
+MAX_CLASSES = 100_000
+MAX_VIDEOS = 10**7
+SYNTH_INT_MAX = {"seed": 2**32 - 1, "fps": 1000, "size": MAX_RESOLUTION}
+SYNTH_VIDEO_BYTES = 2**31  # a generated video is held as float32 frames while encoded
+
+
+class _Bad(ValueError):
+    """A config value that cannot work; parse_config adds the file name."""
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _table(value, name: str, known: set[str]) -> dict:
+    """A TOML table with only `known` keys."""
+    if not isinstance(value, dict):
+        raise _Bad(f"{name} must be a table, got {_show(value)}")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _Bad(f"unknown {name} key(s) {unknown}; known: {', '.join(sorted(known))}")
+    return value
+
+
+def _int(value, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{name} must be an integer, got {_show(value)}")
+    if value < lo:
+        raise _Bad(f"{name} must be >= {lo}, got {value}")
+    if value > hi:
+        raise _Bad(f"{name} must be <= {hi}, got {value}")
+    return value
+
+
+def _number(value, name: str, hi: float) -> float:
+    """A finite number > 0 and <= hi."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"{name} must be a number, got {_show(value)}")
+    if not 0 < value <= hi:  # also false for NaN
+        raise _Bad(f"{name} must be > 0 and <= {hi:g}, got {value}")
+    return float(value)
+
+
+def _str(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{name} must be a string, got {_show(value)}")
+    return value
+
+
+def _tuple(value, name: str, item, allow_empty: bool = False) -> tuple:
+    """A list checked item by item (a single value counts as a list of one)."""
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, list):
+        raise _Bad(f"{name} must be a list, got {_show(value)}")
+    if not value and not allow_empty:
+        raise _Bad(f"{name} is empty")
+    return tuple(item(v, name) for v in value)
+
+
+def _registered(check):
+    """An item checker from a registry lookup (get_format, parse_protocol, ...)."""
+    def item(value, name: str):
+        value = _str(value, name)
+        try:
+            check(value)
+        except MovibenchError as exc:
+            raise _Bad(f"{name}: {exc}") from None
+        return value
+    return item
+
+
+def _optional_int(table: dict, key: str, name: str, lo: int, hi: int) -> int | None:
+    return None if table.get(key) is None else _int(table[key], name, lo, hi)
+
+
+def _model(entry, name: str) -> ModelEntry:
+    from converters.zoo import get_model, get_variant
+
+    entry = _table(entry, name, {f.name for f in fields(ModelEntry)})
+    if "model" not in entry:
+        raise _Bad(f"{name} needs a model id (model = \"t0\")")
+    model = ModelEntry(
+        model=_registered(get_model)(entry["model"], f"{name} model"),
+        variant=_registered(get_variant)(entry.get("variant", "stream"), f"{name} variant"),
+        checkpoint=_str(entry.get("checkpoint", ""), f"{name} checkpoint"),
+        resolution=_optional_int(entry, "resolution", f"{name} resolution", 32, MAX_RESOLUTION),
+        classes=_optional_int(entry, "classes", f"{name} classes", 1, MAX_CLASSES))
+    if "\0" in model.checkpoint:
+        raise _Bad(f"{name} checkpoint holds a NUL character")
+    return model
+
+
+def _synth(value) -> dict:
+    """[data] synth: SynthConfig fields with their types, then SynthConfig's own checks."""
+    from bench.data.synth import SynthConfig
+
+    kinds = {f.name: f.type for f in fields(SynthConfig)}
+    table = _table(value, "[data] synth", set(kinds))
+    for key, val in table.items():
+        name = f"[data] synth.{key}"
+        if kinds[key] == "int":
+            _int(val, name, 0, SYNTH_INT_MAX.get(key, MAX_FRAMES))
+        elif kinds[key] == "float":
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise _Bad(f"{name} must be a number, got {_show(val)}")
+        else:
+            _str(val, name)
+    synth = SynthConfig(**table)
+    try:
+        synth.validate()
+    except MovibenchError as exc:
+        # Its messages name CLI options (--videos-per-class); here they are TOML keys.
+        message = re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
+        raise _Bad(f"[data] synth: {message}") from None
+    if synth.frames * synth.size**2 * 3 * 4 > SYNTH_VIDEO_BYTES:
+        raise _Bad(f"[data] synth: a video of {synth.frames} frames at {synth.size}x{synth.size} "
+                   f"is over {SYNTH_VIDEO_BYTES / 2**30:.0f} GB in memory while it is written")
+    return dict(table)
+
+
+def _rules(value, name: str) -> tuple[dict, ...]:
+    """[[include]] / [[exclude]]: tables of cell fields to values (a list = any of)."""
+    known = {f.name for f in fields(Cell)}
+    if not isinstance(value, list):
+        raise _Bad(f"{name} must be a list of tables ([[{name[2:-2]}]]), got {_show(value)}")
+    for rule in value:
+        _table(rule, name, known)
+        for key, want in rule.items():
+            for option in want if isinstance(want, list) else [want]:
+                if not isinstance(option, (str, int, float, bool)):
+                    raise _Bad(f"{name} {key} must be a value or a list of values, got {_show(want)}")
+    return tuple(value)
+
+
+def load_config(path: str | Path) -> MatrixConfig:
+    """Parse and validate a matrix TOML file; errors name the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except FileNotFoundError:
+        raise MatrixConfigError(f"matrix config not found: {path}") from None
+    except IsADirectoryError:
+        raise MatrixConfigError(f"matrix config {path} is a folder, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise MatrixConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(raw, text, str(path))
+
+
+def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConfig:
+    """Build a MatrixConfig from parsed TOML, checking every value's type and range and every
+    name against the registries; the first problem is a MatrixConfigError naming its key."""
+    try:
+        return _parse(raw, text)
+    except _Bad as exc:
+        raise MatrixConfigError(f"{where}: {exc}") from None
+
+
+def _parse(raw: dict, text: str) -> MatrixConfig:
+    from bench.evaluation.protocols import parse_protocol
+    from converters.formats import get_format
+
+    known = {"name", "models", "axes", "timing", "data", "memory_sweep", "include", "exclude"}
+    if not isinstance(raw, dict):
+        raise _Bad(f"a matrix config is a TOML table, got {_show(raw)}")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise _Bad(f"unknown section(s) {unknown}; known: {sorted(known)}")
+    if not raw.get("models"):
+        raise _Bad("at least one [[models]] entry is required")
+    if not isinstance(raw["models"], list):
+        raise _Bad(f"[[models]] must be a list of tables, got {_show(raw['models'])}")
+    models = tuple(_model(entry, f"[[models]] #{i + 1}") for i, entry in enumerate(raw["models"]))
+
+    axes = raw.get("axes", {})
+    if isinstance(axes, dict):
+        bad_axes = sorted(set(axes) - {"formats", "threads", "protocols"})
+        if bad_axes:
+            raise _Bad(f"unknown axes {bad_axes}; known: formats, threads, protocols")
+    axes = _table(axes, "[axes]", {"formats", "threads", "protocols"})
+    formats = _tuple(axes.get("formats", [TENSORFLOW]), "axes.formats", _registered(get_format))
+    protocols = _tuple(axes.get("protocols", ["stream"]), "axes.protocols",
+                       _registered(parse_protocol))
+    threads = _tuple(axes.get("threads", [1]), "axes.threads",
+                     lambda v, n: _int(v, n, 1, MAX_THREADS))
+
+    timing = _table(raw.get("timing", {}), "[timing]", {"warmup", "iterations", "cell_timeout_s"})
+    warmup = _int(timing.get("warmup", 5), "[timing] warmup", 0, MAX_CALLS)
+    iterations = _int(timing.get("iterations", 50), "[timing] iterations", 1, MAX_CALLS)
+    cell_timeout_s = _number(timing.get("cell_timeout_s", 900), "[timing] cell_timeout_s",
+                             MAX_TIMEOUT_S)
+
+    sweep_raw = _table(raw.get("memory_sweep", {}), "[memory_sweep]",
+                       {"clip_frames", "formats", "modes", "threads"})
+    sweep = SweepConfig(
+        clip_frames=_tuple(sweep_raw.get("clip_frames", []), "memory_sweep.clip_frames",
+                           lambda v, n: _int(v, n, 1, MAX_FRAMES), allow_empty=True),
+        formats=_tuple(sweep_raw.get("formats", [TENSORFLOW]), "memory_sweep.formats",
+                       _registered(get_format)),
+        modes=_tuple(sweep_raw.get("modes", list(SWEEP_MODES)), "memory_sweep.modes",
+                     _registered(_sweep_mode)),
+        threads=_optional_int(sweep_raw, "threads", "memory_sweep.threads", 1, MAX_THREADS),
+    )
+
+    data_raw = _table(raw.get("data", {}), "[data]", {f.name for f in fields(DataConfig)})
+    if data_raw.get("path") and data_raw.get("synth"):
+        raise _Bad("[data] takes a path or a synth table, not both")
+    data = DataConfig(
+        path=_str(data_raw.get("path", ""), "[data] path"),
+        split=_str(data_raw.get("split", "val"), "[data] split"),
+        max_videos=_optional_int(data_raw, "max_videos", "[data] max_videos", 1, MAX_VIDEOS),
+        synth=_synth(data_raw["synth"]) if data_raw.get("synth") is not None else {})
+    if "\0" in data.path:
+        raise _Bad("[data] path holds a NUL character")
+    return MatrixConfig(
+        name=_str(raw.get("name", "matrix"), "name"),
+        models=models,
+        formats=formats,
+        threads=threads,
+        protocols=protocols,
+        warmup=warmup,
+        iterations=iterations,
+        cell_timeout_s=cell_timeout_s,
+        data=data,
+        sweep=sweep,
+        include=_rules(raw.get("include", []), "[[include]]"),
+        exclude=_rules(raw.get("exclude", []), "[[exclude]]"),
+        source=text,
+    )
+
+
+def _sweep_mode(mode: str) -> None:
+    if mode not in SWEEP_MODES:
+        raise MatrixConfigError(f"unknown mode {mode!r}; known: {', '.join(SWEEP_MODES)}")
+
+
+def latency_frames(config: MatrixConfig, causal: bool) -> list[int]:
+    """Frames per call of a model's latency cells: 1 for causal models (they stream); for base
+    models every clip length its protocols run (multi-clip L, and full-clip on fixed-length
+    synthetic videos), since each is its own artifact on exported formats."""
+    from bench.evaluation.protocols import FULL_CLIP, MULTI_CLIP, parse_protocol
+
+    if causal:
+        return [1]
+    lengths = []
+    for name in config.protocols:
+        protocol = parse_protocol(name)
+        if protocol.kind == MULTI_CLIP:
+            lengths.append(protocol.clip_frames)
+        elif protocol.kind == FULL_CLIP and config.data.synth:
+            from bench.data.synth import SynthConfig
+
+            lengths.append(config.data.synth.get("frames", SynthConfig().frames))
+    return sorted(set(lengths))
+
+
+def expand(config: MatrixConfig) -> list[Cell]:
+    """All cells of the matrix after include/exclude rules, in a stable order.
+
+    Per model and format: latency cells once per deployment (threads x frames per call),
+    accuracy cells per threads x protocol, and memory-sweep cells per sweep format x clip length
+    x mode. `include` rules (if any) keep only matching cells; `exclude` rules drop matching cells.
+    """
+    from converters.zoo import get_variant
+
+    cells: list[Cell] = []
+    for m in config.models:
+        common = dict(model=m.model, variant=m.variant, checkpoint=m.checkpoint,
+                      resolution=m.resolution, classes=m.classes,
+                      warmup=config.warmup, iterations=config.iterations)
+        per_call = latency_frames(config, get_variant(m.variant).causal)
+        for fmt in config.formats:
+            for threads in config.threads:
+                for frames in per_call:
+                    cells.append(Cell(LATENCY, format=fmt, threads=threads,
+                                      frames_per_call=frames, **common))
+                for protocol in config.protocols:
+                    cells.append(Cell(ACCURACY, format=fmt, threads=threads, protocol=protocol,
+                                      **common))
+        for fmt in config.sweep.formats:
+            for frames in config.sweep.clip_frames:
+                for mode in config.sweep.modes:
+                    cells.append(Cell(MEMORY, format=fmt, threads=config.sweep.threads or config.threads[0],
+                                      clip_frames=frames, sweep_mode=mode, **common))
+    if config.include:
+        cells = [c for c in cells if any(c.matches(r) for r in config.include)]
+    cells = [c for c in cells if not any(c.matches(r) for r in config.exclude)]
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        seen.setdefault(cell.cell_id, cell)
+    return list(seen.values())
+
+
+def apply_filter(cells: list[Cell], expr: str | None) -> list[Cell]:
+    """`--only 'format=onnx,threads=2'`: keep cells matching every key=value (| for any-of)."""
+    if not expr:
+        return cells
+    rule = {}
+    for part in expr.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in {f.name for f in fields(Cell)}:
+            raise MatrixConfigError(f"--only: expected key=value with a cell field, got {part!r}")
+        rule[key.strip()] = value.strip().split("|")
+    kept = [c for c in cells if c.matches(rule)]
+    if cells and not kept:
+        # Most often a typo in a value (format=onxx): say which values there are.
+        key = next(iter(rule))
+        values = sorted({str(getattr(c, key)) for c in cells})
+        raise MatrixConfigError(f"--only {expr!r} matches none of the {len(cells)} cells "
+                                f"({key} values: {', '.join(values)})")
+    return kept

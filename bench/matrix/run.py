@@ -1,0 +1,345 @@
+"""Run a benchmark matrix: prepare data and artifacts, run each cell isolated, store rows.
+
+Nothing is lost: an export or cell that fails becomes a failed row with its one-line error, a
+Ctrl-C leaves every finished cell in the store, and `resume` runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from bench.launchers.local import Executor, JobOutcome, LocalProcessExecutor
+from bench.matrix.config import Cell, MatrixConfig, MatrixConfigError
+from bench.matrix.runlock import hold_run_dir
+from bench.results.environment import environment
+from bench.results.store import ResultsStore
+from bench.scenarios import LATENCY
+from converters.cache import default_cache_dir
+from converters.errors import MovibenchError
+from converters.filelock import FileLock
+from converters.formats import get_format
+
+
+def checkpoint_path(ref: str) -> str:
+    """'demo:<name>' -> the shipped demo checkpoint; a path stays a path; '' = random init."""
+    if ref.startswith("demo:"):
+        from converters.zoo import demo_checkpoint
+
+        return str(demo_checkpoint(ref[len("demo:"):]))
+    return ref
+
+
+CALIBRATION_VIDEOS = 8
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The resolved evaluation data of a run."""
+
+    path: str
+    split: str | None
+    max_videos: int | None
+    frames: int | None  # fixed video length, known for synthetic data
+    first_video: str
+    # int8 calibration streams these (the train split when there is one, so the evaluated
+    # videos are not the ones the quantization ranges were fitted on).
+    calibration_videos: tuple[str, ...] = ()
+
+
+def synth_root(synth: dict) -> Path:
+    """Where a synthetic dataset of these parameters is generated (once) in the cache."""
+    key = hashlib.sha256(json.dumps(synth, sort_keys=True).encode()).hexdigest()[:12]
+    return default_cache_dir() / "datasets" / f"synth-{key}"
+
+
+def prepare_data(config: MatrixConfig) -> DataSource | None:
+    """The dataset path; a synthetic one is generated once into the cache, keyed by its config."""
+    data = config.data
+    if not data.path and not data.synth:
+        return None
+    frames = None
+    if data.synth:
+        from bench.data.synth import SynthConfig, generate
+
+        synth = SynthConfig(**data.synth)
+        root = synth_root(data.synth)
+        if not (root / ".complete").exists():
+            # Two runs wanting the same set at once: one writes it, the other waits for it.
+            with FileLock(root.with_name(root.name + ".lock")):
+                if not (root / ".complete").exists():
+                    shutil.rmtree(root, ignore_errors=True)  # a killed generator's half set
+                    generate(root, synth)
+                    (root / ".complete").write_text("ok\n")
+        path, frames = root, synth.frames
+    else:
+        path = Path(data.path)
+        if not path.exists():
+            raise MatrixConfigError(f"[data] path not found: {path}")
+    from bench.data.datasets import load_dataset
+
+    dataset = load_dataset(path, data.split)
+    if not dataset.samples:
+        raise MatrixConfigError(f"[data] no videos in split {data.split!r} of {path}")
+    everything = load_dataset(path)
+    train = [s for s in everything.samples if s.split == "train"] or list(dataset.samples)
+    calibration = tuple(str(s.path) for s in train[:CALIBRATION_VIDEOS])
+    return DataSource(str(path), data.split, data.max_videos, frames, str(dataset.samples[0].path),
+                      calibration)
+
+
+def calibration_frames(data: DataSource | None) -> int:
+    """Frames per int8 calibration clip: whole videos of fixed-length data, else 16."""
+    return (data.frames if data else None) or 16
+
+
+def planned_data(config: MatrixConfig) -> DataSource | None:
+    """What `prepare_data` will resolve, without generating anything (for plans): the real
+    thing once a synthetic dataset exists in the cache, else its expected shape."""
+    data = config.data
+    if data.path or (data.synth and synth_root(data.synth).joinpath(".complete").exists()):
+        return prepare_data(config)
+    if not data.path and not data.synth:
+        return None
+    frames = data.synth.get("frames") if data.synth else None
+    if frames is None and data.synth:
+        from bench.data.synth import SynthConfig
+
+        frames = SynthConfig().frames
+    return DataSource(data.path, data.split, data.max_videos, frames, "")
+
+
+def cell_frames(cell: Cell, data: DataSource | None) -> int:
+    """Frames per call of the cell's deployment (bench.scenarios.deployment.frames_per_call):
+    1 for causal models; for base models the latency cell's, sweep's or protocol's clip length,
+    or the fixed video length for full-clip."""
+    from bench.evaluation.protocols import parse_protocol
+    from bench.scenarios.deployment import frames_per_call
+    from converters.zoo import get_variant
+
+    return frames_per_call(
+        get_variant(cell.variant).causal,
+        parse_protocol(cell.protocol) if cell.protocol else None,
+        clip_frames=cell.frames_per_call or cell.clip_frames,
+        video_frames=data.frames if data else None)
+
+
+@dataclass
+class CellPlan:
+    """A cell with everything resolved that it needs to run."""
+
+    cell: Cell
+    config: dict
+    checkpoint: str
+    frames_per_call: int | None
+    status: str  # 'done', 'todo'
+    error: str = ""  # a cell that cannot run as configured: recorded as a failed row
+    # 'cached', 'to build', or '' (the tensorflow reference needs no artifact)
+    artifact: str = ""
+
+
+def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> list[CellPlan]:
+    """Resolve model configs (from checkpoint sidecars, no TF import) and artifact shapes."""
+    from converters.zoo import config_for
+
+    plans = []
+    # Cells share artifacts, and a cache lookup hashes the artifact's files: look each up once.
+    cached: dict[tuple, bool] = {}
+    for cell in cells:
+        ckpt = checkpoint_path(cell.checkpoint)
+        config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
+        exported = get_format(cell.format).exported
+        frames, error = None, ""
+        if exported or cell.kind == LATENCY:
+            # Outside the latency scenario TF takes any T (full-clip: each video in one call).
+            try:
+                frames = cell_frames(cell, data)
+            except MovibenchError as exc:
+                error = str(exc)
+        artifact = ""
+        if exported and not error:
+            from bench.data.calibration_clips import export_options
+            from converters.export import is_cached
+
+            key = (json.dumps(config.to_dict(), sort_keys=True), cell.format, ckpt, frames)
+            if key not in cached:
+                options = export_options(cell.format, data.calibration_videos if data else (),
+                                         calibration_frames(data))
+                cached[key] = is_cached(config, cell.format, checkpoint=ckpt or None,
+                                        frames_per_step=frames, options=options)
+            artifact = "cached" if cached[key] else "to build"
+        plans.append(CellPlan(cell, config.to_dict(), ckpt, frames,
+                              "done" if cell.cell_id in done else "todo", error, artifact))
+    return plans
+
+
+def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None) -> dict:
+    cell = plan.cell
+    spec = get_format(cell.format)
+    row = {
+        "cell_id": cell.cell_id, "run_id": run_id, "kind": cell.kind, "model": cell.model,
+        "variant": cell.variant, "checkpoint": cell.checkpoint,
+        "resolution": plan.config["resolution"], "format": cell.format,
+        "precision": spec.precision, "runtime": spec.runtime, "threads": cell.threads,
+        "protocol": cell.protocol or None, "clip_frames": cell.clip_frames,
+        "sweep_mode": cell.sweep_mode or None, "frames_per_call": plan.frames_per_call,
+        "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
+        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
+    }
+    if artifact:
+        row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"),
+                   export_s=artifact.get("build_s"), export_cached=artifact.get("cached"))
+    row.update({k: v for k, v in outcome.result.items() if not k.startswith("_")})
+    return row
+
+
+def summary_line(row: dict) -> str:
+    """One line per finished cell for the console."""
+    if row["status"] != "ok":
+        return f"FAILED {row['error']}"
+    parts = []
+    if row.get("step_p50_ms") is not None:
+        parts.append(f"p50 {row['step_p50_ms']:.2f} ms/step")
+    if row.get("top1") is not None:
+        parts.append(f"top-1 {row['top1']:.1%}")
+    if row.get("sweep_s") is not None:
+        parts.append(f"{row['sweep_s']:.2f} s")
+    parts.append(f"peak Δ{row.get('peak_rss_delta_mb', float('nan')):.0f} MB")
+    return ", ".join(parts)
+
+
+def artifact_key(plan: CellPlan) -> tuple:
+    """What makes two cells share one artifact."""
+    return (json.dumps(plan.config, sort_keys=True), plan.checkpoint, plan.cell.format,
+            plan.frames_per_call)
+
+
+def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: Executor,
+                     timeout: float, jobs: int = 1,
+                     on_start: Callable[[int], None] | None = None,
+                     on_export: Callable[[dict, JobOutcome], None] | None = None
+                     ) -> dict[tuple, JobOutcome]:
+    """Build (or take from the cache) every artifact `plans` need, `jobs` exports at a time.
+
+    Each export is its own process, like a cell. Conversions run on one core (tf2onnx and the
+    TFLite converter are single-threaded), so on a 2-core machine two at once take about half
+    the wall time, and each export's own time (`export_s`) barely changes.
+    """
+    pending: dict[tuple, dict] = {}
+    for plan in plans:
+        if plan.error or not get_format(plan.cell.format).exported:
+            continue
+        pending.setdefault(artifact_key(plan), {
+            "job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
+            "format": plan.cell.format, "frames_per_call": plan.frames_per_call,
+            "calibration_videos": list(data.calibration_videos) if data else [],
+            "calibration_frames": calibration_frames(data)})
+    if on_start:
+        on_start(len(pending))
+    outcomes: dict[tuple, JobOutcome] = {}
+    if not pending:
+        return outcomes
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="export")
+    try:
+        futures = {pool.submit(executor.run, job, timeout): key for key, job in pending.items()}
+        for future in as_completed(futures):
+            key = futures[future]
+            outcomes[key] = future.result()
+            if on_export:
+                on_export(pending[key], outcomes[key])
+    except BaseException:
+        # Ctrl-C reaches this thread only: stop the exports still running in the others.
+        pool.shutdown(wait=False, cancel_futures=True)
+        executor.stop_all()
+        raise
+    pool.shutdown()
+    return outcomes
+
+
+def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell],
+               executor: Executor | None = None, command: str = "",
+               on_note: Callable[[str], None] | None = None, **options) -> pd.DataFrame:
+    """Run `cells` of `config` into the store at `out`; returns the consolidated table.
+
+    The artifacts the cells need are exported first (`export_jobs` at a time; `on_exports`
+    gets their number, `on_export` each outcome), then the cells run one at a time, so no
+    cell is timed while anything else runs. Options: resume, cell_timeout_s, export_jobs,
+    on_cell, on_start, on_exports, on_export.
+
+    The run holds `out` meanwhile (bench.matrix.runlock): a second run into it raises
+    RunDirLockedError; the lock of a killed run is taken over (`on_note` is told) and its
+    leftover workers stopped. SIGTERM is handled like Ctrl-C.
+    """
+    command = command or " ".join(sys.argv)
+    with hold_run_dir(out, command, on_note) as lock:
+        executor = executor or LocalProcessExecutor()
+        if hasattr(executor, "on_workers"):
+            executor.on_workers = lock.set_workers
+        return _run_matrix(config, out, cells=cells, executor=executor, command=command, **options)
+
+
+def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
+                cell_timeout_s: float | None = None, executor: Executor, command: str,
+                export_jobs: int = 1,
+                on_cell: Callable[[CellPlan, dict], None] | None = None,
+                on_start: Callable[[int], None] | None = None,
+                on_exports: Callable[[int], None] | None = None,
+                on_export: Callable[[dict, JobOutcome], None] | None = None) -> pd.DataFrame:
+    store = ResultsStore(out)
+    if store.exists() and not resume:
+        raise MovibenchError(f"{out} already holds results: pass --resume to continue it, "
+                             "or choose another --out")
+    timeout = cell_timeout_s or config.cell_timeout_s
+    data = prepare_data(config)
+    plans = plan_cells(cells, data, store.done_cells())
+    todo = [p for p in plans if p.status == "todo"]
+    meta = store.meta() if resume and store.exists() else {}
+    run_id = meta.get("run_id") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    meta.update(run_id=run_id, name=config.name, config_hash=config.config_hash(),
+                command=command, environment=environment(),
+                started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                dataset=data.path if data else None, cells_planned=len(plans))
+    store.init(meta, config.source)
+    try:
+        artifacts = export_artifacts(todo, data, executor, timeout, export_jobs, on_exports,
+                                     on_export)
+        if on_start:
+            on_start(len(todo))
+        for plan in todo:
+            cell = plan.cell
+            artifact = None
+            outcome = JobOutcome(False, {}, plan.error, 0, 0.0) if plan.error else None
+            if outcome is None and get_format(cell.format).exported:
+                exported = artifacts[artifact_key(plan)]
+                if exported.ok:
+                    artifact = exported.result
+                else:
+                    outcome = replace(exported, error=f"export failed: {exported.error}", wall_s=0.0)
+            if outcome is None:
+                job = {"cell": cell.to_dict(), "config": plan.config, "checkpoint": plan.checkpoint,
+                       "artifact": artifact["artifact"] if artifact else None,
+                       "label": cell.label, "frames_per_call": plan.frames_per_call}
+                if data:
+                    job.update(dataset=data.path, split=data.split, max_videos=data.max_videos,
+                               first_video=data.first_video)
+                outcome = executor.run(job, timeout)
+            row = _row(plan, run_id, outcome, artifact)
+            store.append(row, outcome.result.get("_samples_ms"), outcome.result.get("_predictions"))
+            store.consolidate()
+            if on_cell:
+                on_cell(plan, row)
+    finally:
+        meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        store.write_meta(meta)
+        table = store.consolidate()
+    return table
+

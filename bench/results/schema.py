@@ -1,0 +1,146 @@
+"""The results schema: every column of a benchmark run, its unit and meaning, in one place.
+
+Reports, `compare` and the store all read column names from here. Units are in the names
+(`_ms`, `_mb`, `_s`, `_pct`) so a CSV opened by hand is still unambiguous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # pandas dtype
+    unit: str
+    description: str
+
+
+CELL_COLUMNS: tuple[Column, ...] = (
+    # identity of the cell (stable across runs: resume and compare key on cell_id)
+    Column("cell_id", "string", "", "hash of the cell's definition"),
+    Column("run_id", "string", "", "the run that produced the row"),
+    Column("kind", "string", "", "scenario: 'latency' (timed calls), 'accuracy' (protocol over a dataset) or 'memory' (clip-length sweep)"),
+    Column("model", "string", "", "model id (t0, a0..a5)"),
+    Column("variant", "string", "", "base, stream or mobile"),
+    Column("checkpoint", "string", "", "checkpoint given in the config ('' = random init)"),
+    Column("resolution", "Int64", "px", "input height = width"),
+    Column("format", "string", "", "tensorflow, onnx, tflite-fp32, ... (converters.formats)"),
+    Column("precision", "string", "", "fp32, fp16, dynamic, int8"),
+    Column("runtime", "string", "", "tensorflow, onnxruntime, litert, tensorrt"),
+    Column("threads", "Int64", "", "intra-op threads given to the runtime"),
+    Column("protocol", "string", "", "stream[:C=n], full-clip, multi-clip:KxL (bench.evaluation.protocols)"),
+    Column("clip_frames", "Int64", "frames", "memory sweep: frames in the clip"),
+    # outcome
+    Column("status", "string", "", "ok or failed"),
+    Column("error", "string", "", "one-line reason of a failed cell"),
+    Column("exit_code", "Int64", "", "worker exit status (negative: killed by that signal)"),
+    Column("cell_wall_s", "float64", "s", "wall time of the whole cell process"),
+    # artifact
+    Column("artifact", "string", "", "path of the exported artifact ('' for tensorflow)"),
+    Column("artifact_mb", "float64", "MB", "artifact size on disk"),
+    Column("export_s", "float64", "s", "time the artifact took to build (as recorded when built, also when cached)"),
+    Column("export_cached", "boolean", "", "the artifact was served from the cache"),
+    Column("frames_per_call", "Int64", "frames", "frames one engine call takes (latency: the timed calls'; otherwise the artifact's fixed T, empty where the runtime takes any T)"),
+    Column("load_s", "float64", "s", "artifact load / model build (+ compile) time"),
+    # latency scenario: one engine call of frames_per_call frames, timed by the runtime base class
+    Column("first_step_ms", "float64", "ms", "first call after load (includes lazy init)"),
+    Column("warmup_steps", "Int64", "", "untimed warm-up calls, excluded from the stats"),
+    Column("step_n", "Int64", "", "timed calls"),
+    Column("step_p50_ms", "float64", "ms", "median engine-call latency"),
+    Column("step_p90_ms", "float64", "ms", "90th percentile engine-call latency"),
+    Column("step_p99_ms", "float64", "ms", "99th percentile engine-call latency"),
+    Column("step_mean_ms", "float64", "ms", "mean engine-call latency"),
+    Column("step_std_ms", "float64", "ms", "standard deviation of engine-call latency"),
+    Column("frame_p50_ms", "float64", "ms", "median latency per frame (step / frames per step)"),
+    Column("fps", "float64", "frames/s", "frames per second at the median step latency"),
+    Column("harness_step_ms", "float64", "ms", "median time of a harness call (input checks + engine call)"),
+    Column("bare_step_ms", "float64", "ms", "median time of a bare engine call (interleaved with the harness calls)"),
+    Column("harness_overhead_pct", "float64", "%", "(harness - bare) / bare, from the two medians"),
+    # memory
+    # memory, every scenario (bench.trackers.memory): idle = after importing the cell's runtime
+    # engine and the harness's libraries, before loading the model; the peak is the process's
+    # resident high-water mark at the end of the cell (load + warm-up + measured phase, never reset)
+    Column("rss_idle_mb", "float64", "MB", "RSS after importing the runtime's engine and the harness, before load"),
+    Column("rss_loaded_mb", "float64", "MB", "RSS right after loading the model"),
+    Column("peak_rss_mb", "float64", "MB", "resident high-water mark of the cell process (covers load, warm-up and the measured phase)"),
+    Column("peak_rss_delta_mb", "float64", "MB", "peak_rss_mb minus rss_idle_mb"),
+    Column("uss_idle_mb", "float64", "MB", "unique set size (memory only this process holds) at idle"),
+    Column("uss_loaded_mb", "float64", "MB", "unique set size right after load"),
+    Column("uss_max_mb", "float64", "MB", "largest unique set size read at the phase boundaries (idle, loaded, warm, end)"),
+    Column("uss_delta_mb", "float64", "MB", "uss_max_mb minus uss_idle_mb"),
+    # GPU runtimes only (bench.trackers.gpu); empty for CPU runtimes
+    Column("gpu_mem_loaded_mb", "float64", "MB", "device memory in use after load minus before load"),
+    Column("gpu_mem_peak_mb", "float64", "MB", "most device memory in use at any phase boundary minus before load"),
+    Column("gpu_engine_mb", "float64", "MB", "device memory the engine reserves for activations"),
+    # evaluation
+    Column("videos", "Int64", "", "videos in the evaluation"),
+    Column("videos_failed", "Int64", "", "videos that could not be decoded or run"),
+    Column("top1", "float64", "fraction", "top-1 accuracy over the videos that ran"),
+    Column("top5", "float64", "fraction", "top-5 accuracy (empty with 5 classes or fewer, where it is 100% by construction)"),
+    Column("mean_class_accuracy", "float64", "fraction", "mean per-class top-1"),
+    Column("frames_per_video", "float64", "frames", "frames through the model per video (counting overlap)"),
+    Column("calls_per_video", "float64", "", "engine calls per video under the protocol"),
+    Column("video_ms", "float64", "ms", "mean model time per video under the protocol"),
+    Column("video_wall_ms", "float64", "ms", "mean wall time per video incl. decoding"),
+    Column("confusion", "string", "", "confusion matrix as JSON (rows: true, cols: predicted)"),
+    Column("classes", "string", "", "class names as JSON"),
+    # agreement with the TensorFlow reference cell of the same model/variant/protocol
+    Column("ref_max_abs_prob_diff", "float64", "", "max |Δ softmax| vs the TF reference, per video"),
+    Column("ref_top1_agreement", "float64", "fraction", "share of videos with the reference's top-1"),
+    # memory sweep
+    Column("sweep_mode", "string", "", "memory sweep: 'full-clip' (one call) or 'stream' (frame by frame)"),
+    Column("sweep_s", "float64", "s", "memory sweep: time to run the clip (a second run; the first traces)"),
+)
+
+SAMPLE_COLUMNS: tuple[Column, ...] = (
+    Column("cell_id", "string", "", "the cell"),
+    Column("run_id", "string", "", "the run"),
+    Column("step_ms", "float64", "ms", "one timed engine call"),
+)
+
+PREDICTION_COLUMNS: tuple[Column, ...] = (
+    Column("cell_id", "string", "", "the cell"),
+    Column("run_id", "string", "", "the run"),
+    Column("video", "string", "", "video path"),
+    Column("label_index", "Int64", "", "true class"),
+    Column("pred_index", "Int64", "", "predicted class (-1 for a failed video)"),
+    Column("ok", "boolean", "", "the video ran"),
+    Column("error", "string", "", "why a video failed"),
+    Column("probs", "string", "", "softmax probabilities as JSON"),
+    Column("trace", "string", "", "stream: per-step logits as JSON (first video only)"),
+)
+
+CELL_KEY = ("model", "variant", "checkpoint", "resolution", "format", "runtime", "threads",
+            "protocol", "clip_frames", "kind", "sweep_mode", "frames_per_call")
+
+
+def frame(rows: list[dict], columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:
+    """Rows as a DataFrame with exactly the schema's columns, in order, with their dtypes.
+
+    Unknown keys are an error (a typo must not become a silent new column).
+    """
+    names = [c.name for c in columns]
+    unknown = sorted({k for r in rows for k in r} - set(names))
+    if unknown:
+        raise KeyError(f"columns not in the results schema: {unknown}")
+    df = pd.DataFrame(rows, columns=names)
+    return df.astype({c.name: c.dtype for c in columns})
+
+
+def conform(df: pd.DataFrame, columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:
+    """A table read back from disk, with the schema's columns in order: a column that an older
+    movibench did not write yet is added empty, so old runs still load, resume and compare."""
+    missing = [c for c in columns if c.name not in df.columns]
+    if missing:
+        df = df.assign(**{c.name: pd.Series(None, index=df.index, dtype=object).astype(c.dtype)
+                          for c in missing})
+    return df[[c.name for c in columns]]
+
+
+def describe() -> pd.DataFrame:
+    """The schema itself as a table (for docs and `movibench matrix schema`)."""
+    return pd.DataFrame([c.__dict__ for c in CELL_COLUMNS])

@@ -1,0 +1,31 @@
+"""What a cell measures: one scenario per kind of cell, each a separate measurement.
+
+- `latency`: once per deployment (model, weights, format, runtime, threads, frames per call):
+  first call, warm-up, percentiles of timed engine calls, harness overhead.
+- `accuracy`: once per deployment and evaluation protocol: top-1/top-5/mean-class accuracy,
+  confusion, model time per video from that protocol's own calls.
+- `memory`: one clip of N frames, in one call or frame by frame, for peak memory vs clip length.
+
+Every scenario runs in a cell worker process after the same memory tracker took its idle reading
+(bench.launchers.worker), and returns columns of bench.results.schema.
+"""
+
+LATENCY, ACCURACY, MEMORY = "latency", "accuracy", "memory"
+SCENARIOS = (LATENCY, ACCURACY, MEMORY)
+
+# Memory-sweep modes: the whole clip in one call, or frame by frame with states carried.
+FULL_CLIP_MODE, STREAM_MODE = "full-clip", "stream"
+SWEEP_MODES = (FULL_CLIP_MODE, STREAM_MODE)
+
+
+def cell_label(model, variant, fmt, threads, kind, protocol=None, clip_frames=None,
+               sweep_mode=None, frames_per_call=None) -> str:
+    """A cell in words, e.g. 't0/stream onnx t2 latency@1f', 't0/base onnx t2 multi-clip:2x16',
+    't0/stream tensorflow t2 stream@256f' (a memory cell): console, reports and compare."""
+    if kind == LATENCY:
+        what = f"latency@{frames_per_call}f"
+    elif kind == MEMORY:
+        what = f"{sweep_mode}@{clip_frames}f"
+    else:
+        what = protocol
+    return f"{model}/{variant} {fmt} t{threads} {what}"

@@ -1,0 +1,45 @@
+"""The accuracy scenario: one evaluation protocol over the dataset, on one deployment.
+
+Latency is not measured here (the latency scenario does it once per deployment); the cost per
+video is the model time of this protocol's own calls, summed per video.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench.trackers import CellTrackers
+from runtimes.base import Session
+
+
+def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
+    """Evaluate the cell's protocol; returns schema columns plus '_predictions' (per video)."""
+    from bench.data.datasets import load_dataset
+    from bench.evaluation.evaluate import evaluate
+
+    cell = job["cell"]
+    dataset = load_dataset(job["dataset"], job.get("split"))
+    samples = list(dataset.samples)[: job.get("max_videos") or None]
+    result = evaluate(session, samples, cell["protocol"], classes=dataset.classes)
+    summary = result.summary()
+    first_ok = next((v for v in result.videos if v.ok), None)
+    return {
+        "videos": summary["videos"], "videos_failed": summary["failed"],
+        "top1": summary["top1"], "top5": summary["top5"],
+        "mean_class_accuracy": summary["mean_class_accuracy"],
+        "frames_per_video": summary["frames_processed_per_video"],
+        "calls_per_video": summary["model_calls_per_video"],
+        "video_ms": 1000 * summary["model_s_per_video"],
+        "video_wall_ms": 1000 * summary["wall_s_per_video"],
+        "confusion": summary["confusion"], "classes": summary["classes"],
+        "_predictions": [
+            {"video": v.path, "label_index": v.label_index, "pred_index": v.pred_index,
+             "ok": v.ok, "error": v.error,
+             "probs": json.dumps([round(float(p), 6) for p in v.probs]),
+             # One stream trace per cell (the first video that ran) for the report's plot.
+             "trace": json.dumps(np.round(v.trace, 5).tolist())
+             if v is first_ok and v.trace is not None else ""}
+            for v in result.videos],
+    }

@@ -1,0 +1,102 @@
+"""The latency scenario: how long one engine call of a deployment takes, measured once.
+
+Timing wraps the runtime's engine call only (`Session.step_ns`, perf_counter_ns); warm-up
+calls are run, counted and excluded. The harness overhead is measured, not assumed: the same
+number of bare engine calls (no input checks, no state bookkeeping) run in blocks alternating
+with the harness's calls, so drift hits both alike, and their medians are compared.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.trackers.latency import LatencyStats
+from bench.trackers import CellTrackers
+from bench.trackers.memory import WARM
+from runtimes.base import Session
+
+OVERHEAD_BLOCKS = 5
+
+
+def step_input(session: Session, frames: int, first_video: str | None = None) -> np.ndarray:
+    """The [1, frames, H, W, 3] input one timed call takes: decoded frames of a real video
+    when one is given and long enough, else reproducible noise."""
+    m = session.manifest
+    if first_video:
+        from bench.data.video import read_clip
+
+        clip = read_clip(first_video, m.resolution, max_frames=frames)
+        if clip.shape[0] == frames:
+            return clip[None]
+    return np.random.default_rng(0).random((1, frames, m.resolution, m.resolution, 3),
+                                           dtype=np.float32)
+
+
+def measure_latency(session: Session, frames: np.ndarray, warmup: int, iterations: int,
+                    trackers: CellTrackers | None = None) -> dict:
+    """First call, warm-up, `iterations` timed calls and the harness overhead.
+
+    One chain of states runs through every call, harness and bare alike: a runtime that keeps
+    states in its own buffers (TensorRT's ping-pong slots) only ever sees the states its last
+    call returned, so the measurement cannot corrupt what it measures.
+
+    Returns bench.results.schema columns plus '_samples_ms' (every timed call).
+    """
+    causal = session.manifest.causal
+    states = session.init_states() if causal else None
+
+    def harness(states):
+        if causal:
+            return session.step(frames, states)[1]
+        session.predict(frames)
+        return None
+
+    def bare(states):
+        if causal:
+            return session.step_unchecked(frames, states)[1]
+        session.predict_unchecked(frames)
+        return None
+
+    session.step_ns.clear()
+    states = harness(states)
+    first_ms = session.step_ns[0] / 1e6
+    for _ in range(warmup):
+        states = harness(states)
+    if trackers is not None:
+        trackers.mark(WARM)
+    session.step_ns.clear()
+    harness_ns, bare_ns = [], []
+    for block in np.array_split(np.arange(iterations), OVERHEAD_BLOCKS):
+        for _ in block:
+            start = time.perf_counter_ns()
+            states = harness(states)
+            harness_ns.append(time.perf_counter_ns() - start)
+        for _ in block:
+            start = time.perf_counter_ns()
+            states = bare(states)
+            bare_ns.append(time.perf_counter_ns() - start)
+    harness_med, bare_med = float(np.median(harness_ns)), float(np.median(bare_ns))
+    samples = list(session.step_ns)
+    stats = LatencyStats.from_ns(samples)
+    per_call = frames.shape[1]
+    return {
+        "frames_per_call": per_call,
+        "first_step_ms": first_ms, "warmup_steps": warmup, "step_n": stats.n,
+        "step_p50_ms": stats.p50_ms, "step_p90_ms": stats.p90_ms, "step_p99_ms": stats.p99_ms,
+        "step_mean_ms": stats.mean_ms, "step_std_ms": stats.std_ms,
+        "frame_p50_ms": stats.p50_ms / per_call, "fps": per_call * 1000.0 / stats.p50_ms,
+        "harness_step_ms": harness_med / 1e6, "bare_step_ms": bare_med / 1e6,
+        "harness_overhead_pct": 100.0 * (harness_med - bare_med) / bare_med,
+        "_samples_ms": [s / 1e6 for s in samples],
+    }
+
+
+def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
+    """The latency cell: `job['frames_per_call']` frames per call, the cell's timing knobs."""
+    cell = job["cell"]
+    m = session.manifest
+    frames = m.frames_per_step or job.get("frames_per_call") or 1
+    return measure_latency(session, step_input(session, frames, job.get("first_video")),
+                           cell["warmup"], cell["iterations"], trackers)

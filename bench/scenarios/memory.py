@@ -1,0 +1,41 @@
+"""The memory scenario: one clip of N frames, in one call or frame by frame.
+
+Run in its own process per clip length, so the process's resident high-water mark is this
+clip's peak (plus load); the time reported is a second run of the clip, since the first traces
+(TF) or plans (other engines) for the input shape — seconds that say nothing about clip length.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.scenarios import FULL_CLIP_MODE
+from bench.trackers import CellTrackers
+from bench.trackers.memory import WARM
+from converters.errors import MovibenchError
+from runtimes.base import Session, chunks, stream
+
+
+def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
+    """Run the cell's clip twice; returns sweep_s (the second run) and frames_per_video."""
+    cell = job["cell"]
+    m = session.manifest
+    frames = cell["clip_frames"]
+    clip = np.random.default_rng(0).random((frames, m.resolution, m.resolution, 3),
+                                           dtype=np.float32)
+    if cell["sweep_mode"] == FULL_CLIP_MODE:
+        def run_clip():
+            session.predict(clip[None])
+    else:
+        if not m.causal:
+            raise MovibenchError(f"{m.model_id}/{m.variant} is not causal: it cannot stream")
+
+        def run_clip():
+            stream(session, chunks(clip, m.frames_per_step or 1))
+    run_clip()
+    trackers.mark(WARM)
+    start = time.perf_counter()
+    run_clip()
+    return {"sweep_s": time.perf_counter() - start, "frames_per_video": float(frames)}

@@ -1,0 +1,1 @@
+"""Test doubles of engines that cannot be installed on CI machines."""

@@ -1,0 +1,105 @@
+"""The package layout states the design, and dependencies point one way.
+
+Layers, lowest first: converters' core (errors, formats, manifest, zoo, build, cache) →
+runtimes → converters' exporters → bench. A module may import its own layer and the layers
+below it, never above; bench/ has no module at its top level but __init__ and __main__.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = {"converters.errors", "converters.formats", "converters.manifest", "converters.zoo",
+        "converters.build", "converters.cache"}
+LAYERS = ("core", "runtimes", "exporters", "bench")
+
+
+def layer(module: str) -> str:
+    if module in CORE:
+        return "core"
+    return {"converters": "exporters", "runtimes": "runtimes", "bench": "bench"}[module.split(".")[0]]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in ("bench", "converters", "runtimes"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def project_imports(path: Path) -> set[str]:
+    """Every project module `path` imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] in ("bench", "converters", "runtimes")}
+
+
+def test_bench_has_no_top_level_modules():
+    top = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py"]
+
+
+def test_dependencies_point_down_the_layers():
+    wrong = []
+    for name, path in modules().items():
+        if name in ("bench", "converters", "runtimes"):
+            continue
+        mine = LAYERS.index(layer(name))
+        for target in project_imports(path):
+            if target in ("bench", "converters", "runtimes"):
+                continue
+            if LAYERS.index(layer(target)) > mine:
+                wrong.append(f"{name} ({layer(name)}) imports {target} ({layer(target)})")
+    assert wrong == []
+
+
+def test_no_package_level_cycles_inside_bench():
+    """bench's subpackages form a graph without cycles (scenarios, results, ... never loop)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules().items():
+        parts = name.split(".")
+        if parts[0] != "bench" or len(parts) < 2:
+            continue
+        source = parts[1]
+        for target in project_imports(path):
+            tparts = target.split(".")
+            if tparts[0] == "bench" and len(tparts) > 1 and tparts[1] != source:
+                graph.setdefault(source, set()).add(tparts[1])
+
+    def cycle_from(node, stack):
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in stack:
+                return stack[stack.index(nxt):] + [nxt]
+            found = cycle_from(nxt, stack + [nxt])
+            if found:
+                return found
+        return None
+
+    for start in sorted(graph):
+        assert cycle_from(start, [start]) is None, " -> ".join(cycle_from(start, [start]))
+
+
+def test_runtimes_import_only_their_own_engine():
+    engines = {"tensorflow": "runtimes.tensorflow", "tf_keras": "runtimes.tensorflow",
+               "onnxruntime": "runtimes.onnxruntime", "ai_edge_litert": "runtimes.litert",
+               "tensorrt": "runtimes.tensorrt_cuda"}
+    for name, path in modules().items():
+        if not name.startswith("runtimes."):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            imported = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for module in imported:
+                owner = engines.get(module.split(".")[0])
+                assert owner is None or name.startswith(owner.rsplit("_", 1)[0]) or name == owner, \
+                    f"{name} imports {module}"
