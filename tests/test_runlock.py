@@ -240,10 +240,10 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     config_path = tmp_path / "kill.toml"
     config_path.write_text(KILL_MATRIX)
     out = tmp_path / "run"
-    cells = expand(load_config(config_path))
-    expected = {c.cell_id for c in cells}
+    planned = expand(load_config(config_path))
+    expected = {c.cell_id for c in planned}
     # Per thread count: one latency cell, then the two protocols' accuracy cells.
-    assert [c.label.split(" ", 2)[2] for c in cells] == [
+    assert [c.label.split(" ", 2)[2] for c in planned] == [
         "t1 latency@1f", "t1 stream", "t1 full-clip", "t2 latency@1f", "t2 stream", "t2 full-clip"]
     run_args = ["matrix", "run", str(config_path), "--out", str(out), "--export-jobs", "1"]
 
@@ -290,5 +290,5 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     assert len(pd.read_csv(out / "cells.csv")) == 6
     assert sorted(p.name for p in (out / "parts").glob("*.parquet") if p.name.count(".") == 1) == \
         sorted(f"{c}.parquet" for c in expected)
-    latency = {c.cell_id for c in cells if c.kind == "latency"}
+    latency = {c.cell_id for c in planned if c.kind == "latency"}
     assert set(pd.read_parquet(out / "samples.parquet")["cell_id"]) == latency
