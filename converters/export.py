@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.cache import (
-    EXPORTER_VERSION, ArtifactCache, cache_key, library_versions, weights_identity,
+    EXPORTER_VERSION, ArtifactCache, CacheEntry, cache_key, library_versions, weights_identity,
 )
 from converters.errors import UnsupportedExportError
 from converters.formats import FormatSpec, get_export_format
@@ -185,31 +185,37 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
     key, filename = artifact_key(config, spec, checkpoint, frames, options, versions)
     hit = cache.lookup(key, filename)
     if hit is not None:
-        info = hit.build_info
-        return Artifact(hit.artifact, StateManifest.load(manifest_path_for(hit.artifact)), spec.name,
-                        True, float(info.get("build_seconds", 0.0)), hit.artifact.stat().st_size,
-                        key, time.perf_counter() - start, info.get("details", {}))
+        return _served(hit, spec, key, start)
 
     if spec.family == "tensorrt":
         from runtimes.tensorrt_cuda import require_tensorrt
 
         require_tensorrt()  # fail before spending a minute on the ONNX source
-    staging = cache.staging_dir()
-    try:
-        target = staging / filename
+    with cache.build_slot(key, filename) as slot:
+        if slot.entry is not None:  # built by another process while this one waited
+            return _served(slot.entry, spec, key, start)
+        target = slot.staging / filename
         details, manifest = _build(config, spec, checkpoint, frames, options, cache, target)
         manifest = manifest.with_format(spec.name, spec.precision, frames,
                                         {k: v for k, v in versions.items() if v != "absent"})
         manifest.save(manifest_path_for(target))
         build_seconds = time.perf_counter() - start
-        entry = cache.commit(key, staging, filename, {
+        entry = slot.commit({
             "key": key, "format": spec.name, "build_seconds": build_seconds, "details": details,
             "model": config.to_dict(), "checkpoint": str(checkpoint) if checkpoint else None})
-    except BaseException:
-        cache.discard(staging)
-        raise
+    if slot.replaced:
+        # Said on this build only (the stored record keeps the converter's details).
+        details = {**details, "cache_rebuilt": slot.replaced}
     return Artifact(entry.artifact, manifest, spec.name, False, build_seconds,
                     entry.artifact.stat().st_size, key, time.perf_counter() - start, details)
+
+
+def _served(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Artifact:
+    """An Artifact for a verified cache entry."""
+    info = hit.build_info
+    return Artifact(hit.artifact, StateManifest.load(manifest_path_for(hit.artifact)), spec.name,
+                    True, float(info.get("build_seconds", 0.0)), hit.artifact.stat().st_size,
+                    key, time.perf_counter() - start, info.get("details", {}))
 
 
 def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: int,

@@ -8,6 +8,7 @@ only numpy: a deployment box that runs ONNX or LiteRT never needs TensorFlow.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -138,14 +139,45 @@ class StateManifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> StateManifest:
+        """Build a manifest from its JSON form, checking every field's type and range.
+
+        Raises ArtifactError naming the first field at fault (unknown keys are ignored).
+        """
         try:
-            states = [StateSpec(s["name"], tuple(int(d) for d in s["shape"]), str(s["dtype"]))
-                      for s in data["states"]]
-            known = set(cls.__dataclass_fields__)
-            kwargs = {k: v for k, v in data.items() if k in known and k != "states"}
-            return cls(states=states, **kwargs)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"invalid state manifest: {exc!r}") from None
+            return cls._checked(data)
+        except _Invalid as exc:
+            raise ArtifactError(f"invalid state manifest: {exc}") from None
+
+    @classmethod
+    def _checked(cls, data) -> StateManifest:
+        if not isinstance(data, dict):
+            raise _Invalid(f"expected a JSON object, got {type(data).__name__}")
+        for key in ("model_id", "variant", "resolution", "num_classes", "states"):
+            if key not in data:
+                raise _Invalid(f"missing {key!r}")
+        states = data["states"]
+        if not isinstance(states, list):
+            raise _Invalid(f"'states' must be a list, got {_short(states)}")
+        specs = [_state_spec(s, i) for i, s in enumerate(states)]
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise _Invalid(f"state {next(n for n in names if names.count(n) > 1)!r} appears twice")
+        kwargs = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "states"}
+        for key, kind in (("model_id", str), ("variant", str), ("format", str), ("precision", str),
+                          ("checkpoint_sha256", str), ("weights_sha256", str), ("source", str),
+                          ("model_config", dict), ("converter_versions", dict)):
+            if key in kwargs and not isinstance(kwargs[key], kind):
+                raise _Invalid(f"{key!r} must be a {kind.__name__}, got {_short(kwargs[key])}")
+        for key in ("resolution", "num_classes"):
+            _count(kwargs[key], key, MAX_DIM)
+        if kwargs.get("frames_per_step") is not None:
+            _count(kwargs["frames_per_step"], "frames_per_step", MAX_DIM)
+        version = kwargs.get("version", MANIFEST_VERSION)
+        _count(version, "version", MAX_DIM)
+        if version > MANIFEST_VERSION:
+            raise _Invalid(f"version {version} is newer than this movibench reads "
+                           f"({MANIFEST_VERSION}): upgrade movibench")
+        return cls(states=specs, **kwargs)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -159,9 +191,54 @@ class StateManifest:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ArtifactError(f"state manifest not found: {path}") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"state manifest {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        except OSError as exc:
+            raise ArtifactError(f"state manifest {path} cannot be read: {exc.strerror or exc}") from None
+        try:
+            return cls.from_dict(data)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc} ({path})") from None
+
+
+# What a state may be: the dtypes exporters write, and sizes a runtime can allocate.
+STATE_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+MAX_DIM = 2**31 - 1
+MAX_STATE_ELEMENTS = 2**31
+
+
+class _Invalid(ValueError):
+    """One field of a manifest that cannot be right (from_dict adds the prefix)."""
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _count(value, name: str, hi: int, lo: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise _Invalid(f"{name!r} must be an integer in {lo}..{hi}, got {_short(value)}")
+    return int(value)
+
+
+def _state_spec(data, index: int) -> StateSpec:
+    if not isinstance(data, dict):
+        raise _Invalid(f"state #{index + 1} must be an object, got {_short(data)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise _Invalid(f"state #{index + 1} has no name (got {_short(name)})")
+    shape = data.get("shape")
+    if not isinstance(shape, (list, tuple)):
+        raise _Invalid(f"state {name!r}: shape must be a list, got {_short(shape)}")
+    dims = tuple(_count(d, f"state {name!r} shape", MAX_DIM, lo=0) for d in shape)
+    if int(np.prod(dims, dtype=object)) > MAX_STATE_ELEMENTS:
+        raise _Invalid(f"state {name!r}: shape {list(dims)} is too large to allocate")
+    dtype = data.get("dtype")
+    if dtype not in STATE_DTYPES:
+        raise _Invalid(f"state {name!r}: dtype must be one of {', '.join(STATE_DTYPES)}, "
+                       f"got {_short(dtype)}")
+    return StateSpec(name, dims, dtype)
 
 
 def manifest_path_for(artifact: str | Path) -> Path:

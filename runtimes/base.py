@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ArtifactError, MissingDependencyError, StateError
+from converters.errors import (
+    ArtifactError, MissingDependencyError, MovibenchError, StateError, first_line,
+)
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
@@ -209,7 +211,12 @@ class Session(ABC):
         if states is not self._issued:
             self.check_states(states)
         start = time.perf_counter_ns()
-        logits, next_states = self._step(frames, states)
+        try:
+            logits, next_states = self._step(frames, states)
+        except MovibenchError:
+            raise
+        except Exception as exc:  # the engine's own error types (ORT Fail, LiteRT RuntimeError)
+            raise self._engine_error(exc) from None
         self.step_ns.append(time.perf_counter_ns() - start)
         return logits, self._issue(next_states)
 
@@ -220,9 +227,21 @@ class Session(ABC):
             logits, _ = self.step(clip, self.init_states())
             return logits
         start = time.perf_counter_ns()
-        logits = self._predict(clip)
+        try:
+            logits = self._predict(clip)
+        except MovibenchError:
+            raise
+        except Exception as exc:
+            raise self._engine_error(exc) from None
         self.step_ns.append(time.perf_counter_ns() - start)
         return logits
+
+    def _engine_error(self, exc: Exception) -> ArtifactError:
+        """An engine that fails on inputs the manifest accepts: the artifact is broken (a
+        damaged file can still load) or does not do what its manifest says."""
+        m = self.manifest
+        return ArtifactError(f"{self.runtime} failed to run the {m.format} artifact of "
+                             f"{m.model_id}/{m.variant}: {first_line(exc)}")
 
     def step_unchecked(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         """The engine call of `step` alone: no input checks, no timing, no state bookkeeping.

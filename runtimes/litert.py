@@ -51,6 +51,15 @@ def load_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool
     return interpreter, interpreter.get_signature_runner(key)
 
 
+def _signature_io(path, runner) -> tuple[dict[str, TensorInfo], dict[str, TensorInfo]]:
+    """The signature's inputs and outputs; a damaged file that loaded can still fail here
+    (LiteRT's ValueError 'Invalid tensor index ...'), which is an ArtifactError too."""
+    try:
+        return _tensor_infos(runner.get_input_details()), _tensor_infos(runner.get_output_details())
+    except (ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"cannot load TFLite model {path}: {first_line(exc)}") from None
+
+
 def _tensor_infos(details: dict) -> dict[str, TensorInfo]:
     """Signature tensor details → TensorInfo by signature name (-1 in a shape → None)."""
     infos = {}
@@ -120,8 +129,7 @@ def manifest_from_tflite(path: str | Path) -> StateManifest:
     """
     path = Path(path)
     interpreter, runner = load_interpreter(path, xnnpack=False)
-    inputs = _tensor_infos(runner.get_input_details())
-    outputs = _tensor_infos(runner.get_output_details())
+    inputs, outputs = _signature_io(path, runner)
     image = inputs.get(IMAGE_INPUT)
     logits = outputs.get(LOGITS_OUTPUT)
     if image is None or logits is None:
@@ -183,8 +191,7 @@ class LiteRTSession(Session):
         if get_format(manifest.format).runtime != "litert":
             raise ArtifactError(f"manifest format {manifest.format!r} is not a TFLite format")
         interpreter, runner = load_interpreter(path, threads, xnnpack)
-        inputs = _tensor_infos(runner.get_input_details())
-        outputs = _tensor_infos(runner.get_output_details())
+        inputs, outputs = _signature_io(path, runner)
         naming = state_outputs(inputs, outputs)
         check_artifact_io(path, manifest, list(inputs.values()), _as_contract(outputs, naming))
         return cls(interpreter, runner, manifest, naming)

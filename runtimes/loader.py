@@ -60,4 +60,7 @@ def open_session(artifact: str | Path, *, threads: int | None = None, **options)
     """
     manifest = load_manifest(artifact)
     spec = get_format(manifest.format)
+    if not spec.exported:
+        raise ArtifactError(f"the manifest of {artifact} names format {spec.name!r}, which has "
+                            "no artifact to load")
     return session_class(spec.runtime).open(Path(artifact), manifest, threads=threads, **options)

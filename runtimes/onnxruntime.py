@@ -7,6 +7,8 @@ inputs, so carrying 40-odd stream buffers costs no numpy conversion or host roun
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +125,10 @@ class OnnxRuntimeSession(Session):
         }[optimization_level]
         resolved = resolve_providers(providers)
         try:
-            session = ort.InferenceSession(str(path), options, providers=resolved)
+            # On a load error ORT prints four lines to stdout and retries with its fallback
+            # providers (the same CPU one here): keep stdout clean for --json.
+            with contextlib.redirect_stdout(io.StringIO()):
+                session = ort.InferenceSession(str(path), options, providers=resolved)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
         check_artifact_io(path, manifest, _tensor_infos(session.get_inputs()),

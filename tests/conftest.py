@@ -42,6 +42,23 @@ def t0_stream_session():
     return TensorFlowSession.from_config(T0_STREAM)
 
 
+@pytest.fixture(scope="session")
+def t0_stream_onnx():
+    """T0_STREAM exported to ONNX (static T=1) in the session cache; other tests build the
+    same key, so within one session this is built once."""
+    from converters.export import export_model
+
+    return export_model(T0_STREAM, "onnx")
+
+
+@pytest.fixture(scope="session")
+def t0_stream_tflite():
+    """T0_STREAM exported to TFLite fp32 in the session cache (shared like t0_stream_onnx)."""
+    from converters.export import export_model
+
+    return export_model(T0_STREAM, "tflite-fp32")
+
+
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """TensorRT 10 and cuda-python replaced, for one test, by the ONNX Runtime-backed double.
@@ -140,3 +157,12 @@ def ray_cluster(tmp_path_factory, isolated_cache):
     cluster.shutdown()
     _, alive = psutil.wait_procs(started, timeout=30)
     assert not alive, f"Ray left processes behind: {[p.pid for p in alive]}"
+
+
+# Property-based suites (hypothesis): the same examples on every run (derandomize), so CI is
+# reproducible and a failure replays; HYPOTHESIS_PROFILE=explore draws new ones each run.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

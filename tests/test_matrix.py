@@ -81,7 +81,7 @@ def test_cell_ids_are_stable_and_ignore_timing(config_file):
     ('[[models]]\nmodel = "t0"\n[axes]\nprotocols = ["multi-clip:4"]\n', "multi-clip needs"),
     ('[[models]]\nmodel = "t0"\n[axes]\ncolours = [1]\n', "unknown axes"),
     ('[[models]]\nmodel = "t0"\n[axes]\nthreads = [0]\n', "threads must be >= 1"),
-    ('[[models]]\nmodel = "t0"\n[timing]\niterations = 0\n', "iterations >= 1"),
+    ('[[models]]\nmodel = "t0"\n[timing]\niterations = 0\n', "iterations must be >= 1"),
     ('[[models]]\nmodel = "t0"\n[timing]\nrepeats = 3\n', "unknown \\[timing\\] key"),
 ])
 def test_bad_configs_name_the_problem(tmp_path, text, message):

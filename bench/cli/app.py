@@ -3,7 +3,7 @@
 Each verb lives in `bench/cli/<verb>.py` and registers itself here. Verbs import their
 heavy dependencies (TensorFlow, engines) inside the command, so `movibench --help` is instant.
 Exit codes: 0 success/PASS, 1 a check or gate FAILED, 2 bad usage or bad input (printed as one
-line starting with 'error:'), 130 interrupted.
+line starting with 'error:'), 130 interrupted (143 by SIGTERM during a matrix run).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from bench.cli.options import EXIT_USAGE, console
@@ -36,6 +37,7 @@ COMMAND_MODULES = [
     "bench.cli.models",
     "bench.cli.validate",
     "bench.cli.export",
+    "bench.cli.cache",
     "bench.cli.matrix",
     "bench.cli.data",
     "bench.cli.train",
@@ -53,7 +55,8 @@ def main() -> None:
         # Without standalone mode, click returns the code of typer.Exit instead of raising it.
         code = app(standalone_mode=False)
     except MovibenchError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: messages name TOML sections like [data], which are rich markup.
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

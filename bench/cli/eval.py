@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bench.cli.options import (
@@ -176,6 +177,6 @@ def eval_cmd(
     stdout.print(f"{peak}top-5 is shown only for more than 5 classes")
     for proto, lines in failures.items():
         for line in lines:
-            console.print(f"[yellow]failed[/] {proto}: {line}", highlight=False)
+            console.print(f"[yellow]failed[/] {escape(proto)}: {escape(line)}", highlight=False)
     if out is not None:
         stdout.print(f"wrote {out} and {summary_path(out)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +19,20 @@ from bench.cli.options import (
 
 def register(root: typer.Typer) -> None:
     root.command("export")(export_cmd)
+
+
+def copy_artifact(artifact: Path, manifest: Path, out: Path) -> Path:
+    """Copy an artifact and its manifest into `out`, each under a temporary name first, so an
+    interrupted copy (full disk, Ctrl-C) never leaves a partial file under the real name."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source in (manifest, artifact):
+        tmp = out / f".{source.name}.partial"
+        try:
+            shutil.copy2(source, tmp)
+            tmp.replace(out / source.name)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out / artifact.name
 
 
 def export_cmd(
@@ -53,6 +68,7 @@ def export_cmd(
     that fails is reported with its reason and the others go on. Exit 0 when every format
     exported, 1 when any failed, 2 on bad input.
     """
+    from converters.cache import ArtifactCache, CacheIntegrityWarning
     from converters.errors import MovibenchError
     from converters.export import CalibrationData, ExportOptions, export_model
     from converters.formats import parse_formats
@@ -72,26 +88,38 @@ def export_cmd(
         calibration = CalibrationData(clips=calib_clips, frames=calib_frames, seed=seed)
     options = ExportOptions(opset=opset, simplify=simplify, dynamic_frames=dynamic_frames,
                             int8_float_io=int8_float_io, calibration=calibration, seed=seed)
+    cache = ArtifactCache(on_wait=lambda message: console.print(message, highlight=False))
     rows = []
     for spec in specs:
-        with console.status(f"exporting {config.model_id}/{config.variant} to {spec.name}"):
+        with console.status(f"exporting {config.model_id}/{config.variant} to {spec.name}"), \
+                warnings.catch_warnings():
+            # Said below in one line of our own, not as a Python warning with a source line.
+            warnings.simplefilter("ignore", CacheIntegrityWarning)
             try:
                 artifact = export_model(config, spec.name, checkpoint=checkpoint,
-                                        frames_per_step=clip_frames, options=options)
+                                        frames_per_step=clip_frames, options=options, cache=cache)
             except MovibenchError as exc:
                 rows.append({"format": spec.name, "ok": False, "error": str(exc)})
                 continue
+        rebuilt = artifact.details.get("cache_rebuilt", "")
+        if rebuilt:
+            console.print(f"warning: the cached {spec.name} artifact failed its check ({rebuilt}): "
+                          "rebuilt it", highlight=False, soft_wrap=True, markup=False)
         path = artifact.path
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            path = Path(shutil.copy2(artifact.path, out / artifact.path.name))
-            shutil.copy2(artifact.manifest_path, out / artifact.manifest_path.name)
+            try:
+                path = copy_artifact(artifact.path, artifact.manifest_path, out)
+            except OSError as exc:
+                rows.append({"format": spec.name, "ok": False,
+                             "error": f"cannot copy the artifact into {out}: {exc.strerror or exc}"})
+                continue
         rows.append({"format": spec.name, "ok": True, "cached": artifact.cached,
                      "seconds": round(artifact.elapsed_seconds, 3),
                      "build_seconds": round(artifact.build_seconds, 3),
                      "size_mb": round(artifact.size_bytes / 2**20, 3),
                      "frames_per_step": artifact.manifest.frames_per_step,
-                     "path": str(path), "key": artifact.key, "details": artifact.details})
+                     "path": str(path), "key": artifact.key, "cache_rebuilt": rebuilt,
+                     "details": artifact.details})
     failed = [r for r in rows if not r["ok"]]
     if as_json:
         print(json.dumps({"model": config.to_dict(), "artifacts": rows}, indent=2))
@@ -106,6 +134,8 @@ def export_cmd(
                 continue
             how = (f"cached ({r['seconds']:.2f} s)" if r["cached"]
                    else f"built in {r['build_seconds']:.1f} s")
+            if r["cache_rebuilt"]:
+                how = f"re{how} (cached copy damaged)"
             table.add_row(r["format"], how, f"{r['size_mb']:.2f}",
                           str(r["frames_per_step"] or "any"), r["path"])
         stdout.print(table)

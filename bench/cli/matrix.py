@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 from contextlib import ExitStack
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
@@ -107,7 +108,10 @@ def run_cmd(
     before), then the cells run one at a time. A crash, hang or out-of-memory in one export
     or cell becomes a failed row and the run goes on. With --executor ray the exports run in
     parallel anywhere on the cluster and each node runs one cell at a time (docs/scale-out.md).
-    Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config.
+    An --out that another live run holds is refused; after a killed run, --resume takes its
+    place and runs only the missing cells.
+    Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config or a busy --out,
+    130 on Ctrl-C, 143 on SIGTERM (finished cells are kept either way).
     """
     from bench.matrix.run import run_matrix, summary_line
 
@@ -135,7 +139,7 @@ def run_cmd(
             how = "cached"
         else:
             how = f"built in {outcome.result.get('build_s', float('nan')):.1f} s"
-        progress.console.print(f"{what}: {how}", highlight=False)
+        progress.console.print(f"{what}: {how}", highlight=False, markup=False)
         progress.advance(task)
 
     def on_start(total: int) -> None:
@@ -145,7 +149,8 @@ def run_cmd(
             console.print(f"{len(cells) - total} cell(s) already done in {out}: skipped")
 
     def on_cell(plan, row) -> None:
-        progress.console.print(f"{plan.cell.label}: {summary_line(row)}", highlight=False)
+        progress.console.print(f"{plan.cell.label}: {summary_line(row)}", highlight=False,
+                               markup=False)
         progress.advance(task)
 
     command = "movibench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -154,11 +159,13 @@ def run_cmd(
         if executor == "ray":
             runner, cell_jobs, cpus = _ray_executor(stack, address)
             export_jobs = export_jobs or cpus
-        with progress:
+        with progress, _exit_on_sigterm():
             table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
                                executor=runner, command=command, export_jobs=export_jobs or 2,
                                cell_jobs=cell_jobs, on_cell=on_cell, on_start=on_start,
-                               on_exports=on_exports, on_export=on_export)
+                               on_exports=on_exports, on_export=on_export,
+                               on_note=lambda note: progress.console.print(
+                                   f"note: {note}", highlight=False, markup=False))
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     if as_json:
         print(json.dumps({"out": str(out), "cells": len(table), "failed": failed}))
@@ -186,6 +193,18 @@ def _ray_executor(stack: ExitStack, address: str | None):
     for line in version_mismatches(nodes, environment()):
         console.print(f"[yellow]differs from this machine[/] {line}", highlight=False)
     return runner, slots, cluster_cpus()
+
+
+@contextmanager
+def _exit_on_sigterm():
+    """SIGTERM stops a run like Ctrl-C (bench.matrix.runlock); exit with its own status, 143."""
+    from bench.matrix.runlock import Terminated
+
+    try:
+        yield
+    except Terminated as exc:
+        console.print("terminated: finished cells are kept; --resume continues")
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command("schema")

@@ -32,9 +32,10 @@ THREE_CROP = "3crop"
 PROTOCOL_HELP = ("stream, stream:C=<chunk>, full-clip, full-clip:3crop, multi-clip:<K>x<L>, "
                  "multi-clip:<K>x<L>:3crop")
 
-_STREAM_RE = re.compile(r"^stream(?::c=(\d+))?$")
+# At most 9 digits: int() of a longer run is either huge (rejected below) or slow and capped.
+_STREAM_RE = re.compile(r"^stream(?::c=(\d{1,9}))?$")
 _FULL_RE = re.compile(r"^full-clip(?::(3crop))?$")
-_MULTI_RE = re.compile(r"^multi-clip:(\d+)x(\d+)(?::(3crop))?$")
+_MULTI_RE = re.compile(r"^multi-clip:(\d{1,9})x(\d{1,9})(?::(3crop))?$")
 
 
 class ProtocolError(MovibenchError, ValueError):
@@ -70,13 +71,22 @@ class Protocol:
         return self.name
 
 
+# Beyond these a protocol is a typo, not a benchmark: 10,000 frames of one view is 6.6 min
+# of 25 fps video held in memory at once (a clip is materialised), 1,000 views per video.
+MAX_PROTOCOL_FRAMES = 10_000
+MAX_PROTOCOL_CLIPS = 1_000
+
+
 def parse_protocol(text: str) -> Protocol:
     """'stream', 'stream:C=4', 'full-clip', 'multi-clip:4x8', 'multi-clip:4x8:3crop' → Protocol."""
+    if not isinstance(text, str):
+        raise ProtocolError(f"a protocol is a name like 'stream', got {text!r}")
     key = text.strip().lower().replace(" ", "")
     if m := _STREAM_RE.match(key):
         chunk = int(m.group(1) or 1)
-        if chunk < 1:
-            raise ProtocolError(f"protocol {text!r}: chunk size C must be >= 1")
+        if not 1 <= chunk <= MAX_PROTOCOL_FRAMES:
+            raise ProtocolError(f"protocol {text!r}: chunk size C must be >= 1 and <= "
+                                f"{MAX_PROTOCOL_FRAMES}")
         return Protocol(STREAM, chunk=chunk)
     if m := _FULL_RE.match(key):
         return Protocol(FULL_CLIP, crops=3 if m.group(1) else 1)
@@ -84,6 +94,9 @@ def parse_protocol(text: str) -> Protocol:
         clips, frames = int(m.group(1)), int(m.group(2))
         if clips < 1 or frames < 1:
             raise ProtocolError(f"protocol {text!r}: K and L must be >= 1")
+        if clips > MAX_PROTOCOL_CLIPS or frames > MAX_PROTOCOL_FRAMES:
+            raise ProtocolError(f"protocol {text!r}: K must be <= {MAX_PROTOCOL_CLIPS} and L "
+                                f"<= {MAX_PROTOCOL_FRAMES}")
         return Protocol(MULTI_CLIP, clips=clips, clip_frames=frames, crops=3 if m.group(3) else 1)
     hint = ""
     if key.startswith("multi-clip"):

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -99,6 +100,13 @@ class LocalProcessExecutor:
         # Workers alive now (jobs may run from several threads at once, e.g. exports).
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
+        # Told the pids of the live workers whenever they change (the run directory's lock
+        # records them, so a run that takes over after a crash can stop the leftovers).
+        self.on_workers: Callable[[list[int]], None] | None = None
+
+    def _workers_changed(self) -> None:
+        if self.on_workers is not None:
+            self.on_workers(sorted(proc.pid for proc in self._live))
 
     def stop_all(self) -> None:
         """Kill every worker still running (their process groups): an interrupted run stops."""
@@ -133,6 +141,7 @@ class LocalProcessExecutor:
                 preexec_fn=_parent_death_signal() if self.die_with_parent else None)
             with self._lock:
                 self._live.add(proc)
+                self._workers_changed()
             try:
                 _, stderr = proc.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -148,6 +157,7 @@ class LocalProcessExecutor:
             finally:
                 with self._lock:
                     self._live.discard(proc)
+                    self._workers_changed()
             wall = time.perf_counter() - start
             result = json.loads(result_path.read_text()) if result_path.exists() else {}
             if proc.returncode == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -126,11 +127,146 @@ class Cell:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def _tuple(value, key: str, kind=str) -> tuple:
-    if isinstance(value, (str, int)):
+# Upper bounds: beyond them a value is a typo (an extra digit), and taking it literally would
+# start a thousand threads or time calls for days before anyone noticed.
+MAX_THREADS = 1024
+MAX_CALLS = 10**6  # warmup, iterations
+MAX_TIMEOUT_S = 7 * 86400.0
+MAX_FRAMES = 100_000  # memory sweep clip length
+MAX_RESOLUTION = 4096
+MAX_CLASSES = 100_000
+MAX_VIDEOS = 10**7
+SYNTH_INT_MAX = {"seed": 2**32 - 1, "fps": 1000, "size": MAX_RESOLUTION}
+SYNTH_VIDEO_BYTES = 2**31  # a generated video is held as float32 frames while encoded
+
+
+class _Bad(ValueError):
+    """A config value that cannot work; parse_config adds the file name."""
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _table(value, name: str, known: set[str]) -> dict:
+    """A TOML table with only `known` keys."""
+    if not isinstance(value, dict):
+        raise _Bad(f"{name} must be a table, got {_show(value)}")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _Bad(f"unknown {name} key(s) {unknown}; known: {', '.join(sorted(known))}")
+    return value
+
+
+def _int(value, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{name} must be an integer, got {_show(value)}")
+    if value < lo:
+        raise _Bad(f"{name} must be >= {lo}, got {value}")
+    if value > hi:
+        raise _Bad(f"{name} must be <= {hi}, got {value}")
+    return value
+
+
+def _number(value, name: str, hi: float) -> float:
+    """A finite number > 0 and <= hi."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"{name} must be a number, got {_show(value)}")
+    if not 0 < value <= hi:  # also false for NaN
+        raise _Bad(f"{name} must be > 0 and <= {hi:g}, got {value}")
+    return float(value)
+
+
+def _str(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{name} must be a string, got {_show(value)}")
+    return value
+
+
+def _tuple(value, name: str, item, allow_empty: bool = False) -> tuple:
+    """A list checked item by item (a single value counts as a list of one)."""
+    if isinstance(value, (str, int, float)):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
-        raise MatrixConfigError(f"{key} must be a list of {kind.__name__}, got {value!r}")
+    if not isinstance(value, list):
+        raise _Bad(f"{name} must be a list, got {_show(value)}")
+    if not value and not allow_empty:
+        raise _Bad(f"{name} is empty")
+    return tuple(item(v, name) for v in value)
+
+
+def _registered(check):
+    """An item checker from a registry lookup (get_format, parse_protocol, ...)."""
+    def item(value, name: str):
+        value = _str(value, name)
+        try:
+            check(value)
+        except MovibenchError as exc:
+            raise _Bad(f"{name}: {exc}") from None
+        return value
+    return item
+
+
+def _optional_int(table: dict, key: str, name: str, lo: int, hi: int) -> int | None:
+    return None if table.get(key) is None else _int(table[key], name, lo, hi)
+
+
+def _model(entry, name: str) -> ModelEntry:
+    from converters.zoo import get_model, get_variant
+
+    entry = _table(entry, name, {f.name for f in fields(ModelEntry)})
+    if "model" not in entry:
+        raise _Bad(f"{name} needs a model id (model = \"t0\")")
+    model = ModelEntry(
+        model=_registered(get_model)(entry["model"], f"{name} model"),
+        variant=_registered(get_variant)(entry.get("variant", "stream"), f"{name} variant"),
+        checkpoint=_str(entry.get("checkpoint", ""), f"{name} checkpoint"),
+        resolution=_optional_int(entry, "resolution", f"{name} resolution", 32, MAX_RESOLUTION),
+        classes=_optional_int(entry, "classes", f"{name} classes", 1, MAX_CLASSES))
+    if "\0" in model.checkpoint:
+        raise _Bad(f"{name} checkpoint holds a NUL character")
+    return model
+
+
+def _synth(value) -> dict:
+    """[data] synth: SynthConfig fields with their types, then SynthConfig's own checks."""
+    from bench.data.synth import SynthConfig
+
+    kinds = {f.name: f.type for f in fields(SynthConfig)}
+    table = _table(value, "[data] synth", set(kinds))
+    for key, val in table.items():
+        name = f"[data] synth.{key}"
+        if kinds[key] == "int":
+            _int(val, name, 0, SYNTH_INT_MAX.get(key, MAX_FRAMES))
+        elif kinds[key] == "float":
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise _Bad(f"{name} must be a number, got {_show(val)}")
+        else:
+            _str(val, name)
+    synth = SynthConfig(**table)
+    try:
+        synth.validate()
+    except MovibenchError as exc:
+        # Its messages name CLI options (--videos-per-class); here they are TOML keys.
+        message = re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
+        raise _Bad(f"[data] synth: {message}") from None
+    if synth.frames * synth.size**2 * 3 * 4 > SYNTH_VIDEO_BYTES:
+        raise _Bad(f"[data] synth: a video of {synth.frames} frames at {synth.size}x{synth.size} "
+                   f"is over {SYNTH_VIDEO_BYTES / 2**30:.0f} GB in memory while it is written")
+    return dict(table)
+
+
+def _rules(value, name: str) -> tuple[dict, ...]:
+    """[[include]] / [[exclude]]: tables of cell fields to values (a list = any of)."""
+    known = {f.name for f in fields(Cell)}
+    if not isinstance(value, list):
+        raise _Bad(f"{name} must be a list of tables ([[{name[2:-2]}]]), got {_show(value)}")
+    for rule in value:
+        _table(rule, name, known)
+        for key, want in rule.items():
+            for option in want if isinstance(want, list) else [want]:
+                if not isinstance(option, (str, int, float, bool)):
+                    raise _Bad(f"{name} {key} must be a value or a list of values, got {_show(want)}")
     return tuple(value)
 
 
@@ -142,77 +278,83 @@ def load_config(path: str | Path) -> MatrixConfig:
         raw = tomllib.loads(text)
     except FileNotFoundError:
         raise MatrixConfigError(f"matrix config not found: {path}") from None
+    except IsADirectoryError:
+        raise MatrixConfigError(f"matrix config {path} is a folder, not a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise MatrixConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise MatrixConfigError(f"{path}: invalid TOML: {exc}") from None
     return parse_config(raw, text, str(path))
 
 
 def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConfig:
-    """Build a MatrixConfig from parsed TOML, checking names against the registries."""
+    """Build a MatrixConfig from parsed TOML, checking every value's type and range and every
+    name against the registries; the first problem is a MatrixConfigError naming its key."""
+    try:
+        return _parse(raw, text)
+    except _Bad as exc:
+        raise MatrixConfigError(f"{where}: {exc}") from None
+
+
+def _parse(raw: dict, text: str) -> MatrixConfig:
     from bench.evaluation.protocols import parse_protocol
     from converters.formats import get_format
-    from converters.zoo import get_model, get_variant
 
     known = {"name", "models", "axes", "timing", "data", "memory_sweep", "include", "exclude"}
+    if not isinstance(raw, dict):
+        raise _Bad(f"a matrix config is a TOML table, got {_show(raw)}")
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise MatrixConfigError(f"{where}: unknown section(s) {unknown}; known: {sorted(known)}")
+        raise _Bad(f"unknown section(s) {unknown}; known: {sorted(known)}")
     if not raw.get("models"):
-        raise MatrixConfigError(f"{where}: at least one [[models]] entry is required")
-    models = []
-    for i, entry in enumerate(raw["models"]):
-        try:
-            model = ModelEntry(**entry)
-        except TypeError as exc:
-            raise MatrixConfigError(f"{where}: [[models]] #{i + 1}: {exc}") from None
-        get_model(model.model)
-        get_variant(model.variant)
-        models.append(model)
+        raise _Bad("at least one [[models]] entry is required")
+    if not isinstance(raw["models"], list):
+        raise _Bad(f"[[models]] must be a list of tables, got {_show(raw['models'])}")
+    models = tuple(_model(entry, f"[[models]] #{i + 1}") for i, entry in enumerate(raw["models"]))
+
     axes = raw.get("axes", {})
-    bad_axes = sorted(set(axes) - {"formats", "threads", "protocols"})
-    if bad_axes:
-        raise MatrixConfigError(f"{where}: unknown axes {bad_axes}; known: formats, threads, protocols")
-    formats = _tuple(axes.get("formats", [TENSORFLOW]), "axes.formats")
-    for fmt in formats:
-        get_format(fmt)
-    protocols = _tuple(axes.get("protocols", ["stream"]), "axes.protocols")
-    for name in protocols:
-        parse_protocol(name)
-    threads = _tuple(axes.get("threads", [1]), "axes.threads", int)
-    if any(t < 1 for t in threads):
-        raise MatrixConfigError(f"{where}: axes.threads must be >= 1, got {list(threads)}")
-    timing = raw.get("timing", {})
-    bad_timing = sorted(set(timing) - {"warmup", "iterations", "cell_timeout_s"})
-    if bad_timing:
-        raise MatrixConfigError(f"{where}: unknown [timing] key(s) {bad_timing}; "
-                                "known: warmup, iterations, cell_timeout_s")
-    warmup, iterations = int(timing.get("warmup", 5)), int(timing.get("iterations", 50))
-    cell_timeout_s = float(timing.get("cell_timeout_s", 900))
-    if warmup < 0 or iterations < 1 or cell_timeout_s <= 0:
-        raise MatrixConfigError(
-            f"{where}: [timing] needs warmup >= 0, iterations >= 1 and cell_timeout_s > 0; got "
-            f"warmup={warmup}, iterations={iterations}, cell_timeout_s={cell_timeout_s:g}")
-    sweep_raw = raw.get("memory_sweep", {})
+    if isinstance(axes, dict):
+        bad_axes = sorted(set(axes) - {"formats", "threads", "protocols"})
+        if bad_axes:
+            raise _Bad(f"unknown axes {bad_axes}; known: formats, threads, protocols")
+    axes = _table(axes, "[axes]", {"formats", "threads", "protocols"})
+    formats = _tuple(axes.get("formats", [TENSORFLOW]), "axes.formats", _registered(get_format))
+    protocols = _tuple(axes.get("protocols", ["stream"]), "axes.protocols",
+                       _registered(parse_protocol))
+    threads = _tuple(axes.get("threads", [1]), "axes.threads",
+                     lambda v, n: _int(v, n, 1, MAX_THREADS))
+
+    timing = _table(raw.get("timing", {}), "[timing]", {"warmup", "iterations", "cell_timeout_s"})
+    warmup = _int(timing.get("warmup", 5), "[timing] warmup", 0, MAX_CALLS)
+    iterations = _int(timing.get("iterations", 50), "[timing] iterations", 1, MAX_CALLS)
+    cell_timeout_s = _number(timing.get("cell_timeout_s", 900), "[timing] cell_timeout_s",
+                             MAX_TIMEOUT_S)
+
+    sweep_raw = _table(raw.get("memory_sweep", {}), "[memory_sweep]",
+                       {"clip_frames", "formats", "modes", "threads"})
     sweep = SweepConfig(
-        clip_frames=_tuple(sweep_raw.get("clip_frames", []), "memory_sweep.clip_frames", int),
-        formats=_tuple(sweep_raw.get("formats", [TENSORFLOW]), "memory_sweep.formats"),
-        modes=_tuple(sweep_raw.get("modes", list(SWEEP_MODES)), "memory_sweep.modes"),
-        threads=sweep_raw.get("threads"),
+        clip_frames=_tuple(sweep_raw.get("clip_frames", []), "memory_sweep.clip_frames",
+                           lambda v, n: _int(v, n, 1, MAX_FRAMES), allow_empty=True),
+        formats=_tuple(sweep_raw.get("formats", [TENSORFLOW]), "memory_sweep.formats",
+                       _registered(get_format)),
+        modes=_tuple(sweep_raw.get("modes", list(SWEEP_MODES)), "memory_sweep.modes",
+                     _registered(_sweep_mode)),
+        threads=_optional_int(sweep_raw, "threads", "memory_sweep.threads", 1, MAX_THREADS),
     )
-    for fmt in sweep.formats:
-        get_format(fmt)
-    for mode in sweep.modes:
-        if mode not in SWEEP_MODES:
-            raise MatrixConfigError(f"{where}: memory_sweep.modes: unknown mode {mode!r}; "
-                                    f"known: {', '.join(SWEEP_MODES)}")
-    data_raw = dict(raw.get("data", {}))
-    try:
-        data = DataConfig(**data_raw)
-    except TypeError as exc:
-        raise MatrixConfigError(f"{where}: [data]: {exc}") from None
+
+    data_raw = _table(raw.get("data", {}), "[data]", {f.name for f in fields(DataConfig)})
+    if data_raw.get("path") and data_raw.get("synth"):
+        raise _Bad("[data] takes a path or a synth table, not both")
+    data = DataConfig(
+        path=_str(data_raw.get("path", ""), "[data] path"),
+        split=_str(data_raw.get("split", "val"), "[data] split"),
+        max_videos=_optional_int(data_raw, "max_videos", "[data] max_videos", 1, MAX_VIDEOS),
+        synth=_synth(data_raw["synth"]) if data_raw.get("synth") is not None else {})
+    if "\0" in data.path:
+        raise _Bad("[data] path holds a NUL character")
     return MatrixConfig(
-        name=str(raw.get("name", "matrix")),
-        models=tuple(models),
+        name=_str(raw.get("name", "matrix"), "name"),
+        models=models,
         formats=formats,
         threads=threads,
         protocols=protocols,
@@ -221,10 +363,15 @@ def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConf
         cell_timeout_s=cell_timeout_s,
         data=data,
         sweep=sweep,
-        include=tuple(raw.get("include", [])),
-        exclude=tuple(raw.get("exclude", [])),
+        include=_rules(raw.get("include", []), "[[include]]"),
+        exclude=_rules(raw.get("exclude", []), "[[exclude]]"),
         source=text,
     )
+
+
+def _sweep_mode(mode: str) -> None:
+    if mode not in SWEEP_MODES:
+        raise MatrixConfigError(f"unknown mode {mode!r}; known: {', '.join(SWEEP_MODES)}")
 
 
 def latency_frames(config: MatrixConfig, causal: bool) -> list[int]:
@@ -294,4 +441,11 @@ def apply_filter(cells: list[Cell], expr: str | None) -> list[Cell]:
         if not sep or key.strip() not in {f.name for f in fields(Cell)}:
             raise MatrixConfigError(f"--only: expected key=value with a cell field, got {part!r}")
         rule[key.strip()] = value.strip().split("|")
-    return [c for c in cells if c.matches(rule)]
+    kept = [c for c in cells if c.matches(rule)]
+    if cells and not kept:
+        # Most often a typo in a value (format=onxx): say which values there are.
+        key = next(iter(rule))
+        values = sorted({str(getattr(c, key)) for c in cells})
+        raise MatrixConfigError(f"--only {expr!r} matches none of the {len(cells)} cells "
+                                f"({key} values: {', '.join(values)})")
+    return kept

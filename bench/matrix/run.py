@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -17,13 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results.environment import environment
 from bench.launchers.local import Executor, JobOutcome, LocalProcessExecutor
 from bench.matrix.config import Cell, MatrixConfig, MatrixConfigError
-from bench.scenarios import LATENCY
+from bench.matrix.runlock import hold_run_dir
+from bench.results.environment import environment
 from bench.results.store import ResultsStore
+from bench.scenarios import LATENCY
 from converters.cache import default_cache_dir
 from converters.errors import MovibenchError
+from converters.filelock import FileLock
 from converters.formats import get_format
 
 
@@ -71,8 +74,12 @@ def prepare_data(config: MatrixConfig) -> DataSource | None:
         synth = SynthConfig(**data.synth)
         root = synth_root(data.synth)
         if not (root / ".complete").exists():
-            generate(root, synth)
-            (root / ".complete").write_text("ok\n")
+            # Two runs wanting the same set at once: one writes it, the other waits for it.
+            with FileLock(root.with_name(root.name + ".lock")):
+                if not (root / ".complete").exists():
+                    shutil.rmtree(root, ignore_errors=True)  # a killed generator's half set
+                    generate(root, synth)
+                    (root / ".complete").write_text("ok\n")
         path, frames = root, synth.frames
     else:
         path = Path(data.path)
@@ -145,6 +152,8 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
     from converters.zoo import config_for
 
     plans = []
+    # Cells share artifacts, and a cache lookup hashes the artifact's files: look each up once.
+    cached: dict[tuple, bool] = {}
     for cell in cells:
         ckpt = checkpoint_path(cell.checkpoint)
         config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
@@ -161,10 +170,13 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
             from bench.data.calibration_clips import export_options
             from converters.export import is_cached
 
-            options = export_options(cell.format, data.calibration_videos if data else (),
-                                     calibration_frames(data))
-            artifact = "cached" if is_cached(config, cell.format, checkpoint=ckpt or None,
-                                             frames_per_step=frames, options=options) else "to build"
+            key = (json.dumps(config.to_dict(), sort_keys=True), cell.format, ckpt, frames)
+            if key not in cached:
+                options = export_options(cell.format, data.calibration_videos if data else (),
+                                         calibration_frames(data))
+                cached[key] = is_cached(config, cell.format, checkpoint=ckpt or None,
+                                        frames_per_step=frames, options=options)
+            artifact = "cached" if cached[key] else "to build"
         plans.append(CellPlan(cell, config.to_dict(), ckpt, frames,
                               "done" if cell.cell_id in done else "todo", error, artifact))
     return plans
@@ -290,25 +302,40 @@ def merge_nodes(before: list[dict] | None, now: list[dict]) -> list[dict]:
     return list(nodes.values())
 
 
-def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
-               cell_timeout_s: float | None = None, executor: Executor | None = None,
-               command: str = "", export_jobs: int = 1, cell_jobs: int = 1,
-               on_cell: Callable[[CellPlan, dict], None] | None = None,
-               on_start: Callable[[int], None] | None = None,
-               on_exports: Callable[[int], None] | None = None,
-               on_export: Callable[[dict, JobOutcome], None] | None = None) -> pd.DataFrame:
+def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell],
+               executor: Executor | None = None, command: str = "",
+               on_note: Callable[[str], None] | None = None, **options) -> pd.DataFrame:
     """Run `cells` of `config` into the store at `out`; returns the consolidated table.
 
     The artifacts the cells need are exported first (`export_jobs` at a time; `on_exports`
     gets their number, `on_export` each outcome), then the cells run one at a time, so no
     cell is timed while anything else runs; `cell_jobs` > 1 only for an executor that keeps
-    concurrent cells on different machines.
+    concurrent cells on different machines. Options: resume, cell_timeout_s, export_jobs,
+    cell_jobs, on_cell, on_start, on_exports, on_export.
+
+    The run holds `out` meanwhile (bench.matrix.runlock): a second run into it raises
+    RunDirLockedError; the lock of a killed run is taken over (`on_note` is told) and its
+    leftover workers stopped. SIGTERM is handled like Ctrl-C.
     """
+    command = command or " ".join(sys.argv)
+    with hold_run_dir(out, command, on_note) as lock:
+        executor = executor or LocalProcessExecutor()
+        if hasattr(executor, "on_workers"):
+            executor.on_workers = lock.set_workers
+        return _run_matrix(config, out, cells=cells, executor=executor, command=command, **options)
+
+
+def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resume: bool = False,
+                cell_timeout_s: float | None = None, executor: Executor, command: str,
+                export_jobs: int = 1, cell_jobs: int = 1,
+                on_cell: Callable[[CellPlan, dict], None] | None = None,
+                on_start: Callable[[int], None] | None = None,
+                on_exports: Callable[[int], None] | None = None,
+                on_export: Callable[[dict, JobOutcome], None] | None = None) -> pd.DataFrame:
     store = ResultsStore(out)
     if store.exists() and not resume:
         raise MovibenchError(f"{out} already holds results: pass --resume to continue it, "
                              "or choose another --out")
-    executor = executor or LocalProcessExecutor()
     timeout = cell_timeout_s or config.cell_timeout_s
     data = prepare_data(config)
     plans = plan_cells(cells, data, store.done_cells())
@@ -316,7 +343,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], resu
     meta = store.meta() if resume and store.exists() else {}
     run_id = meta.get("run_id") or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     meta.update(run_id=run_id, name=config.name, config_hash=config.config_hash(),
-                command=command or " ".join(sys.argv), environment=environment(),
+                command=command, environment=environment(),
                 started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 dataset=data.path if data else None, cells_planned=len(plans))
     # Executors that spread cells over machines list them in run.json (Ray: every node).

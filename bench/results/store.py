@@ -76,12 +76,19 @@ class ResultsStore:
                predictions: list[dict] | None = None) -> None:
         """Record one finished cell; its extra tables first, its row last (the commit point)."""
         cell_id, run_id = row["cell_id"], row["run_id"]
+        samples_path = self.parts / f"{cell_id}.samples.parquet"
+        predictions_path = self.parts / f"{cell_id}.predictions.parquet"
         if samples_ms:
             rows = [{"cell_id": cell_id, "run_id": run_id, "step_ms": s} for s in samples_ms]
-            write_parquet(frame(rows, SAMPLE_COLUMNS), self.parts / f"{cell_id}.samples.parquet")
+            write_parquet(frame(rows, SAMPLE_COLUMNS), samples_path)
+        else:
+            # An earlier attempt killed between its tables and its row left these behind.
+            samples_path.unlink(missing_ok=True)
         if predictions:
             rows = [{"cell_id": cell_id, "run_id": run_id, **p} for p in predictions]
-            write_parquet(frame(rows, PREDICTION_COLUMNS), self.parts / f"{cell_id}.predictions.parquet")
+            write_parquet(frame(rows, PREDICTION_COLUMNS), predictions_path)
+        else:
+            predictions_path.unlink(missing_ok=True)
         write_parquet(frame([row]), self.parts / f"{cell_id}.parquet")
 
     def _concat(self, suffix: str, columns) -> pd.DataFrame:
