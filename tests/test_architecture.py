@@ -1,6 +1,6 @@
 """The package layout states the design, and dependencies point one way.
 
-Layers, lowest first: converters' core (errors, formats, manifest, zoo, build, cache) →
+Layers, lowest first: converters' core (errors, formats, manifest, zoo, build, cache, filelock) →
 runtimes → converters' exporters → bench. A module may import its own layer and the layers
 below it, never above; bench/ has no module at its top level but __init__ and __main__.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = {"converters.errors", "converters.formats", "converters.manifest", "converters.zoo",
-        "converters.build", "converters.cache"}
+        "converters.build", "converters.cache", "converters.filelock"}
 LAYERS = ("core", "runtimes", "exporters", "bench")
 
 
