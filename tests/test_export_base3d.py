@@ -293,6 +293,7 @@ def test_3d_2plus1d_checkpoint_exports_without_flex_ops_and_streams_equal(model_
     assert np.abs(got - want).max() <= 1e-4
 
 
+@pytest.mark.slow  # the fixture builds a model
 def test_checkpoint_of_another_conv_type_names_it(model_3d_2plus1d):
     _, checkpoint = model_3d_2plus1d
     assert checkpoint_conv_type(resolve_checkpoint_prefix(checkpoint)) == "3d_2plus1d"
