@@ -46,7 +46,7 @@ class ExportTarget:
 TARGETS: tuple[ExportTarget, ...] = (
     *(ExportTarget(name, name) for name in FORMATS if name == "onnx"),
     ExportTarget(DYNAMIC_ONNX, "onnx", dynamic_frames=True),
-    *(ExportTarget(name, name) for name in FORMATS if name != "onnx"),
+    *(ExportTarget(name, name) for name, spec in FORMATS.items() if name != "onnx" and spec.exported),
 )
 
 
