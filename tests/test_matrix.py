@@ -14,30 +14,9 @@ from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_co
 from bench.matrix.run import run_matrix
 from bench.results.store import ResultsStore, load_cells
 from converters.errors import MovibenchError
+from tiny_matrix import tiny_matrix
 
-CONFIG = """
-name = "tiny"
-
-[[models]]
-model = "t0"
-variant = "stream"
-resolution = 32
-classes = 2
-
-[axes]
-formats = ["tensorflow"]
-threads = [1]
-protocols = ["stream", "multi-clip:2x4", "full-clip"]
-
-[timing]
-warmup = 1
-iterations = 5
-cell_timeout_s = 600
-
-[data]
-split = "val"
-synth = { classes = 2, videos_per_class = 2, frames = 8, size = 32, seed = 11, val_fraction = 0.5 }
-"""
+CONFIG = tiny_matrix("tiny", ["tensorflow"], ["stream", "multi-clip:2x4", "full-clip"])
 
 
 @pytest.fixture

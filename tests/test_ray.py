@@ -23,38 +23,18 @@ import pytest
 from bench.matrix.config import apply_filter, expand, load_config, parse_config
 from bench.matrix.run import run_matrix
 from bench.results.store import ResultsStore
+from tiny_matrix import tiny_matrix
 
 # Tests that start the cluster (tens of seconds) or the matrix on it (a conversion).
 cluster = pytest.mark.slow
 
-CONFIG = """
-name = "ray-tiny"
-
-[[models]]
-model = "t0"
-variant = "stream"
-resolution = 32
-classes = 2
-
-[axes]
-formats = ["onnx"]
-threads = [1]
-protocols = ["stream", "full-clip", "multi-clip:2x4"]
-
-[timing]
-warmup = 1
-iterations = 5
-cell_timeout_s = 300
-
-[data]
-split = "val"
-synth = { classes = 2, videos_per_class = 2, frames = 8, size = 32, seed = 11, val_fraction = 0.5 }
-"""
+PROTOCOLS = ["stream", "full-clip", "multi-clip:2x4"]
+CONFIG = tiny_matrix("ray-tiny", ["onnx"], PROTOCOLS, timeout_s=300)
 
 
 def config_of(fmt: str, only: str | None = None):
     """CONFIG with another format, and its cells (those matching `only`)."""
-    text = CONFIG.replace('"onnx"', f'"{fmt}"')
+    text = tiny_matrix("ray-tiny", [fmt], PROTOCOLS, timeout_s=300)
     config = parse_config(tomllib.loads(text), text)
     return config, apply_filter(expand(config), only)
 
@@ -135,7 +115,10 @@ def test_artifact_travels_through_the_object_store(ray_cluster, tmp_path, monkey
     path, seconds = _unpack_entry(box)
     assert Path(path) == ArtifactCache().entry_dir(entry.key) / "m.onnx" and seconds > 0
     assert Path(path).read_bytes() == entry.artifact.read_bytes()
-    assert json.loads((Path(path).parent / "build.json").read_text()) == {"build_seconds": 1.5}
+    # The entry's record travels whole (its build time, file hashes and build date).
+    built = json.loads((Path(path).parent / "build.json").read_text())
+    assert built == json.loads((entry.artifact.parent / "build.json").read_text())
+    assert built["build_seconds"] == 1.5
     assert _unpack_entry(box) == (path, 0.0)  # already on this node: nothing fetched
 
 

@@ -22,6 +22,7 @@ from bench.matrix.run import run_matrix
 from bench.matrix.runlock import LOCK_NAME, RunDirLockedError, RunLock
 from bench.results.store import ResultsStore, load_cells
 from converters.errors import MovibenchError
+from tiny_matrix import tiny_matrix
 
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
@@ -172,29 +173,8 @@ def test_a_consolidation_killed_midway_and_a_cell_killed_after_its_tables(tmp_pa
 
 # -- the real thing: a tiny matrix run through the CLI, stopped four ways ----------------------
 
-KILL_MATRIX = """
-name = "kill"
-
-[[models]]
-model = "t0"
-variant = "stream"
-resolution = 64
-classes = 5
-
-[axes]
-formats = ["onnx"]
-threads = [1, 2]
-protocols = ["stream", "full-clip"]
-
-[timing]
-warmup = 1
-iterations = 5
-cell_timeout_s = 300
-
-[data]
-split = "val"
-synth = { classes = 5, videos_per_class = 2, frames = 16, size = 64, seed = 3, val_fraction = 0.5 }
-"""
+KILL_MATRIX = tiny_matrix("kill", ["onnx"], ["stream", "full-clip"], threads=(1, 2), resolution=64,
+                          classes=5, frames=16, seed=3, timeout_s=300)
 
 
 def worker_jobs(run: subprocess.Popen) -> dict[int, dict]:

@@ -238,7 +238,9 @@ def validate_official_recipe_cmd(
     result = {"model": config.to_dict(), "frames": frames, "clips": synthetic,
               "weights": weights,
               "model_garden_flags": official["flags"], "model_garden_export_s": official["seconds"],
-              "movibench_artifact": str(ours.path), "difference": diff.to_dict(),
+              # Cache key + file name: the same on every machine, unlike the cache's path.
+              "movibench_artifact": {"cache_key": ours.key, "file": ours.path.name},
+              "difference": diff.to_dict(),
               "passed": diff.passed, "threads": threads,
               "latency_one_frame_per_call": latency,
               "speed_ratio_model_garden_over_movibench":

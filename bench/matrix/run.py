@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -278,17 +279,33 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
 
 def run_jobs(executor: Executor, jobs: list[tuple[object, dict]], timeout: float, workers: int,
              on_done: Callable[[object, JobOutcome], None], name: str) -> None:
-    """Run (key, job) pairs through `executor`, `workers` at a time; `on_done(key, outcome)`
-    is called in this thread as each finishes. Ctrl-C stops the jobs still running."""
+    """Run (key, job) pairs through `executor`, `workers` at a time. Ctrl-C stops the jobs
+    still running.
+
+    `on_done(key, outcome)` runs (one call at a time) in the thread that ran the job, before
+    that thread starts its next job: a result is stored before the next job's worker exists,
+    so the store's writes never overlap a timed cell and a run killed between two cells keeps
+    the first.
+    """
     if not jobs:
         return
+    recording = threading.Lock()
+    stopping = threading.Event()  # an interrupted run records none of the jobs it killed
+
+    def run_and_record(key: object, job: dict) -> None:
+        outcome = executor.run(job, timeout)
+        with recording:
+            if not stopping.is_set():
+                on_done(key, outcome)
+
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=name)
     try:
-        futures = {pool.submit(executor.run, job, timeout): key for key, job in jobs}
+        futures = [pool.submit(run_and_record, key, job) for key, job in jobs]
         for future in as_completed(futures):
-            on_done(futures[future], future.result())
+            future.result()  # re-raises what a job or its recording raised
     except BaseException:
         # Ctrl-C reaches this thread only: stop the jobs still running in the others.
+        stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         executor.stop_all()
         raise

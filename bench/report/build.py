@@ -111,11 +111,11 @@ def with_latency(cells: pd.DataFrame) -> pd.DataFrame:
     (LATENCY_COLUMNS; NaN where the run has no such latency cell)."""
     acc = _ok(cells, ACCURACY)
     lat = _ok(cells, LATENCY)[DEPLOYMENT_KEY + LATENCY_COLUMNS]
-    acc = acc.drop(columns=LATENCY_COLUMNS).assign(
-        frames_per_call=[call_frames(r) for _, r in acc.iterrows()])
+    # Both sides' frames_per_call as float (also when there is no row), so the merge key matches.
+    acc = acc.drop(columns=LATENCY_COLUMNS).assign(frames_per_call=pd.Series(
+        [call_frames(r) for _, r in acc.iterrows()], index=acc.index, dtype=float))
     lat = lat.assign(frames_per_call=lat["frames_per_call"].astype(float))
-    return acc.assign(frames_per_call=acc["frames_per_call"].astype(float)).merge(
-        lat.drop_duplicates(DEPLOYMENT_KEY), on=DEPLOYMENT_KEY, how="left")
+    return acc.merge(lat.drop_duplicates(DEPLOYMENT_KEY), on=DEPLOYMENT_KEY, how="left")
 
 
 def best_per_runtime(cells: pd.DataFrame) -> pd.DataFrame:
