@@ -19,7 +19,7 @@ import tf_keras  # noqa: E402
 from official.projects.movinet.modeling import movinet, movinet_model  # noqa: E402
 
 from converters.cache import checkpoint_files_sha256, resolve_checkpoint_prefix  # noqa: E402
-from converters.errors import CheckpointMismatchError  # noqa: E402
+from converters.errors import CheckpointMismatchError, first_line  # noqa: E402
 from converters.manifest import (  # noqa: E402
     IMAGE_INPUT, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
 )
@@ -106,7 +106,7 @@ def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
         if status is not None:
             # A refused checkpoint would otherwise log every unused value when collected.
             status.expect_partial()
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         found = checkpoint_conv_type(prefix)
         built = getattr(model, "movibench_conv_type", None)
         hint = (f" (the checkpoint holds conv_type={found!r}: pass --conv-type {found})"

@@ -1,12 +1,13 @@
 """Calibration inputs for int8 exporters: reproducible clips, and realistic per-step feeds.
 
 A streaming model's int8 ranges must cover the states it sees mid-video, not zeros: feeds are
-made by streaming each clip through the fp32 ONNX model and recording every step's inputs.
+made by streaming each clip through the fp32 model (TensorFlow for TFLite, ONNX Runtime for
+TensorRT) and recording every step's inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,36 @@ def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.nd
     return clips
 
 
+def stream_feeds(next_states: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                 manifest: StateManifest, frames: int,
+                 clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Every call's inputs {input name: array} as `clips` stream through a model.
+
+    Each clip [T, H, W, 3] is cut into calls of `frames` frames (a trailing partial call is
+    dropped: a static-shape artifact cannot take it) and streamed from fresh states, so later
+    feeds carry the states a deployed model sees mid-video rather than zeros; a clip shorter
+    than `frames` is looped in time to `frames`. `next_states(feed)` runs the fp32 model on one
+    feed and returns its output states by state name (called only for models with states).
+    Dicts, not positional lists: converters match a list to the inputs in an order of their
+    own choosing.
+    """
+    for clip in clips:
+        clip = np.asarray(clip, dtype=np.float32)
+        if clip.shape[0] < frames:
+            clip = clip[np.arange(frames) % clip.shape[0]]
+        states = manifest.init_states()
+        for start in range(0, clip.shape[0] - frames + 1, frames):
+            feed = {IMAGE_INPUT: np.ascontiguousarray(clip[None, start:start + frames])}
+            feed.update({s.input_name: states[s.name] for s in manifest.states})
+            yield feed
+            if manifest.states:
+                states = next_states(feed)
+
+
 def streamed_feeds(onnx_path: str | Path, manifest: StateManifest,
                    clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    """Every step's inputs {tensor name: array} when `clips` stream through the fp32 ONNX model.
-
-    Each clip [T, H, W, 3] is cut into steps of `manifest.frames_per_step` frames (a trailing
-    partial step is dropped: a static-shape engine cannot take it) and streamed from fresh
-    states, so later feeds carry the states a deployed model really sees. Clip models (no
-    states) get consecutive windows of their clip length.
-    """
+    """stream_feeds through the fp32 ONNX model (ONNX Runtime), in calls of the manifest's
+    `frames_per_step` (clip models: consecutive windows of their clip length)."""
     import onnxruntime as ort
 
     step = manifest.frames_per_step
@@ -51,12 +73,8 @@ def streamed_feeds(onnx_path: str | Path, manifest: StateManifest,
             "int8 calibration needs a static frames_per_step (a static-shape artifact)")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     outputs = [s.output_name for s in manifest.states]
-    for clip in clips:
-        states = manifest.init_states()
-        for start in range(0, clip.shape[0] - step + 1, step):
-            feed = {IMAGE_INPUT: np.ascontiguousarray(clip[None, start:start + step], np.float32)}
-            feed.update({s.input_name: states[s.name] for s in manifest.states})
-            yield feed
-            if outputs:
-                states = {s.name: value for s, value in
-                          zip(manifest.states, session.run(outputs, feed))}
+
+    def next_states(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {s.name: value for s, value in zip(manifest.states, session.run(outputs, feed))}
+
+    return stream_feeds(next_states, manifest, step, clips)

@@ -13,7 +13,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from converters.errors import UnsupportedExportError
+from converters.errors import UnsupportedExportError, first_line
 from converters.manifest import LOGITS_OUTPUT, StateManifest
 
 # Name given to the symbolic T axis of a dynamic-frames export (tf2onnx calls it 'unk__N').
@@ -95,8 +95,8 @@ def validate_onnx(model):
         onnx.checker.check_model(model)
         return onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise UnsupportedExportError(f"tf2onnx produced an invalid ONNX graph: {first}") from None
+        raise UnsupportedExportError(
+            f"tf2onnx produced an invalid ONNX graph: {first_line(exc)}") from None
 
 
 def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path, *,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ArtifactError, UnsupportedExportError
+from converters.calibration import stream_feeds
+from converters.errors import ArtifactError, UnsupportedExportError, first_line
 from converters.manifest import IMAGE_INPUT, StateManifest
 
 SIGNATURE_KEY = "serving_default"
@@ -40,29 +40,6 @@ def function_holder(step, model):
     holder.step = step
     holder.weights = list(model.variables)
     return holder
-
-
-def calibration_feeds(step, manifest: StateManifest, frames: int,
-                      clips) -> Iterator[dict[str, np.ndarray]]:
-    """Every call's inputs {signature input name: array} as `clips` stream through the TF step.
-
-    Each clip [T, H, W, 3] is cut into calls of `frames` frames (a trailing partial call is
-    dropped) and streamed from fresh states, so later samples carry the states a deployed
-    model sees mid-video rather than zeros. A clip model's clips shorter than its length L
-    are looped in time to L frames. Dicts, not positional lists: a list is matched to the
-    inputs in an order of the converter's choosing, which then fails at prepare.
-    """
-    for clip in clips:
-        clip = np.asarray(clip, dtype=np.float32)
-        if clip.shape[0] < frames:
-            clip = clip[np.arange(frames) % clip.shape[0]]
-        states = manifest.init_states()
-        for start in range(0, clip.shape[0] - frames + 1, frames):
-            image = np.ascontiguousarray(clip[None, start:start + frames])
-            yield {IMAGE_INPUT: image, **{s.input_name: states[s.name] for s in manifest.states}}
-            if manifest.states:
-                out = step(image, *(states[s.name] for s in manifest.states))
-                states = {s.name: out[s.output_name].numpy() for s in manifest.states}
 
 
 def configure(converter, precision: str, feeds=None) -> None:
@@ -117,7 +94,7 @@ def verify_tflite(path: Path, manifest: StateManifest, feed: dict[str, np.ndarra
         signatures = interpreter.get_signature_list()
     except (ValueError, RuntimeError) as exc:
         raise ArtifactError(f"LiteRT cannot load the converted model {path.name}: "
-                            f"{_first_line(exc)}") from None
+                            f"{first_line(exc)}") from None
     if SIGNATURE_KEY not in signatures:
         raise ArtifactError(f"converted model {path.name} has no {SIGNATURE_KEY!r} signature "
                             f"(has {sorted(signatures)})")
@@ -134,12 +111,7 @@ def verify_tflite(path: Path, manifest: StateManifest, feed: dict[str, np.ndarra
         interpreter.get_signature_runner(SIGNATURE_KEY)(**feed)
     except (ValueError, RuntimeError) as exc:
         raise ArtifactError(f"converted model {path.name} fails to run in LiteRT: "
-                            f"{_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+                            f"{first_line(exc)}") from None
 
 
 def export_tflite(model, manifest: StateManifest, frames: int, target: Path, precision: str, *,
@@ -185,10 +157,14 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
         [concrete], function_holder(step, model))
     calibrated = 0
 
+    def next_states(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = concrete(feed[IMAGE_INPUT], *(feed[s.input_name] for s in manifest.states))
+        return {s.name: out[s.output_name].numpy() for s in manifest.states}
+
     def feeds():
         nonlocal calibrated
-        for feed in calibration_feeds(concrete, manifest, frames,
-                                      calibration.iter_clips(manifest.resolution)):
+        for feed in stream_feeds(next_states, manifest, frames,
+                                 calibration.iter_clips(manifest.resolution)):
             calibrated += 1
             yield feed
 
@@ -201,7 +177,7 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
             data = converter.convert()
     except Exception as exc:  # the converter raises ConverterError and assorted others
         raise UnsupportedExportError(
-            f"TFLite conversion ({precision}) failed: {_first_line(exc)}") from None
+            f"TFLite conversion ({precision}) failed: {first_line(exc)}") from None
     convert_seconds = time.perf_counter() - start
     target = Path(target)
     target.write_bytes(data)

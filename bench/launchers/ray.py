@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.launchers.local import JobOutcome, LocalProcessExecutor
-from converters.errors import MovibenchError
+from converters.errors import MovibenchError, first_line
 
 # Ray must not phone home from a benchmark run; a user who wants usage stats sets it to 1.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -73,7 +73,7 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.init(resources={SLOT: 1}, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayClusterError(f"cannot connect to Ray at {address or 'a new local instance'}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
+                              f"{first_line(exc)}") from None
     try:
         yield
     finally:
