@@ -96,7 +96,10 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
                 preds = probs.argmax(1)
                 frames = FRAMES if not protocol.startswith("multi") else \
                     {"multi-clip:2x16": 32, "multi-clip:4x4": 16}[protocol]
+                confusion = np.zeros((len(CLASSES), len(CLASSES)), dtype=int)
+                np.add.at(confusion, (labels, preds), 1)
                 row.update(status="ok", exit_code=0, cell_wall_s=3.0, **artifact,
+                           confusion=json.dumps(confusion.tolist()),
                            frames_per_call=None if fmt == "tensorflow" else 1,
                            videos=VIDEOS, videos_failed=0,
                            top1=float(np.mean(preds == labels)),
@@ -203,7 +206,7 @@ def test_html_is_self_contained_with_tables_and_images(report):
     assert page.scripts == 0 and page.external == []
     for title in report.sections:
         assert title in page.headings
-    assert len(page.images) == len(report.images) == 4
+    assert len(page.images) == len(report.images) == 5
     for src in page.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
@@ -267,6 +270,30 @@ def test_failed_cell_speedup_memory_and_trace_sections(report):
     assert {r["protocol"] for r in trace[1:]} == {"full-clip", "multi-clip:2x16", "multi-clip:4x4"}
 
 
+def test_confusion_heatmaps_of_the_best_format_per_model(report, run_dir):
+    """One figure for the one model: the format and threads with the highest mean top-1 over
+    the protocols, a heatmap per protocol, beside a table of its accuracy per protocol."""
+    cells = pd.read_parquet(run_dir / "cells.parquet")
+    ok = cells[(cells["kind"] == "accuracy") & (cells["status"] == "ok")]
+    mean = ok.groupby(["format", "threads"])["top1"].mean()
+    latency = cells[cells["kind"] == "latency"].set_index(["format", "threads"])["frame_p50_ms"]
+    # Ties on top-1 (formats that predict alike) go to the fastest deployment.
+    fmt, threads = min(mean[mean == mean.max()].index, key=lambda k: latency[k])
+    figures = [p for p in report.images if p.name.startswith("confusion_")]
+    assert len(figures) == 1 and figures[0].read_bytes().startswith(PNG_SIGNATURE)
+    rows = parse(report.html).table_with("mean per-class accuracy (%)")
+    best = ok[(ok["format"] == fmt) & (ok["threads"] == threads)].sort_values("protocol")
+    assert [r["protocol"] for r in rows] == list(best["protocol"])
+    assert [r["top-1 (%)"] for r in rows] == [f"{100 * t:.1f}" for t in best["top1"]]
+    text = report.markdown.read_text()
+    assert f"t0/stream {fmt} t{threads}: true vs predicted" not in text  # the title is in the PNG
+    assert f"Confusion matrices of t0/stream {fmt} t{threads} (demo:t0-stream-synth)." in text
+    # Each matrix counts every video once: rows are true classes.
+    for _, cell in best.iterrows():
+        matrix = np.asarray(json.loads(cell["confusion"]))
+        assert matrix.sum() == VIDEOS and np.trace(matrix) == round(cell["top1"] * VIDEOS)
+
+
 def test_harness_overhead_table_lists_fastest_deployment_first(report):
     page = parse(report.html)
     rows = page.table_with("median overhead (%)")
@@ -317,7 +344,7 @@ def test_missing_pieces_are_omitted_with_a_note(tmp_path):
     assert set(paths.omitted) == {"Peak memory and time vs clip length", "Prediction trace of one video"}
     text = paths.markdown.read_text()
     assert "no memory-sweep cells" in text and "no stream cell with a recorded per-step trace" in text
-    assert len(paths.images) == 2
+    assert len(paths.images) == 3
 
 
 def test_validation_table_is_included_when_present(tmp_path):
@@ -347,7 +374,7 @@ def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch)
         main()
     assert done.value.code == 0
     out = json.loads(capsys.readouterr().out)
-    assert Path(out["html"]).exists() and len(out["images"]) == 4
+    assert Path(out["html"]).exists() and len(out["images"]) == 5
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["movibench", "report", "no-such-run"])
     with pytest.raises(SystemExit) as done:

@@ -211,6 +211,58 @@ def section_pareto(run: RunData, out_dir: Path) -> Section:
     return section
 
 
+MODEL_KEY = ["model", "variant", "checkpoint", "resolution"]
+
+
+def best_format_per_model(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per model and weights, the accuracy cells (with a confusion matrix) of the format and
+    thread count with the highest mean top-1 over their protocols; ties: the lowest mean
+    per-frame p50 of their latency cells."""
+    acc = with_latency(cells)
+    acc = acc[acc["confusion"].notna() & acc["classes"].notna()]
+    if acc.empty:
+        return acc
+    by = [*MODEL_KEY, "format", "threads"]
+    score = acc.groupby(by, dropna=False).agg(top1=("top1", "mean"),
+                                                 frame_p50_ms=("frame_p50_ms", "mean")).reset_index()
+    best = score.sort_values(["top1", "frame_p50_ms"], ascending=[False, True],
+                             na_position="last", kind="stable").groupby(
+        MODEL_KEY, dropna=False, sort=True).head(1)
+    return acc.merge(best[by], on=by).sort_values([*MODEL_KEY, "protocol"], kind="stable")
+
+
+def section_confusion(run: RunData, out_dir: Path) -> Section:
+    from bench.report.plots import confusion_plot
+
+    section = Section("Confusion matrices of the best deployment per model")
+    best = best_format_per_model(run.cells)
+    if best.empty:
+        return section.omit("no successful accuracy cell with a confusion matrix.")
+    section.blocks.append(
+        "Per model and weights: the format and thread count whose accuracy cells have the "
+        "highest mean top-1 over their protocols (ties: the lowest mean per-frame p50), one "
+        "heatmap per protocol. Rows are the true classes, columns the predicted ones; the "
+        "number is the count of videos, the colour that count's share of the true class's "
+        "videos. From each cell's `confusion` and `classes` columns.")
+    for n, (_, cells) in enumerate(best.groupby(MODEL_KEY, dropna=False, sort=True)):
+        first = cells.iloc[0]
+        classes = json.loads(first["classes"])
+        matrices = [(r["protocol"], np.asarray(json.loads(r["confusion"]), dtype=int))
+                    for _, r in cells.iterrows()]
+        name = f"{first['model']}/{first['variant']} {first['format']} t{int(first['threads'])}"
+        path = confusion_plot(matrices, classes, out_dir / f"confusion_{n}.png",
+                              f"{name}: true vs predicted class per protocol")
+        rows = [{"protocol": r["protocol"], "videos": num(r["videos"], 0),
+                 head("top1", "top-1"): pct(r["top1"]),
+                 head("mean_class_accuracy", "mean per-class accuracy"): pct(r["mean_class_accuracy"])}
+                for _, r in cells.iterrows()]
+        weights = first["checkpoint"] if isinstance(first["checkpoint"], str) and first["checkpoint"] \
+            else "random init"
+        section.blocks += [Figure(path, f"Confusion matrices of {name} ({weights})."),
+                           _table(rows, f"{name}: accuracy per protocol")]
+    return section
+
+
 def section_memory(run: RunData, out_dir: Path) -> Section:
     from bench.report.plots import memory_plot
 
@@ -538,7 +590,8 @@ def build_sections(run: RunData, out_dir: Path) -> list[Section]:
     """All sections of the report, figures written into `out_dir`; the sections that rank or
     pool latencies come once per CPU model the cells ran on."""
     return [*per_hardware(run, out_dir, lambda r, _: section_headline(r)),
-            *per_hardware(run, out_dir, section_pareto), *per_hardware(run, out_dir, section_memory),
+            *per_hardware(run, out_dir, section_pareto), section_confusion(run, out_dir),
+            *per_hardware(run, out_dir, section_memory),
             section_trace(run, out_dir), section_equivalence(run),
             *per_hardware(run, out_dir, section_speedup),
             *per_hardware(run, out_dir, lambda r, _: section_overhead(r)),

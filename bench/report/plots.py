@@ -157,3 +157,31 @@ def speedup_plot(speedups: pd.DataFrame, path: Path, title: str) -> Path:
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return _save(fig, path)
+
+
+def confusion_plot(matrices: list[tuple[str, np.ndarray]], classes: list[str], path: Path,
+                   title: str) -> Path:
+    """One heatmap per (protocol, confusion matrix [true, predicted] of counts), side by side:
+    colour = share of the true class's videos (each row sums to 1), text = the count."""
+    n = len(matrices)
+    side = max(2.6, 0.45 * len(classes) + 1.4)
+    fig = _figure(side * n + 0.8, side + 1.4)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    image = None
+    for ax, (protocol, counts) in zip(axes, matrices):
+        totals = counts.sum(axis=1, keepdims=True)
+        shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if len(classes) <= 20:  # beyond that the digits no longer fit their squares
+            for (i, j), count in np.ndenumerate(counts):
+                ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, classes, rotation=90, fontsize=7)
+        ax.set_yticks(ticks, classes if ax is axes[0] else [], fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_title(protocol, fontsize=9)
+    axes[0].set_ylabel("true class")
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of the true class's videos")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
