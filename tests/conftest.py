@@ -23,8 +23,13 @@ T0_STREAM = ModelConfig("t0", "stream", 64, 5)
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Artifacts built by tests go to a per-session cache, never the user's."""
-    path = tmp_path_factory.mktemp("movibench-cache")
+    """Artifacts built by tests go to a per-session cache, never the user's. The xdist workers
+    of one session share it: its file lock builds each key once (the others wait for it)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "movibench-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("movibench-cache")
     old = os.environ.get("MOVIBENCH_CACHE")
     os.environ["MOVIBENCH_CACHE"] = str(path)
     yield path
@@ -166,3 +171,16 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
 settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# The files that take minutes, longest first (measured with --durations on 2 cores). The README's
+# test command runs two xdist workers that each take one file at a time in collection order: a
+# long file collected last would run alone at the end while the other worker idles.
+LONGEST_FILES = ["test_train.py", "test_export_tflite.py",
+                 "test_export_onnx.py", "test_export_base3d.py", "test_cache.py", "test_matrix.py",
+                 "test_export_cli.py", "test_cli.py", "test_evaluate.py", "test_ray.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file

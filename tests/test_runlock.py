@@ -25,10 +25,17 @@ from converters.errors import MovibenchError
 from tiny_matrix import tiny_matrix
 
 
+def _default_sigint() -> None:
+    # As from a terminal: a child inherits an ignored SIGINT (a test runner's worker may ignore
+    # it), and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bench", *args],
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **kwargs)
 
 
 def wait_gone(pid: int, timeout: float = 30) -> bool:
