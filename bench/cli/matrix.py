@@ -139,6 +139,9 @@ def run_cmd(
             how = "cached"
         else:
             how = f"built in {outcome.result.get('build_s', float('nan')):.1f} s"
+            if outcome.result.get("cache_rebuilt"):
+                how += (" (the cached copy failed its check and was rebuilt: "
+                        f"{outcome.result['cache_rebuilt']})")
         progress.console.print(f"{what}: {how}", highlight=False, markup=False)
         progress.advance(task)
 

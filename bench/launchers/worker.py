@@ -64,7 +64,9 @@ def run_export(job: dict) -> dict:
                             frames_per_step=job.get("frames_per_call"), options=options)
     return {"artifact": str(artifact.path), "cached": artifact.cached,
             "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
-            "artifact_mb": artifact.size_bytes / 2**20}
+            "artifact_mb": artifact.size_bytes / 2**20,
+            # Why a cached copy was thrown away and rebuilt ("" when it was not).
+            "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
 
 
 def run_cell(job: dict) -> dict:
