@@ -26,8 +26,9 @@ from tiny_matrix import tiny_matrix
 
 
 def _default_sigint() -> None:
-    # As from a terminal: a child inherits an ignored SIGINT (a test runner's worker may ignore
-    # it), and Python then installs no KeyboardInterrupt handler.
+    # As from a terminal. A child that inherits an ignored SIGINT gets no KeyboardInterrupt
+    # handler from Python; step 4 below ran to exit 0 twice under pytest-xdist without this
+    # (the ignoring ancestor was not identified).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

@@ -146,6 +146,16 @@ def verify_cmd(cache_dir: CacheOpt = None, as_json: JsonOpt = False) -> None:
     raise typer.Exit(EXIT_FAILED if bad else EXIT_OK)
 
 
+def _prune_action(keep: bool, dry_run: bool, remove) -> str:
+    """What prune does to one entry or leftover: keep it, say it would go, or `remove()` it
+    (False when another process holds it)."""
+    if keep:
+        return "kept"
+    if dry_run:
+        return "would remove"
+    return "removed" if remove() else "in use"
+
+
 @app.command("prune")
 def prune_cmd(
     cache_dir: CacheOpt = None,
@@ -173,20 +183,11 @@ def prune_cmd(
         row = _entry_row(check, last_used)
         stale = unused_days is not None and last_used is not None and \
             now - last_used > unused_days * 86400
-        if check.ok and not (everything or stale):
-            row.action = "kept"
-        elif dry_run:
-            row.action = "would remove"
-        else:
-            row.action = "removed" if cache.prune_key(key) else "in use"
+        keep = check.ok and not (everything or stale)
+        row.action = _prune_action(keep, dry_run, lambda: cache.prune_key(key))
         rows.append(row)
     for row, left in _leftover_rows(cache):
-        if left.in_use:
-            row.action = "kept"
-        elif dry_run:
-            row.action = "would remove"
-        else:
-            row.action = "removed" if cache.prune_leftover(left) else "in use"
+        row.action = _prune_action(left.in_use, dry_run, lambda: cache.prune_leftover(left))
         rows.append(row)
     left_over = [r for r in rows if r.action in ("would remove", "in use")]
     removed = sum(r.action == "removed" for r in rows)
