@@ -251,7 +251,10 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
 
     # 3. SIGTERM during the last cell: the run takes over the dead run's lock, stops its
     #    leftover worker first, then stops its own worker and keeps the finished cells.
-    run = cli(*run_args, "--resume")
+    #    The cell hangs, so it cannot finish (and be rightly kept) before the signal is
+    #    handled: a run that handled SIGTERM only once its cell ended would hang here.
+    hang_last = {"MOVIBENCH_FAULT": "hang:t2 full-clip"}
+    run = cli(*run_args, "--resume", env=hang_last)
     own = stop_when(run, signal.SIGTERM, cell_labelled("t2 full-clip"))
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 143, stderr[-2000:]
@@ -260,8 +263,8 @@ def test_resume_after_sigkill_sigterm_and_ctrl_c_runs_every_cell_once(tmp_path, 
     assert len(ResultsStore(out).done_cells()) == 5
     assert not (out / LOCK_NAME).exists()
 
-    # 4. Ctrl-C (SIGINT) during the last cell.
-    run = cli(*run_args, "--resume")
+    # 4. Ctrl-C (SIGINT) during the last cell (hung again, for the same reason).
+    run = cli(*run_args, "--resume", env=hang_last)
     own = stop_when(run, signal.SIGINT, cell_labelled("t2 full-clip"))
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr[-2000:]
