@@ -76,6 +76,23 @@ class DeviceMemoryInfo:
         return self.total_bytes - self.free_bytes
 
 
+@dataclass(frozen=True)
+class ExecutionFacts:
+    """How an engine runs a loaded artifact, in the engine's own terms (`Session.execution_facts`).
+
+    LiteRT fills the delegation fields from its node table, ONNX Runtime the time fields from
+    its own profiler; a field the runtime cannot tell is None. Mappings are ordered largest
+    value first.
+    """
+
+    nodes: int  # graph nodes the engine runs (LiteRT: the file's ops; ORT: after its optimizations)
+    partitions: int | None = None  # delegate kernels the graph was cut into (LiteRT: XNNPACK's)
+    delegated_nodes: int | None = None  # nodes run inside those delegate kernels
+    builtin_ops: Mapping[str, int] | None = None  # 'OP dtype' -> nodes left on built-in kernels
+    op_time: Mapping[str, float] | None = None  # op type -> share of the profiled node time
+    provider_time: Mapping[str, float] | None = None  # execution provider -> share of node time
+
+
 def manifest_io(manifest: StateManifest) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """The inputs and outputs an artifact of `manifest` must have, per the state contract."""
     inputs = [TensorInfo(IMAGE_INPUT, manifest.image_shape, "float32")]
@@ -266,6 +283,14 @@ class Session(ABC):
 
     def device_memory_info(self) -> DeviceMemoryInfo | None:
         """The device's memory now and this engine's share of it; None for CPU runtimes."""
+        return None
+
+    def execution_facts(self, frames: np.ndarray) -> ExecutionFacts | None:
+        """How the engine runs calls on `frames` (a timed call's input); None: nothing to tell.
+
+        May run calls of its own (on a separate profiling session), so never call it inside a
+        timed loop; the states and `step_ns` of this session are left as they were.
+        """
         return None
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ user brings without a manifest runs too (`manifest_from_tflite`).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ from converters.manifest import (
     IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, state_name_from_tensor,
     state_output_name,
 )
-from runtimes.base import Session, States, TensorInfo, check_artifact_io
+from runtimes.base import ExecutionFacts, Session, States, TensorInfo, check_artifact_io
 
 SIGNATURE_KEY = "serving_default"
+DELEGATE_OP = "DELEGATE"  # the node a delegate kernel puts in place of one partition
 
 
 def load_interpreter(path: str | Path, threads: int | None = None, xnnpack: bool = True):
@@ -161,6 +163,45 @@ def manifest_from_tflite(path: str | Path) -> StateManifest:
         source=f"read from the signature of {path.name} (state outputs: {convention})")
 
 
+def delegation_facts(interpreter) -> ExecutionFacts:
+    """How an allocated interpreter splits its main graph between delegate kernels (XNNPACK's
+    by default) and LiteRT's built-in kernels, read off its node table.
+
+    Delegation keeps the file's nodes and appends one DELEGATE node per partition, whose inputs
+    and outputs are the partition's boundary tensors; the Python API does not show the
+    execution plan itself. So a partition's nodes are found by walking back from its outputs to
+    its inputs, and the nodes in no partition are the ones left on the built-in kernels, counted
+    by op type and first operand's dtype ('ADD int32'). docs/execution-facts.md tells how this
+    was checked against the delegate's own count.
+    """
+    ops = interpreter._get_ops_details()
+    graph = [op for op in ops if op["op_name"] != DELEGATE_OP]
+    kernels = [op for op in ops if op["op_name"] == DELEGATE_OP]
+    by_index = {op["index"]: op for op in graph}
+    producer = {int(t): op["index"] for op in graph for t in op["outputs"]}
+    delegated: set[int] = set()
+    for kernel in kernels:
+        boundary = {int(t) for t in kernel["inputs"]}
+        todo = [int(t) for t in kernel["outputs"]]
+        while todo:
+            tensor = todo.pop()
+            node = producer.get(tensor)
+            if tensor in boundary or node is None or node in delegated:
+                continue
+            delegated.add(node)
+            todo += [int(t) for t in by_index[node]["inputs"]]
+    builtin = Counter(_op_key(op) for op in graph if op["index"] not in delegated)
+    return ExecutionFacts(nodes=len(graph), partitions=len(kernels), delegated_nodes=len(delegated),
+                          builtin_ops=dict(builtin.most_common()))
+
+
+def _op_key(op: dict) -> str:
+    """'CAST int32': an op type alone does not say why it was left out (float ADD is
+    delegated, int32 ADD is not)."""
+    types = op["operand_types"]
+    return f"{op['op_name']} {np.dtype(types[0]).name}" if types else op["op_name"]
+
+
 class LiteRTSession(Session):
     """A LiteRT interpreter behind the streaming interface, called through its signature."""
 
@@ -195,6 +236,16 @@ class LiteRTSession(Session):
         naming = state_outputs(inputs, outputs)
         check_artifact_io(path, manifest, list(inputs.values()), _as_contract(outputs, naming))
         return cls(interpreter, runner, manifest, naming)
+
+    def execution_facts(self, frames: np.ndarray) -> ExecutionFacts:
+        """XNNPACK's partitions of this interpreter (`delegation_facts`); they do not depend on
+        the input, so `frames` is not run."""
+        # LiteRT applies its default delegate when tensors are first allocated, which the
+        # signature runner does at every call: a session not run yet is partitioned here. The
+        # wrapper's own call, since Interpreter.allocate_tensors refuses while a runner exists;
+        # once allocated it returns at once.
+        self.interpreter._interpreter.AllocateTensors()
+        return delegation_facts(self.interpreter)
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         feeds = {IMAGE_INPUT: frames}

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
-from runtimes.base import Session, StateHandle, States, TensorInfo, check_artifact_io
+from runtimes.base import (
+    ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
+)
 
 # ORT's type strings ('tensor(float)') → numpy dtype names.
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -26,6 +31,20 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 # Providers whose outputs live in CUDA device memory when bound by device.
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+PROFILE_CALLS = 8  # calls a profiling session runs; the first is left out of the shares
+
+
+def _load(path: Path, options, providers: list[str]):
+    """An InferenceSession of the file at `path`, or a one-line ArtifactError."""
+    import onnxruntime as ort
+
+    try:
+        # On a load error ORT prints four lines to stdout and retries with its fallback
+        # providers (the same CPU one here): keep stdout clean for --json.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
 
 
 class OrtState(StateHandle):
@@ -62,6 +81,55 @@ def resolve_providers(providers: list[str] | tuple[str, ...] | str | None) -> li
     return resolved
 
 
+def session_options(threads: int | None, optimization_level: str):
+    """The SessionOptions every session of this runtime is opened with (see `open`)."""
+    import onnxruntime as ort
+
+    if optimization_level not in OPTIMIZATION_LEVELS:
+        raise MovibenchError(f"unknown ONNX Runtime optimization level {optimization_level!r}; "
+                             f"known: {', '.join(OPTIMIZATION_LEVELS)}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    # One op at a time: a streaming step is a chain; parallel ops only fight for the cores.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization_level]
+    return options
+
+
+def profile_facts(events: list[dict]) -> ExecutionFacts:
+    """Shares of node time per op type and per execution provider, from the trace ONNX
+    Runtime's profiler writes (`end_profiling`: Chrome trace events, durations in µs).
+
+    Only the node events of the second run on count: the first run allocates and initialises
+    lazily, which is not what a streamed step costs. Raises MovibenchError for a trace with
+    fewer than two runs.
+    """
+    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+    if len(runs) < 2:
+        raise MovibenchError("an ONNX Runtime profile needs two runs or more, this one has "
+                             f"{len(runs)}")
+    nodes = [e for e in events if e.get("cat") == "Node" and e["ts"] >= runs[1]
+             and e["name"].endswith("_kernel_time")]
+    if not nodes:
+        raise MovibenchError("the ONNX Runtime profile has no node events after its first run")
+    op_time, provider_time = Counter(), Counter()
+    for event in nodes:
+        op_time[event["args"]["op_name"]] += event["dur"]
+        provider_time[event["args"].get("provider", "unknown")] += event["dur"]
+    # Nodes under a microsecond are recorded as 0 µs: a trace of only those gives zero shares.
+    total = sum(op_time.values()) or 1
+    return ExecutionFacts(
+        nodes=len({e["args"]["node_index"] for e in nodes}),
+        op_time={op: t / total for op, t in op_time.most_common()},
+        provider_time={p: t / total for p, t in provider_time.most_common()})
+
+
 def _tensor_infos(node_args) -> list[TensorInfo]:
     return [TensorInfo(a.name, tuple(d if isinstance(d, int) else None for d in a.shape),
                        ORT_TYPES.get(a.type, a.type)) for a in node_args]
@@ -73,9 +141,14 @@ class OnnxRuntimeSession(Session):
     runtime = "onnxruntime"
     engine_modules = ("onnxruntime",)
 
-    def __init__(self, session, manifest: StateManifest, io_binding: bool):
+    def __init__(self, session, manifest: StateManifest, io_binding: bool, path: Path,
+                 threads: int | None, optimization_level: str):
         super().__init__(manifest)
         self.session = session
+        # How it was opened, for a profiling session opened the same way (execution_facts).
+        self.path = path
+        self._threads = threads
+        self._optimization_level = optimization_level
         self.providers = session.get_providers()
         on_cuda = self.providers[0] in CUDA_PROVIDERS
         self._device = "cuda" if on_cuda else "cpu"
@@ -104,36 +177,38 @@ class OnnxRuntimeSession(Session):
             ArtifactError for a missing, corrupt or mismatched file; MissingDependencyError for
             an unavailable provider.
         """
-        import onnxruntime as ort
-
         path = Path(path)
-        if optimization_level not in OPTIMIZATION_LEVELS:
-            raise MovibenchError(f"unknown ONNX Runtime optimization level {optimization_level!r}; "
-                                 f"known: {', '.join(OPTIMIZATION_LEVELS)}")
+        options = session_options(threads, optimization_level)
         if not path.is_file():
             raise ArtifactError(f"ONNX artifact not found: {path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        # One op at a time: a streaming step is a chain; parallel ops only fight for the cores.
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[optimization_level]
-        resolved = resolve_providers(providers)
-        try:
-            # On a load error ORT prints four lines to stdout and retries with its fallback
-            # providers (the same CPU one here): keep stdout clean for --json.
-            with contextlib.redirect_stdout(io.StringIO()):
-                session = ort.InferenceSession(str(path), options, providers=resolved)
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-            raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
+        session = _load(path, options, resolve_providers(providers))
         check_artifact_io(path, manifest, _tensor_infos(session.get_inputs()),
                           _tensor_infos(session.get_outputs()))
-        return cls(session, manifest, io_binding)
+        return cls(session, manifest, io_binding, path, threads, optimization_level)
+
+    def execution_facts(self, frames: np.ndarray, calls: int = PROFILE_CALLS) -> ExecutionFacts:
+        """Where a call's time goes by op type and provider, from ONNX Runtime's own profiler
+        (`profile_facts`) over `calls` calls on `frames`, states carried from call to call.
+
+        The calls run on a second session opened like this one (file, threads, optimization
+        level, providers, IO binding) with profiling on: profiling records an event per node
+        and call, and this session, the timed one, never does.
+        """
+        options = session_options(self._threads, self._optimization_level)
+        options.enable_profiling = True
+        with tempfile.TemporaryDirectory(prefix="movibench-ort-profile-") as tmp:
+            options.profile_file_prefix = str(Path(tmp) / "profile")
+            profiled = type(self)(_load(self.path, options, self.providers), self.manifest,
+                                  self.io_binding, self.path, self._threads,
+                                  self._optimization_level)
+            states = profiled.init_states() if self.manifest.causal else None
+            for _ in range(calls):
+                if states is None:
+                    profiled.predict(frames)
+                else:
+                    states = profiled.step(frames, states)[1]
+            events = json.loads(Path(profiled.session.end_profiling()).read_text())
+        return profile_facts(events)
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         if self._binding is None:
