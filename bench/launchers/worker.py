@@ -7,6 +7,7 @@ survive those. Only the runtime the cell names is imported, so memory is that ru
 Every cell, whatever its scenario, is measured the same way: the runtime's engine and the
 harness's libraries are imported, the memory tracker takes its idle reading, the session loads
 (timed), the scenario runs, the tracker reads the peak. Nothing resets the process's peak.
+Only then does a latency cell ask the runtime how it runs the deployment (the `exec_*` columns).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.scenarios import LATENCY
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
 
@@ -104,6 +106,8 @@ def run_cell(job: dict) -> dict:
         out.update(scenario.run(session, job, trackers))
         trackers.mark(END)
         out.update(trackers.columns())
+        if cell["kind"] == LATENCY:
+            out.update(scenario.execution_columns(session, job))
     finally:
         session.close()
     return out

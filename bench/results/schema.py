@@ -72,6 +72,15 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("harness_step_ms", "float64", "ms", "median time of a harness call (input checks + engine call)"),
     Column("bare_step_ms", "float64", "ms", "median time of a bare engine call (interleaved with the harness calls)"),
     Column("harness_overhead_pct", "float64", "%", "(harness - bare) / bare, from the two medians"),
+    # latency cells only: how the runtime runs the deployment, in its own terms
+    # (Session.execution_facts, docs/execution-facts.md), read after the timed calls and the last
+    # memory reading; empty for the runtimes that have nothing to tell (TensorFlow, TensorRT)
+    Column("exec_nodes", "Int64", "", "graph nodes the engine runs (LiteRT: the file's ops; ONNX Runtime: after its graph optimizations)"),
+    Column("exec_partitions", "Int64", "", "LiteRT: delegate kernels (XNNPACK partitions) the graph is cut into"),
+    Column("exec_delegated_nodes", "Int64", "", "LiteRT: nodes run inside those partitions; the others run on LiteRT's built-in kernels"),
+    Column("exec_builtin_ops", "string", "", "LiteRT: nodes left on the built-in kernels per op type and dtype ('ADD int32'), as JSON"),
+    Column("exec_op_time", "string", "", "ONNX Runtime: share of the profiled node time per op type, as JSON (its own profiler, a separate session)"),
+    Column("exec_provider_time", "string", "", "ONNX Runtime: share of the profiled node time per execution provider, as JSON"),
     # memory
     # memory, every scenario (bench.trackers.memory): idle = after importing the cell's runtime
     # engine and the harness's libraries, before loading the model; the peak is the process's

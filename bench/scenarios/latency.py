@@ -4,11 +4,15 @@ Timing wraps the runtime's engine call only (`Session.step_ns`, perf_counter_ns)
 calls are run, counted and excluded. The harness overhead is measured, not assumed: the same
 number of bare engine calls (no input checks, no state bookkeeping) run in blocks alternating
 with the harness's calls, so drift hits both alike, and their medians are compared.
+Afterwards, untimed, the runtime says how it runs the deployment (`execution_columns`).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
+from dataclasses import asdict
 
 import numpy as np
 
@@ -93,10 +97,29 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
     }
 
 
+def call_input(session: Session, job: dict) -> np.ndarray:
+    """The input every timed call of the cell takes: the artifact's fixed frames per call, else
+    `job['frames_per_call']`."""
+    frames = session.manifest.frames_per_step or job.get("frames_per_call") or 1
+    return step_input(session, frames, job.get("first_video"))
+
+
 def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
     """The latency cell: `job['frames_per_call']` frames per call, the cell's timing knobs."""
     cell = job["cell"]
-    m = session.manifest
-    frames = m.frames_per_step or job.get("frames_per_call") or 1
-    return measure_latency(session, step_input(session, frames, job.get("first_video")),
-                           cell["warmup"], cell["iterations"], trackers)
+    return measure_latency(session, call_input(session, job), cell["warmup"], cell["iterations"],
+                           trackers)
+
+
+def execution_columns(session: Session, job: dict) -> dict:
+    """The cell's `exec_*` columns: how the runtime runs the deployment on the timed calls'
+    input (`Session.execution_facts`); none for a runtime with nothing to tell.
+
+    Run after the timed calls, never between them; the worker calls it after the cell's last
+    memory reading too, so a profiling session's memory is not counted as the deployment's.
+    """
+    facts = session.execution_facts(call_input(session, job))
+    if facts is None:
+        return {}
+    return {f"exec_{name}": json.dumps(value) if isinstance(value, Mapping) else value
+            for name, value in asdict(facts).items() if value is not None}
