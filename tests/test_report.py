@@ -31,6 +31,13 @@ FORMATS = {  # format: (runtime, precision, frame ms at 1 thread, logit noise vs
 }
 PROTOCOLS = {"stream": 1.0, "full-clip": 1.0, "multi-clip:2x16": 0.8, "multi-clip:4x4": 0.5}
 FAILED = ("tflite-int8", 2, "multi-clip:4x4")
+EXECUTION = {  # runtime: the exec_* columns of its latency cells, as t0 stream records them
+    "litert": {"exec_nodes": 445, "exec_partitions": 2, "exec_delegated_nodes": 401,
+               "exec_builtin_ops": json.dumps({"ADD int32": 15, "CAST int32": 15, "RESHAPE int32": 14})},
+    "onnxruntime": {"exec_nodes": 900, "exec_provider_time": json.dumps({"CPUExecutionProvider": 1.0}),
+                    "exec_op_time": json.dumps({"Conv": 0.4, "Mul": 0.2, "Reshape": 0.1, "Add": 0.1,
+                                                "Clip": 0.1, "CumSum": 0.06, "Concat": 0.04})},
+}
 
 
 def _cell(fmt: str, threads: int, protocol: str = "", kind: str = "", **kw) -> Cell:
@@ -38,11 +45,12 @@ def _cell(fmt: str, threads: int, protocol: str = "", kind: str = "", **kw) -> C
     return Cell(kind, "t0", "stream", "demo:t0-stream-synth", 64, 4, fmt, threads, protocol, **kw)
 
 
-def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int = 0,
-             cpus: dict[int, str] | None = None) -> Path:
+def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution: bool = True,
+             seed: int = 0, cpus: dict[int, str] | None = None) -> Path:
     """A run of t0/stream over 5 formats x 2 threads x 4 protocols (+ a memory sweep): rows,
     raw samples and per-video predictions written through ResultsStore like the runner does.
-    `cpus` maps thread counts to the CPU model (node_cpu) their cells ran on."""
+    `execution`: latency cells carry their runtime's EXECUTION columns. `cpus` maps thread
+    counts to the CPU model (node_cpu) their cells ran on."""
     rng = np.random.default_rng(seed)
     store = ResultsStore(root)
     environment = {"cpu_model": "Test CPU", "logical_cores": 2,
@@ -72,7 +80,8 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, seed: int 
             p50 = float(np.median(samples))
             cell = _cell(fmt, threads, kind="latency", frames_per_call=1)
             node = {"node_cpu": cpus[threads]} if cpus else {}
-            store.append({**node, "cell_id": cell.cell_id, "run_id": run_id, "kind": "latency",
+            facts = EXECUTION.get(runtime, {}) if execution else {}
+            store.append({**node, **facts, "cell_id": cell.cell_id, "run_id": run_id, "kind": "latency",
                           "model": "t0", "variant": "stream", "checkpoint": cell.checkpoint,
                           "resolution": 64, "format": fmt, "precision": precision,
                           "runtime": runtime, "threads": threads, "status": "ok", "exit_code": 0,
@@ -305,6 +314,20 @@ def test_harness_overhead_table_lists_fastest_deployment_first(report):
     assert {r["cells"] for r in rows} == {"1"}  # latency is measured once per deployment
 
 
+def test_where_the_time_goes_per_deployment(report):
+    page = parse(report.html)
+    litert = page.table_with("XNNPACK partitions")
+    assert [r["deployment"] for r in litert] == [
+        f"t0/stream tflite-{p} t{t}" for p in ("fp16", "fp32", "int8") for t in (1, 2)]
+    assert {r["delegated nodes (%)"] for r in litert} == {"90.1"}  # 401 of 445
+    assert litert[0]["left on built-in kernels (nodes)"] == "ADD int32 15, CAST int32 15, RESHAPE int32 14"
+    ort = page.table_with("share of node time (%)")
+    assert [r["deployment"] for r in ort] == ["t0/stream onnx t1", "t0/stream onnx t2"]
+    # The TOP_OPS largest, then how many more.
+    assert ort[0]["share of node time (%)"] == "Conv 40.0, Mul 20.0, Reshape 10.0, Add 10.0, Clip 10.0, +2 more"
+    assert ort[0]["providers (% of node time)"] == "CPUExecutionProvider 100.0"
+
+
 def test_environment_command_and_config_are_reported(report):
     text = report.markdown.read_text()
     assert "movibench matrix run unit.toml" in text
@@ -339,11 +362,13 @@ def test_cells_on_two_cpu_models_are_reported_apart(tmp_path):
 
 
 def test_missing_pieces_are_omitted_with_a_note(tmp_path):
-    run = make_run(tmp_path / "bare", memory=False, traces=False)
+    run = make_run(tmp_path / "bare", memory=False, traces=False, execution=False)
     paths = build_report(run, tmp_path / "out")
-    assert set(paths.omitted) == {"Peak memory and time vs clip length", "Prediction trace of one video"}
+    assert set(paths.omitted) == {"Peak memory and time vs clip length", "Prediction trace of one video",
+                                  "Where the time goes"}
     text = paths.markdown.read_text()
     assert "no memory-sweep cells" in text and "no stream cell with a recorded per-step trace" in text
+    assert "no latency cell recorded how its runtime runs the artifact" in text
     assert len(paths.images) == 3
 
 

@@ -22,6 +22,7 @@ from bench.results.rundir import RunData, cell_label, load_run
 from bench.results.schema import CELL_COLUMNS
 from bench.scenarios import ACCURACY, LATENCY, MEMORY
 from converters.formats import TENSORFLOW
+from runtimes.onnxruntime import PROFILE_CALLS
 
 UNITS = {c.name: c.unit for c in CELL_COLUMNS}
 # What identifies a deployment: the latency scenario measures each once.
@@ -33,6 +34,7 @@ BEST_RULE = ("Best = among the successful accuracy cells of a runtime and precis
              "highest top-1; ties broken by the lowest per-frame p50 of the deployment's latency "
              "cell (the same model, weights, format, threads and frames per call).")
 TRACE_CLASSES = 5  # classes drawn in the prediction trace
+TOP_OPS = 5  # op types named per deployment in "Where the time goes"
 
 
 @dataclass
@@ -509,6 +511,58 @@ def section_overhead(run: RunData) -> Section:
     return section
 
 
+def _top(counts: dict, shown) -> str:
+    """The first TOP_OPS entries of an exec_* JSON mapping (largest first), as 'OP value, ...'."""
+    items = [f"{name} {shown(value)}" for name, value in list(counts.items())[:TOP_OPS]]
+    more = len(counts) - TOP_OPS
+    return ", ".join(items + ([f"+{more} more"] if more > 0 else [])) or "none"
+
+
+def _execution_row(r) -> dict:
+    return {"deployment": deployment(r),
+            head("frames_per_call", "frames / call"): num(r["frames_per_call"], 0),
+            head("frame_p50_ms", "per-frame p50"): num(r["frame_p50_ms"], 3),
+            "nodes": num(r["exec_nodes"], 0)}
+
+
+def section_execution(run: RunData) -> Section:
+    section = Section("Where the time goes")
+    cells = _ok(run.cells, LATENCY)
+    cells = cells[cells["exec_nodes"].notna()].sort_values(
+        ["model", "variant", "format", "threads", "frames_per_call"], kind="stable")
+    if cells.empty:
+        return section.omit("no latency cell recorded how its runtime runs the artifact (the "
+                            "exec_* columns: LiteRT and ONNX Runtime cells).")
+    delegated = cells[cells["exec_partitions"].notna()]
+    if not delegated.empty:
+        rows = [{**_execution_row(r), "XNNPACK partitions": num(r["exec_partitions"], 0),
+                 "delegated nodes (%)": pct(r["exec_delegated_nodes"] / r["exec_nodes"]),
+                 "left on built-in kernels (nodes)": _top(json.loads(r["exec_builtin_ops"]), str)}
+                for _, r in delegated.iterrows()]
+        section.blocks += [
+            "LiteRT: XNNPACK takes the nodes it supports in partitions, one delegate kernel "
+            "each; the nodes it does not take run on LiteRT's built-in kernels between them, "
+            "and every partition boundary hands tensors over from one to the other. Read off "
+            "the interpreter's node table after the timed calls; the nodes left out are named "
+            "by op type and first operand dtype, most frequent first.",
+            _table(rows, "LiteRT: how the graph is split between XNNPACK and the built-in kernels")]
+    profiled = cells[cells["exec_op_time"].notna()]
+    if not profiled.empty:
+        rows = [{**_execution_row(r),
+                 "share of node time (%)": _top(json.loads(r["exec_op_time"]), pct),
+                 "providers (% of node time)": _top(json.loads(r["exec_provider_time"]), pct)}
+                for _, r in profiled.iterrows()]
+        section.blocks += [
+            f"ONNX Runtime: its own profiler's node times per op type, over {PROFILE_CALLS} "
+            "calls on the timed calls' input (a stream model's states carried from call to "
+            "call), the first call left out; on a second session opened like the timed one, so "
+            "the timed calls are never profiled. "
+            "Nodes are those of the graph after ONNX Runtime's optimizations (fused and layout "
+            "nodes such as ReorderInput included); the time between nodes is not in the shares.",
+            _table(rows, "ONNX Runtime: share of node time per op type, largest first")]
+    return section
+
+
 def section_failures(run: RunData) -> Section:
     section = Section("Failed cells")
     failed = run.cells[run.cells["status"] != "ok"]
@@ -595,6 +649,7 @@ def build_sections(run: RunData, out_dir: Path) -> list[Section]:
             section_trace(run, out_dir), section_equivalence(run),
             *per_hardware(run, out_dir, section_speedup),
             *per_hardware(run, out_dir, lambda r, _: section_overhead(r)),
+            *per_hardware(run, out_dir, lambda r, _: section_execution(r)),
             section_failures(run), section_environment(run)]
 
 
