@@ -6,6 +6,7 @@ front. A cache hit reads two small files and imports no TensorFlow.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,8 @@ class ExportOptions:
         onnx_part = {"opset": self.opset, "simplify": self.simplify}
         if spec.family == "onnx":
             return {**onnx_part, "dynamic_frames": self.dynamic_frames}
+        if spec.family == "openvino":
+            return onnx_part
         if spec.family == "tflite":
             if spec.precision == "int8":
                 return {"int8_float_io": self.int8_float_io, "calibration": self.calibration.key()}
@@ -239,6 +242,13 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                                target, calibration=options.calibration)
         details["onnx_source"] = str(source.path)
         return details, source.manifest
+    if spec.family == "openvino":
+        # OpenVINO reads the ONNX export itself: the artifact is that file, under its own
+        # format name so its manifest (and the loader) pick the OpenVINO runtime.
+        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=frames,
+                              options=options, cache=cache)
+        shutil.copyfile(source.path, target)
+        return {"onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
     from converters.rewrite3d import exportable
 
     model, manifest = build_reference(config, checkpoint, options.seed, frames)
@@ -256,3 +266,4 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                                     calibration=options.calibration,
                                     int8_float_io=options.int8_float_io)
     return {**details, **graph.details}, manifest
+

@@ -16,9 +16,9 @@ class FormatSpec:
     """One exportable format: how it is built (family), at what precision, and what runs it."""
 
     name: str
-    family: str  # 'tensorflow' | 'onnx' | 'tflite' | 'tensorrt'
+    family: str  # 'tensorflow' | 'onnx' | 'tflite' | 'tensorrt' | 'openvino'
     precision: str  # 'fp32' | 'fp16' | 'dynamic' | 'int8'
-    runtime: str  # 'tensorflow' | 'onnxruntime' | 'litert' | 'tensorrt' (runtimes.registry)
+    runtime: str  # 'tensorflow' | 'onnxruntime' | 'litert' | 'tensorrt' | 'openvino' (runtimes.registry)
     extension: str  # with the dot: '.onnx'; '' for the TF reference, which has no file
 
     @property
@@ -39,6 +39,8 @@ FORMATS: dict[str, FormatSpec] = {
         # The reference: the Model Garden model itself, run by TF through a traced step function.
         FormatSpec(TENSORFLOW, TENSORFLOW, "fp32", TENSORFLOW, ""),
         FormatSpec("onnx", "onnx", "fp32", "onnxruntime", ".onnx"),
+        # The same ONNX graph, run by OpenVINO's CPU plugin (which reads ONNX itself).
+        FormatSpec("openvino", "openvino", "fp32", "openvino", ".onnx"),
         FormatSpec("tflite-fp32", "tflite", "fp32", "litert", ".tflite"),
         # fp16 weights; LiteRT's x86 kernels dequantize them to fp32 at load.
         FormatSpec("tflite-fp16", "tflite", "fp16", "litert", ".tflite"),

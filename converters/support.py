@@ -82,6 +82,8 @@ def support_row(model_id: str, variant: str, conv_type: str, target: ExportTarge
     how = ROUTE_NOTES[route]
     if spec.family == "tensorrt":
         how += "; the engine is built from that ONNX export (needs TensorRT and a CUDA GPU)"
+    elif spec.family == "openvino":
+        how += "; OpenVINO reads that ONNX export"
     return SupportRow(model_id, variant, conv_type, target.label, True, route, how)
 
 

@@ -11,4 +11,5 @@ RUNTIME_SESSIONS: dict[str, str] = {
     "onnxruntime": "runtimes.onnxruntime:OnnxRuntimeSession",
     "litert": "runtimes.litert:LiteRTSession",
     "tensorrt": "runtimes.tensorrt:TensorRTSession",
+    "openvino": "runtimes.openvino:OpenVinoSession",
 }

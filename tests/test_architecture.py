@@ -91,7 +91,7 @@ def test_no_package_level_cycles_inside_bench():
 def test_runtimes_import_only_their_own_engine():
     engines = {"tensorflow": "runtimes.tensorflow", "tf_keras": "runtimes.tensorflow",
                "onnxruntime": "runtimes.onnxruntime", "ai_edge_litert": "runtimes.litert",
-               "tensorrt": "runtimes.tensorrt_cuda"}
+               "tensorrt": "runtimes.tensorrt_cuda", "openvino": "runtimes.openvino"}
     for name, path in modules().items():
         if not name.startswith("runtimes."):
             continue

@@ -38,15 +38,18 @@ def test_export_reports_a_format_that_cannot_be_built_and_keeps_the_rest():
     assert not rows["trt-fp16"]["ok"] and "tensorrt" in rows["trt-fp16"]["error"].lower()
 
 
-def test_cross_runtime_onnx_passes_and_writes_rows(tmp_path):
+def test_cross_runtime_onnx_and_openvino_pass_and_write_rows(tmp_path):
     out = tmp_path / "validation.parquet"
-    result = invoke("validate", "cross-runtime", *T0, "--formats", "onnx", "--frames", "8",
-                    "--synthetic", "1", "--full-clip", "onnx", "--out", str(out), "--json")
+    result = invoke("validate", "cross-runtime", *T0, "--formats", "onnx,openvino", "--frames",
+                    "8", "--synthetic", "1", "--full-clip", "onnx,openvino", "--out", str(out),
+                    "--json")
     report = json.loads(result.stdout)
     assert report["passed"], report
     assert result.code == 0
     table = pd.read_parquet(out)
-    assert set(table["comparison"]) == {"stream vs tensorflow", "stream vs full-clip"}
+    assert set(zip(table["runtime"], table["comparison"])) == {
+        (runtime, comparison) for runtime in ("onnxruntime", "openvino")
+        for comparison in ("stream vs tensorflow", "stream vs full-clip")}
     assert (table["max_abs"] <= 1e-4).all() and (table["n"] >= 1).all()
 
 

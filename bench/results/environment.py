@@ -13,11 +13,12 @@ import psutil
 
 # The distribution that decides each runtime's numbers (bench.results.schema "runtime" values).
 RUNTIME_DISTRIBUTIONS = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime",
-                         "litert": "ai-edge-litert", "tensorrt": "tensorrt"}
+                         "litert": "ai-edge-litert", "tensorrt": "tensorrt",
+                         "openvino": "openvino"}
 
 LIBRARIES = ("movibench", "tensorflow", "tf-models-official", "tf-keras", "tf2onnx", "onnx",
-             "onnxruntime", "onnxslim", "ai-edge-litert", "tensorrt", "cuda-python", "numpy",
-             "pandas", "pyarrow", "av", "ray")
+             "onnxruntime", "onnxslim", "ai-edge-litert", "tensorrt", "cuda-python", "openvino",
+             "numpy", "pandas", "pyarrow", "av", "ray")
 
 
 def cpu_model() -> str:

@@ -1,0 +1,202 @@
+"""OpenVINO: runs the ONNX graph of an `openvino` artifact; imports openvino only, never TF.
+
+OpenVINO reads the ONNX file itself (its ONNX frontend) and compiles it for the CPU plugin at
+load, so a cell's load time includes that compilation. States stay `ov.Tensor`s between
+calls: each step binds the previous step's output tensors as its inputs and fresh tensors as
+its outputs, the way ONNX Runtime's IO binding does, so carrying 40-odd stream buffers costs
+no copy and a state handed out is never overwritten by a later step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import ArtifactError, MovibenchError, first_line
+from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from runtimes.base import (
+    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
+)
+
+DEVICE = "CPU"
+# PERFORMANCE_HINT=LATENCY with one stream: one request at a time, all threads on it (a
+# streaming step is a chain of small ops). INFERENCE_PRECISION_HINT=f32: on CPUs with bf16
+# support the plugin would otherwise run fp32 models in bf16, and an fp32 cell would not be fp32.
+COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                  "INFERENCE_PRECISION_HINT": "f32"}
+
+
+class OpenVinoState(StateHandle):
+    """A state held as an ov.Tensor written by the compiled model."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+        self.shape = tuple(tensor.shape)
+        self.dtype = np.dtype(tensor.element_type.to_dtype())
+
+    def numpy(self) -> np.ndarray:
+        return np.array(self.tensor.data, copy=True)
+
+
+def _port_name(port, wanted: set[str]) -> str:
+    """The port's name that the manifest uses (an ONNX output also carries internal names)."""
+    names = port.get_names()
+    return next((n for n in sorted(names) if n in wanted), port.get_any_name())
+
+
+def _declared_io(compiled, manifest: StateManifest) -> tuple[list, list]:
+    """(inputs, outputs) of a compiled model as (TensorInfo, port) pairs, under the names
+    the manifest uses."""
+    wanted = {IMAGE_INPUT, LOGITS_OUTPUT} | set(manifest.input_names) | set(manifest.output_names)
+
+    def infos(ports):
+        pairs = []
+        for port in ports:
+            dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            dtype = np.dtype(port.get_element_type().to_dtype()).name
+            pairs.append((TensorInfo(_port_name(port, wanted), dims, dtype), port))
+        return pairs
+
+    return infos(compiled.inputs), infos(compiled.outputs)
+
+
+def _compile(path: Path, properties: dict):
+    """The file at `path` compiled for the CPU plugin, or a one-line ArtifactError."""
+    import openvino as ov
+
+    core = ov.Core()
+    try:
+        return core.compile_model(core.read_model(str(path)), DEVICE, properties)
+    except Exception as exc:  # OpenVINO raises RuntimeError (and its own types) for bad files
+        raise ArtifactError(f"cannot load ONNX model {path} in OpenVINO: {first_line(exc)}") from None
+
+
+def counter_facts(calls: list[list]) -> ExecutionFacts:
+    """Shares of node time per layer type and per kernel implementation, from the CPU
+    plugin's per-layer counters (`InferRequest.get_profiling_info()`, one list per call).
+
+    The first call is left out (it allocates and primes caches), so at least two are needed.
+    Layers the plugin fused into others or optimised away report NOT_RUN and are not counted.
+    """
+    if len(calls) < 2:
+        raise MovibenchError(f"OpenVINO counters need two calls or more, got {len(calls)}")
+    layer_time, kernel_time, executed = Counter(), Counter(), set()
+    for counters in calls[1:]:
+        for info in counters:
+            if info.status != info.Status.EXECUTED:
+                continue
+            executed.add(info.node_name)
+            micros = info.real_time.total_seconds() * 1e6
+            layer_time[info.node_type] += micros
+            kernel_time[info.exec_type] += micros
+    if not executed:
+        raise MovibenchError("the OpenVINO counters name no executed layer")
+    total = sum(layer_time.values()) or 1
+    return ExecutionFacts(
+        nodes=len(executed),
+        op_time={op: t / total for op, t in layer_time.most_common()},
+        provider_time={k: t / total for k, t in kernel_time.most_common()})
+
+
+class OpenVinoSession(Session):
+    """A compiled OpenVINO model on the CPU plugin behind the streaming interface."""
+
+    runtime = "openvino"
+    engine_modules = ("openvino",)
+
+    def __init__(self, compiled, manifest: StateManifest, path: Path, properties: dict):
+        super().__init__(manifest)
+        self.compiled = compiled
+        self.path = path
+        self._properties = properties  # what it was compiled with, to compile a profiling twin
+        self.request = compiled.create_infer_request()
+        inputs, outputs = _declared_io(compiled, manifest)
+        # Manifest tensor name → the compiled model's port.
+        self._ports = {info.name: port for info, port in inputs + outputs}
+
+    @classmethod
+    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
+             config: dict | None = None) -> OpenVinoSession:
+        """Read and compile the ONNX file at `path`; check its I/O against `manifest`.
+
+        Args:
+            path: the .onnx file of an `openvino` artifact.
+            manifest: its state manifest.
+            threads: INFERENCE_NUM_THREADS (None: the plugin's default, every core).
+            config: more CPU plugin properties, over COMPILE_CONFIG.
+
+        Raises:
+            ArtifactError for a missing, corrupt or mismatched file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"OpenVINO artifact not found: {path}")
+        properties = {**COMPILE_CONFIG, **(config or {})}
+        if threads:
+            properties["INFERENCE_NUM_THREADS"] = int(threads)
+        compiled = _compile(path, properties)
+        inputs, outputs = _declared_io(compiled, manifest)
+        check_artifact_io(path, manifest, [i for i, _ in inputs], [o for o, _ in outputs])
+        return cls(compiled, manifest, path, properties)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """What the plugin compiled with (threads, streams, precision), as it reports them."""
+        names = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
+                 "INFERENCE_PRECISION_HINT")
+        values = {name: self.compiled.get_property(name) for name in names}
+        # An element type prints as "<Type: 'float32'>"; to_string() is the plugin's own 'f32'.
+        return {name: value.to_string() if hasattr(value, "to_string") else str(value)
+                for name, value in values.items()}
+
+    def execution_facts(self, frames: np.ndarray, calls: int = PROFILE_CALLS) -> ExecutionFacts:
+        """Where a call's time goes by layer type and kernel implementation (e.g.
+        'jit_avx2_FP32'), from the CPU plugin's per-layer counters (`counter_facts`) over
+        `calls` calls on `frames`, states carried from call to call.
+
+        The calls run on a twin compiled like this one with PERF_COUNT on: counting adds work
+        to every layer, and this session, the timed one, never counts.
+        """
+        twin = type(self)(_compile(self.path, {**self._properties, "PERF_COUNT": True}),
+                          self.manifest, self.path, self._properties)
+        counters = []
+        states = twin.init_states() if self.manifest.causal else None
+        for _ in range(calls):
+            if states is None:
+                twin.predict(frames)
+            else:
+                states = twin.step(frames, states)[1]
+            counters.append(twin.request.get_profiling_info())
+        return counter_facts(counters)
+
+    def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        import openvino as ov
+
+        request, ports = self.request, self._ports
+        request.set_tensor(ports[IMAGE_INPUT], ov.Tensor(np.ascontiguousarray(frames)))
+        for spec in self.manifest.states:
+            value = states[spec.name]
+            tensor = value.tensor if isinstance(value, OpenVinoState) else \
+                ov.Tensor(np.ascontiguousarray(value))
+            request.set_tensor(ports[spec.input_name], tensor)
+        # Fresh output tensors every step: the states returned last step are this step's
+        # inputs, and a caller may still hold them.
+        next_states = {}
+        for spec in self.manifest.states:
+            port = ports[spec.output_name]
+            tensor = ov.Tensor(port.get_element_type(), port.get_shape())
+            request.set_tensor(port, tensor)
+            next_states[spec.name] = OpenVinoState(tensor)
+        request.infer()
+        logits = np.array(request.get_tensor(ports[LOGITS_OUTPUT]).data, copy=True)
+        return logits, next_states
+
+    def _predict(self, clip: np.ndarray) -> np.ndarray:
+        import openvino as ov
+
+        self.request.set_tensor(self._ports[IMAGE_INPUT], ov.Tensor(np.ascontiguousarray(clip)))
+        self.request.infer()
+        return np.array(self.request.get_tensor(self._ports[LOGITS_OUTPUT]).data, copy=True)
+
