@@ -22,6 +22,8 @@ from converters.errors import (
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
+# Calls a profiling session runs (Session.execution_facts); the first is left out of the shares.
+PROFILE_CALLS = 8
 
 
 class StateHandle(ABC):

@@ -19,7 +19,7 @@ import numpy as np
 from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
-    ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
+    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
 )
 
 # ORT's type strings ('tensor(float)') → numpy dtype names.
@@ -31,7 +31,6 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 # Providers whose outputs live in CUDA device memory when bound by device.
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-PROFILE_CALLS = 8  # calls a profiling session runs; the first is left out of the shares
 
 
 def _load(path: Path, options, providers: list[str]):

@@ -22,7 +22,7 @@ from bench.results.rundir import RunData, cell_label, load_run
 from bench.results.schema import CELL_COLUMNS
 from bench.scenarios import ACCURACY, LATENCY, MEMORY
 from converters.formats import TENSORFLOW
-from runtimes.onnxruntime import PROFILE_CALLS
+from runtimes.base import PROFILE_CALLS
 
 UNITS = {c.name: c.unit for c in CELL_COLUMNS}
 # What identifies a deployment: the latency scenario measures each once.
@@ -525,6 +525,25 @@ def _execution_row(r) -> dict:
             "nodes": num(r["exec_nodes"], 0)}
 
 
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+_PROFILED = (f"over {PROFILE_CALLS} calls on the timed calls' input (a stream model's states "
+             "carried from call to call), the first call left out; on a second session opened "
+             "like the timed one, so the timed calls are never profiled.")
+# Runtimes whose exec_op_time comes from their own profiler: what their second mapping
+# (exec_provider_time) names, and how to read the table.
+PROFILERS = {
+    "onnxruntime": ("providers", (
+        f"ONNX Runtime: its own profiler's node times per op type, {_PROFILED} Nodes are "
+        "those of the graph after ONNX Runtime's optimizations (fused and layout nodes such as "
+        "ReorderInput included); the time between nodes is not in the shares.")),
+    "openvino": ("kernels", (
+        f"OpenVINO: the CPU plugin's per-layer counters (PERF_COUNT), {_PROFILED} Layers are "
+        "those the plugin executes after its own fusions (a 'Subgraph' is a fused group); "
+        "kernels are the implementations it chose, e.g. jit_avx2_f32 (JIT code for AVX2) or "
+        "ref_any_f32 (a reference C++ loop, the slow path).")),
+}
+
+
 def section_execution(run: RunData) -> Section:
     section = Section("Where the time goes")
     cells = _ok(run.cells, LATENCY)
@@ -532,7 +551,7 @@ def section_execution(run: RunData) -> Section:
         ["model", "variant", "format", "threads", "frames_per_call"], kind="stable")
     if cells.empty:
         return section.omit("no latency cell recorded how its runtime runs the artifact (the "
-                            "exec_* columns: LiteRT and ONNX Runtime cells).")
+                            "exec_* columns: LiteRT, ONNX Runtime and OpenVINO cells).")
     delegated = cells[cells["exec_partitions"].notna()]
     if not delegated.empty:
         rows = [{**_execution_row(r), "XNNPACK partitions": num(r["exec_partitions"], 0),
@@ -547,19 +566,16 @@ def section_execution(run: RunData) -> Section:
             "by op type and first operand dtype, most frequent first.",
             _table(rows, "LiteRT: how the graph is split between XNNPACK and the built-in kernels")]
     profiled = cells[cells["exec_op_time"].notna()]
-    if not profiled.empty:
+    for runtime, (what, text) in PROFILERS.items():
+        mine = profiled[profiled["runtime"] == runtime]
+        if mine.empty:
+            continue
         rows = [{**_execution_row(r),
                  "share of node time (%)": _top(json.loads(r["exec_op_time"]), pct),
-                 "providers (% of node time)": _top(json.loads(r["exec_provider_time"]), pct)}
-                for _, r in profiled.iterrows()]
-        section.blocks += [
-            f"ONNX Runtime: its own profiler's node times per op type, over {PROFILE_CALLS} "
-            "calls on the timed calls' input (a stream model's states carried from call to "
-            "call), the first call left out; on a second session opened like the timed one, so "
-            "the timed calls are never profiled. "
-            "Nodes are those of the graph after ONNX Runtime's optimizations (fused and layout "
-            "nodes such as ReorderInput included); the time between nodes is not in the shares.",
-            _table(rows, "ONNX Runtime: share of node time per op type, largest first")]
+                 f"{what} (% of node time)": _top(json.loads(r["exec_provider_time"]), pct)}
+                for _, r in mine.iterrows()]
+        section.blocks += [text, _table(rows, f"{RUNTIME_NAMES[runtime]}: share of node time "
+                                               "per op type, largest first")]
     return section
 
 
