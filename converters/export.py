@@ -18,7 +18,7 @@ from converters.cache import (
     EXPORTER_VERSION, ArtifactCache, CacheEntry, cache_key, library_versions, weights_identity,
 )
 from converters.errors import UnsupportedExportError
-from converters.formats import FormatSpec, get_export_format
+from converters.formats import OPTIMIZED_SUFFIX, FormatSpec, get_export_format
 from converters.manifest import StateManifest, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig
 from converters.zoo import ModelConfig
@@ -133,7 +133,7 @@ def artifact_key(config: ModelConfig, spec: FormatSpec, checkpoint: str | Path |
                  frames: int | None, options: ExportOptions,
                  versions: dict[str, str]) -> tuple[str, str]:
     """The cache key and file name of an artifact: everything that decides its bytes."""
-    key = cache_key({
+    parts = {
         "exporter_version": EXPORTER_VERSION,
         "model": config.to_dict(),
         "weights": weights_identity(checkpoint, options.seed),
@@ -141,8 +141,31 @@ def artifact_key(config: ModelConfig, spec: FormatSpec, checkpoint: str | Path |
         "frames_per_step": frames,
         "options": options.key(spec),
         "versions": versions,
-    })
-    return key, artifact_filename(config, spec, frames)
+    }
+    optimizations = applied_optimizations(config, spec)
+    if optimizations:  # absent otherwise, so the keys of plain artifacts stay what they were
+        parts["optimizations"] = list(optimizations)
+    return cache_key(parts), artifact_filename(config, spec, frames)
+
+
+def applied_optimizations(config: ModelConfig, spec: FormatSpec) -> tuple[str, ...]:
+    """The graph optimizations an export to `spec` applies: those of converters.optimize that
+    fit the model, for an optimized format ('+opt'); none otherwise.
+
+    Raises UnsupportedExportError for an optimized format none of whose optimizations fits
+    the model (its artifact would be the plain format's under another name).
+    """
+    if not spec.optimized:
+        return ()
+    from converters.optimize import applicable, describe
+
+    names = applicable(config, spec)
+    if not names:
+        raise UnsupportedExportError(
+            f"{spec.name}: no graph optimization applies to a {config.variant} model with "
+            f"{config.activation} activations ({describe()}); export "
+            f"{spec.name.removesuffix(OPTIMIZED_SUFFIX)}")
+    return names
 
 
 def is_cached(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = None,
@@ -200,7 +223,8 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         target = slot.staging / filename
         details, manifest = _build(config, spec, checkpoint, frames, options, cache, target)
         manifest = manifest.with_format(spec.name, spec.precision, frames,
-                                        {k: v for k, v in versions.items() if v != "absent"})
+                                        {k: v for k, v in versions.items() if v != "absent"},
+                                        applied_optimizations(config, spec))
         manifest.save(manifest_path_for(target))
         build_seconds = time.perf_counter() - start
         entry = slot.commit({
@@ -222,11 +246,14 @@ def _served(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Artifa
 
 
 def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: int,
-                    frames: int | None):
-    """Build the Keras model (restoring `checkpoint`) and its reference manifest."""
+                    frames: int | None, optimizations: tuple[str, ...] = ()):
+    """Build the Keras model (restoring `checkpoint`) and its reference manifest, with the
+    graph optimizations `optimizations` (converters.optimize) in its layers."""
     from converters.build import build_model, load_checkpoint, make_manifest
+    from converters.optimize import optimized_build
 
-    model = build_model(config, seed=seed)
+    with optimized_build(optimizations):
+        model = build_model(config, seed=seed)
     ckpt_hash = load_checkpoint(model, checkpoint) if checkpoint else ""
     return model, make_manifest(model, config, ckpt_hash, frames_per_step=frames)
 
@@ -249,21 +276,23 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                               options=options, cache=cache)
         shutil.copyfile(source.path, target)
         return {"onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
+    from converters.optimize import optimized_build
     from converters.rewrite3d import exportable
 
-    model, manifest = build_reference(config, checkpoint, options.seed, frames)
-    # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
-    with exportable(model, config) as graph:
-        if spec.family == "onnx":
-            from converters.export_onnx import export_onnx
+    # The optimizations patch how layers are built: the reference and any convertible twin.
+    with optimized_build(applied_optimizations(config, spec)):
+        model, manifest = build_reference(config, checkpoint, options.seed, frames)
+        # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
+        with exportable(model, config) as graph:
+            if spec.family == "onnx":
+                from converters.export_onnx import export_onnx
 
-            details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
-                                  simplify=options.simplify)
-        else:
-            from converters.export_tflite import export_tflite
+                details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
+                                      simplify=options.simplify)
+            else:
+                from converters.export_tflite import export_tflite
 
-            details = export_tflite(graph.model, manifest, frames, target, spec.precision,
-                                    calibration=options.calibration,
-                                    int8_float_io=options.int8_float_io)
+                details = export_tflite(graph.model, manifest, frames, target, spec.precision,
+                                        calibration=options.calibration,
+                                        int8_float_io=options.int8_float_io)
     return {**details, **graph.details}, manifest
-

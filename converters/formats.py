@@ -20,6 +20,8 @@ class FormatSpec:
     precision: str  # 'fp32' | 'fp16' | 'dynamic' | 'int8'
     runtime: str  # 'tensorflow' | 'onnxruntime' | 'litert' | 'tensorrt' | 'openvino' (runtimes.registry)
     extension: str  # with the dot: '.onnx'; '' for the TF reference, which has no file
+    # Built with the exact graph optimizations of converters.optimize ('+opt' formats).
+    optimized: bool = False
 
     @property
     def exported(self) -> bool:
@@ -32,6 +34,7 @@ class FormatSpec:
 
 
 TENSORFLOW = "tensorflow"
+OPTIMIZED_SUFFIX = "+opt"
 
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
@@ -47,6 +50,10 @@ FORMATS: dict[str, FormatSpec] = {
         # Dynamic-range: int8 weights, activations quantized on the fly, float I/O.
         FormatSpec("tflite-dynamic", "tflite", "dynamic", "litert", ".tflite"),
         FormatSpec("tflite-int8", "tflite", "int8", "litert", ".tflite"),
+        # The same with graph optimizations for XNNPACK's int8 kernels (converters.optimize):
+        # a format of its own, so a matrix runs it beside the plain one in every table.
+        FormatSpec("tflite-int8" + OPTIMIZED_SUFFIX, "tflite", "int8", "litert", ".tflite",
+                   optimized=True),
         FormatSpec("trt-fp32", "tensorrt", "fp32", "tensorrt", ".engine"),
         FormatSpec("trt-fp16", "tensorrt", "fp16", "tensorrt", ".engine"),
         FormatSpec("trt-int8", "tensorrt", "int8", "tensorrt", ".engine"),

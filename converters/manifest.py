@@ -89,6 +89,8 @@ class StateManifest:
     converter_versions: dict[str, str] = field(default_factory=dict)
     source: str = "movibench"
     version: int = MANIFEST_VERSION
+    # Graph optimizations applied at export (converters.optimize); empty for the plain graph.
+    optimizations: list[str] = field(default_factory=list)
 
     @property
     def causal(self) -> bool:
@@ -121,11 +123,12 @@ class StateManifest:
         return {s.name: s.initial_value() for s in self.states}
 
     def with_format(self, fmt: str, precision: str, frames_per_step: int | None,
-                    converter_versions: dict[str, str]) -> StateManifest:
+                    converter_versions: dict[str, str],
+                    optimizations: tuple[str, ...] = ()) -> StateManifest:
         """A copy describing an exported artifact of this model."""
         data = asdict(self)
         data.update(format=fmt, precision=precision, frames_per_step=frames_per_step,
-                    converter_versions=dict(converter_versions))
+                    converter_versions=dict(converter_versions), optimizations=list(optimizations))
         return StateManifest.from_dict(data)
 
     def to_dict(self) -> dict:
@@ -165,7 +168,8 @@ class StateManifest:
         kwargs = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "states"}
         for key, kind in (("model_id", str), ("variant", str), ("format", str), ("precision", str),
                           ("checkpoint_sha256", str), ("weights_sha256", str), ("source", str),
-                          ("model_config", dict), ("converter_versions", dict)):
+                          ("model_config", dict), ("converter_versions", dict),
+                          ("optimizations", list)):
             if key in kwargs and not isinstance(kwargs[key], kind):
                 raise _Invalid(f"{key!r} must be a {kind.__name__}, got {_short(kwargs[key])}")
         for key in ("resolution", "num_classes"):

@@ -68,7 +68,7 @@ class SupportRow:
 
 def support_row(model_id: str, variant: str, conv_type: str, target: ExportTarget) -> SupportRow:
     """Ask the exporter whether this combination exports (nothing is built or converted)."""
-    from converters.export import ExportOptions, resolve_frames
+    from converters.export import ExportOptions, applied_optimizations, resolve_frames
     from converters.rewrite3d import ROUTE_NOTES, route_for
 
     config = ModelConfig(model_id, variant, conv_type=conv_type).resolved()
@@ -76,6 +76,7 @@ def support_row(model_id: str, variant: str, conv_type: str, target: ExportTarge
     frames = None if config.causal else PROBE_CLIP_FRAMES
     try:
         resolve_frames(config, spec, frames, ExportOptions(dynamic_frames=target.dynamic_frames))
+        optimizations = applied_optimizations(config, spec)
         route = route_for(config.conv_type)
     except UnsupportedExportError as exc:
         return SupportRow(model_id, variant, conv_type, target.label, False, "", str(exc))
@@ -84,6 +85,8 @@ def support_row(model_id: str, variant: str, conv_type: str, target: ExportTarge
         how += "; the engine is built from that ONNX export (needs TensorRT and a CUDA GPU)"
     elif spec.family == "openvino":
         how += "; OpenVINO reads that ONNX export"
+    if optimizations:
+        how += f"; optimized: {', '.join(optimizations)}"
     return SupportRow(model_id, variant, conv_type, target.label, True, route, how)
 
 

@@ -37,8 +37,10 @@ def copy_artifact(artifact: Path, manifest: Path, out: Path) -> Path:
 
 def export_cmd(
     formats: Annotated[str, typer.Option(
-        "--formats", "-f", help="Comma-separated: onnx, tflite-fp32, tflite-fp16, tflite-dynamic, "
-                                "tflite-int8, trt-fp32, trt-fp16, trt-int8.")] = "onnx,tflite-fp32",
+        "--formats", "-f", help="Comma-separated: onnx, openvino, tflite-fp32, tflite-fp16, "
+                                "tflite-dynamic, tflite-int8, tflite-int8+opt (exact graph "
+                                "optimizations, docs/optimization.md), trt-fp32, trt-fp16, "
+                                "trt-int8.")] = "onnx,tflite-fp32",
     model: ModelOpt = None,
     variant: VariantOpt = None,
     resolution: ResolutionOpt = None,
@@ -118,6 +120,7 @@ def export_cmd(
                      "build_seconds": round(artifact.build_seconds, 3),
                      "size_mb": round(artifact.size_bytes / 2**20, 3),
                      "frames_per_step": artifact.manifest.frames_per_step,
+                     "optimizations": artifact.manifest.optimizations,
                      "path": str(path), "key": artifact.key, "cache_rebuilt": rebuilt,
                      "details": artifact.details})
     failed = [r for r in rows if not r["ok"]]

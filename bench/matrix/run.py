@@ -154,7 +154,7 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
 
     plans = []
     # Cells share artifacts, and a cache lookup hashes the artifact's files: look each up once.
-    cached: dict[tuple, bool] = {}
+    cached: dict[tuple, bool | MovibenchError] = {}
     for cell in cells:
         ckpt = checkpoint_path(cell.checkpoint)
         config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
@@ -175,9 +175,15 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
             if key not in cached:
                 options = export_options(cell.format, data.calibration_videos if data else (),
                                          calibration_frames(data))
-                cached[key] = is_cached(config, cell.format, checkpoint=ckpt or None,
-                                        frames_per_step=frames, options=options)
-            artifact = "cached" if cached[key] else "to build"
+                try:
+                    cached[key] = is_cached(config, cell.format, checkpoint=ckpt or None,
+                                            frames_per_step=frames, options=options)
+                except MovibenchError as exc:  # a format this model cannot be exported to
+                    cached[key] = exc
+            if isinstance(cached[key], MovibenchError):
+                error = str(cached[key])
+            else:
+                artifact = "cached" if cached[key] else "to build"
         plans.append(CellPlan(cell, config.to_dict(), ckpt, frames,
                               "done" if cell.cell_id in done else "todo", error, artifact))
     return plans
