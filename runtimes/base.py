@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -327,6 +327,20 @@ def chunks(frames: np.ndarray, size: int) -> Iterator[np.ndarray]:
         frames = frames[0]
     for start in range(0, frames.shape[0], size):
         yield np.ascontiguousarray(frames[None, start:start + size], dtype=np.float32)
+
+
+def run_calls(session: Session, frames: np.ndarray, calls: int,
+              after_call: Callable[[], None] | None = None) -> None:
+    """`calls` calls of `session` on `frames` (a causal model's states carried from call to
+    call, a clip model's `predict`), `after_call()` after each: a profiling session's work."""
+    states = session.init_states() if session.manifest.causal else None
+    for _ in range(calls):
+        if states is None:
+            session.predict(frames)
+        else:
+            states = session.step(frames, states)[1]
+        if after_call is not None:
+            after_call()
 
 
 def stream(session: Session, frame_chunks: Iterable[np.ndarray],

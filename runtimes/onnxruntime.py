@@ -20,6 +20,7 @@ from converters.errors import ArtifactError, MissingDependencyError, MovibenchEr
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
     PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
+    run_calls,
 )
 
 # ORT's type strings ('tensor(float)') → numpy dtype names.
@@ -200,12 +201,7 @@ class OnnxRuntimeSession(Session):
             profiled = type(self)(_load(self.path, options, self.providers), self.manifest,
                                   self.io_binding, self.path, self._threads,
                                   self._optimization_level)
-            states = profiled.init_states() if self.manifest.causal else None
-            for _ in range(calls):
-                if states is None:
-                    profiled.predict(frames)
-                else:
-                    states = profiled.step(frames, states)[1]
+            run_calls(profiled, frames, calls)
             events = json.loads(Path(profiled.session.end_profiling()).read_text())
         return profile_facts(events)
 

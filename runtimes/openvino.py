@@ -18,6 +18,7 @@ from converters.errors import ArtifactError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
     PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
+    run_calls,
 )
 
 DEVICE = "CPU"
@@ -162,13 +163,8 @@ class OpenVinoSession(Session):
         twin = type(self)(_compile(self.path, {**self._properties, "PERF_COUNT": True}),
                           self.manifest, self.path, self._properties)
         counters = []
-        states = twin.init_states() if self.manifest.causal else None
-        for _ in range(calls):
-            if states is None:
-                twin.predict(frames)
-            else:
-                states = twin.step(frames, states)[1]
-            counters.append(twin.request.get_profiling_info())
+        # The counters describe the request's last call only: read them after each.
+        run_calls(twin, frames, calls, lambda: counters.append(twin.request.get_profiling_info()))
         return counter_facts(counters)
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
