@@ -246,14 +246,11 @@ def _served(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Artifa
 
 
 def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: int,
-                    frames: int | None, optimizations: tuple[str, ...] = ()):
-    """Build the Keras model (restoring `checkpoint`) and its reference manifest, with the
-    graph optimizations `optimizations` (converters.optimize) in its layers."""
+                    frames: int | None):
+    """Build the Keras model (restoring `checkpoint`) and its reference manifest."""
     from converters.build import build_model, load_checkpoint, make_manifest
-    from converters.optimize import optimized_build
 
-    with optimized_build(optimizations):
-        model = build_model(config, seed=seed)
+    model = build_model(config, seed=seed)
     ckpt_hash = load_checkpoint(model, checkpoint) if checkpoint else ""
     return model, make_manifest(model, config, ckpt_hash, frames_per_step=frames)
 

@@ -82,17 +82,18 @@ class DeviceMemoryInfo:
 class ExecutionFacts:
     """How an engine runs a loaded artifact, in the engine's own terms (`Session.execution_facts`).
 
-    LiteRT fills the delegation fields from its node table, ONNX Runtime the time fields from
-    its own profiler; a field the runtime cannot tell is None. Mappings are ordered largest
-    value first.
+    LiteRT fills the delegation fields from its node table, ONNX Runtime and OpenVINO the time
+    fields from their own profilers; a field the runtime cannot tell is None. Mappings are
+    ordered largest value first.
     """
 
-    nodes: int  # graph nodes the engine runs (LiteRT: the file's ops; ORT: after its optimizations)
+    nodes: int  # graph nodes the engine runs (LiteRT: the file's ops; ORT/OpenVINO: after fusions)
     partitions: int | None = None  # delegate kernels the graph was cut into (LiteRT: XNNPACK's)
     delegated_nodes: int | None = None  # nodes run inside those delegate kernels
     builtin_ops: Mapping[str, int] | None = None  # 'OP dtype' -> nodes left on built-in kernels
     op_time: Mapping[str, float] | None = None  # op type -> share of the profiled node time
-    provider_time: Mapping[str, float] | None = None  # execution provider -> share of node time
+    # execution provider (OpenVINO: kernel implementation) -> share of node time
+    provider_time: Mapping[str, float] | None = None
 
 
 def manifest_io(manifest: StateManifest) -> tuple[list[TensorInfo], list[TensorInfo]]:

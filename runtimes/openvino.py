@@ -114,6 +114,8 @@ class OpenVinoSession(Session):
         self._properties = properties  # what it was compiled with, to compile a profiling twin
         self.request = compiled.create_infer_request()
         inputs, outputs = _declared_io(compiled, manifest)
+        # What the compiled model declares, under the manifest's names (`open` checks it).
+        self.declared = ([i for i, _ in inputs], [o for o, _ in outputs])
         # Manifest tensor name → the compiled model's port.
         self._ports = {info.name: port for info, port in inputs + outputs}
 
@@ -137,10 +139,9 @@ class OpenVinoSession(Session):
         properties = {**COMPILE_CONFIG, **(config or {})}
         if threads:
             properties["INFERENCE_NUM_THREADS"] = int(threads)
-        compiled = _compile(path, properties)
-        inputs, outputs = _declared_io(compiled, manifest)
-        check_artifact_io(path, manifest, [i for i, _ in inputs], [o for o, _ in outputs])
-        return cls(compiled, manifest, path, properties)
+        session = cls(_compile(path, properties), manifest, path, properties)
+        check_artifact_io(path, manifest, *session.declared)
+        return session
 
     @property
     def properties(self) -> dict[str, str]:

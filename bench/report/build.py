@@ -525,18 +525,17 @@ def _execution_row(r) -> dict:
             "nodes": num(r["exec_nodes"], 0)}
 
 
-RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 _PROFILED = (f"over {PROFILE_CALLS} calls on the timed calls' input (a stream model's states "
              "carried from call to call), the first call left out; on a second session opened "
              "like the timed one, so the timed calls are never profiled.")
-# Runtimes whose exec_op_time comes from their own profiler: what their second mapping
-# (exec_provider_time) names, and how to read the table.
+# Runtimes whose exec_op_time comes from their own profiler: their name, what their second
+# mapping (exec_provider_time) names, and how to read the table.
 PROFILERS = {
-    "onnxruntime": ("providers", (
+    "onnxruntime": ("ONNX Runtime", "providers", (
         f"ONNX Runtime: its own profiler's node times per op type, {_PROFILED} Nodes are "
         "those of the graph after ONNX Runtime's optimizations (fused and layout nodes such as "
         "ReorderInput included); the time between nodes is not in the shares.")),
-    "openvino": ("kernels", (
+    "openvino": ("OpenVINO", "kernels", (
         f"OpenVINO: the CPU plugin's per-layer counters (PERF_COUNT), {_PROFILED} Layers are "
         "those the plugin executes after its own fusions (a 'Subgraph' is a fused group); "
         "kernels are the implementations it chose, e.g. jit_avx2_f32 (JIT code for AVX2) or "
@@ -566,7 +565,7 @@ def section_execution(run: RunData) -> Section:
             "by op type and first operand dtype, most frequent first.",
             _table(rows, "LiteRT: how the graph is split between XNNPACK and the built-in kernels")]
     profiled = cells[cells["exec_op_time"].notna()]
-    for runtime, (what, text) in PROFILERS.items():
+    for runtime, (name, what, text) in PROFILERS.items():
         mine = profiled[profiled["runtime"] == runtime]
         if mine.empty:
             continue
@@ -574,8 +573,8 @@ def section_execution(run: RunData) -> Section:
                  "share of node time (%)": _top(json.loads(r["exec_op_time"]), pct),
                  f"{what} (% of node time)": _top(json.loads(r["exec_provider_time"]), pct)}
                 for _, r in mine.iterrows()]
-        section.blocks += [text, _table(rows, f"{RUNTIME_NAMES[runtime]}: share of node time "
-                                               "per op type, largest first")]
+        section.blocks += [text, _table(rows, f"{name}: share of node time per op type, "
+                                               "largest first")]
     return section
 
 

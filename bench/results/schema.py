@@ -75,12 +75,12 @@ CELL_COLUMNS: tuple[Column, ...] = (
     # latency cells only: how the runtime runs the deployment, in its own terms
     # (Session.execution_facts, docs/execution-facts.md), read after the timed calls and the last
     # memory reading; empty for the runtimes that have nothing to tell (TensorFlow, TensorRT)
-    Column("exec_nodes", "Int64", "", "graph nodes the engine runs (LiteRT: the file's ops; ONNX Runtime: after its graph optimizations)"),
+    Column("exec_nodes", "Int64", "", "graph nodes the engine runs (LiteRT: the file's ops; ONNX Runtime: after its graph optimizations; OpenVINO: layers executed after its fusions)"),
     Column("exec_partitions", "Int64", "", "LiteRT: delegate kernels (XNNPACK partitions) the graph is cut into"),
     Column("exec_delegated_nodes", "Int64", "", "LiteRT: nodes run inside those partitions; the others run on LiteRT's built-in kernels"),
     Column("exec_builtin_ops", "string", "", "LiteRT: nodes left on the built-in kernels per op type and dtype ('ADD int32'), as JSON"),
-    Column("exec_op_time", "string", "", "ONNX Runtime: share of the profiled node time per op type, as JSON (its own profiler, a separate session)"),
-    Column("exec_provider_time", "string", "", "ONNX Runtime: share of the profiled node time per execution provider, as JSON"),
+    Column("exec_op_time", "string", "", "ONNX Runtime / OpenVINO: share of the profiled node time per op (layer) type, as JSON (the runtime's own profiler or per-layer counters, on a separate session)"),
+    Column("exec_provider_time", "string", "", "ONNX Runtime: share of that time per execution provider; OpenVINO: per kernel implementation (jit_avx2_f32, ...); as JSON"),
     # memory
     # memory, every scenario (bench.trackers.memory): idle = after importing the cell's runtime
     # engine and the harness's libraries, before loading the model; the peak is the process's
