@@ -328,6 +328,36 @@ def test_where_the_time_goes_per_deployment(report):
     assert ort[0]["providers (% of node time)"] == "CPUExecutionProvider 100.0"
 
 
+def test_reduced_precision_table_pairs_each_cell_with_its_fp32_twin(report, run_dir):
+    page = parse(report.html)
+    rows = page.table_with("top-1 agreement with fp32 (%)")
+    # fp16 and int8 (LiteRT) x 2 threads x 4 protocols, less the failed int8 cell; the ONNX
+    # and TF cells are fp32 and have no reduced-precision twin.
+    assert len(rows) == 2 * 2 * len(PROTOCOLS) - 1
+    assert {r["vs"] for r in rows} == {"tflite-fp32"}
+    assert {r["format"] for r in rows} == {"tflite-fp16", "tflite-int8"}
+    cells = pd.read_parquet(run_dir / "cells.parquet")
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+
+    def cell(fmt, threads, protocol):
+        return cells[(cells["kind"] == "accuracy") & (cells["format"] == fmt)
+                     & (cells["threads"] == threads) & (cells["protocol"] == protocol)].iloc[0]
+
+    for r in rows:
+        mine, fp32 = (cell(f, int(r["threads"]), r["protocol"]) for f in (r["format"], "tflite-fp32"))
+        a, b = (preds[preds["cell_id"] == c["cell_id"]].sort_values("video")["pred_index"].to_numpy()
+                for c in (mine, fp32))
+        assert r["videos"] == str(VIDEOS)
+        assert r["top-1 agreement with fp32 (%)"] == f"{100 * np.mean(a == b):.1f}"
+        assert r["Δ top-1 (points)"] == f"{100 * (mine['top1'] - fp32['top1']):,.1f}"
+    # Latency: fp16 runs 6.6 ms and fp32 3.3 ms per frame at 1 thread (noise of a few %).
+    fp16 = [r for r in rows if r["format"] == "tflite-fp16" and r["threads"] == "1"]
+    assert all(0.4 < float(r["speedup over fp32 (×)"]) < 0.6 for r in fp16)
+    # int8 logits carry noise 3.0 around the reference: some videos flip; fp16 (1e-3) none.
+    assert {r["top-1 agreement with fp32 (%)"] for r in fp16} == {"100.0"}
+    assert any(r["top-1 agreement with fp32 (%)"] != "100.0" for r in rows if r["format"] == "tflite-int8")
+
+
 def test_environment_command_and_config_are_reported(report):
     text = report.markdown.read_text()
     assert "movibench matrix run unit.toml" in text

@@ -483,6 +483,61 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
     return section
 
 
+def fp32_pairs(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each reduced-precision accuracy cell (with its deployment's latency) next to the fp32
+    cell of the same runtime, model, weights, input, threads and protocol (suffix _fp32)."""
+    ok = with_latency(cells)
+    key = ["runtime", "model", "variant", "checkpoint", "resolution", "threads", "protocol"]
+    fp32 = ok[ok["precision"] == "fp32"]
+    reduced = ok[ok["precision"] != "fp32"]
+    return reduced.merge(fp32[key + ["cell_id", "format", "top1", "frame_p50_ms"]], on=key,
+                         suffixes=("", "_fp32"))
+
+
+def prediction_agreement(predictions: pd.DataFrame, cell: str, other: str) -> tuple[float, int]:
+    """Share of the videos both cells predicted on which their top-1 classes are the same,
+    and how many such videos there are (nan, 0 when none)."""
+    ok = predictions[predictions["ok"]]
+    a = ok[ok["cell_id"] == cell].set_index("video")["pred_index"]
+    b = ok[ok["cell_id"] == other].set_index("video")["pred_index"]
+    both = a.index.intersection(b.index)
+    if both.empty:
+        return float("nan"), 0
+    return float((a[both] == b[both]).mean()), int(len(both))
+
+
+def section_precision(run: RunData) -> Section:
+    section = Section("Reduced precision vs fp32")
+    pairs = fp32_pairs(run.cells)
+    if pairs.empty:
+        return section.omit("no fp16, dynamic-range or int8 accuracy cell has an fp32 cell of "
+                            "the same runtime, model, weights, input, threads and protocol.")
+    rows = []
+    for _, r in pairs.sort_values(["model", "variant", "format", "threads", "protocol"],
+                                  kind="stable").iterrows():
+        agreement, videos = prediction_agreement(run.predictions, r["cell_id"], r["cell_id_fp32"])
+        rows.append({
+            "model": f"{r['model']}/{r['variant']}", "format": r["format"],
+            "vs": r["format_fp32"], "threads": str(r["threads"]), "protocol": r["protocol"],
+            "videos": str(videos),
+            "fp32 " + head("top1", "top-1"): pct(r["top1_fp32"]),
+            head("top1", "top-1"): pct(r["top1"]),
+            "Δ top-1 (points)": num(100 * (r["top1"] - r["top1_fp32"]), 1),
+            "top-1 agreement with fp32 (%)": pct(agreement),
+            "fp32 " + head("frame_p50_ms", "per-frame p50"): num(r["frame_p50_ms_fp32"], 3),
+            head("frame_p50_ms", "per-frame p50"): num(r["frame_p50_ms"], 3),
+            "speedup over fp32 (×)": num(r["frame_p50_ms_fp32"] / r["frame_p50_ms"], 2)})
+    section.blocks += [
+        "What a reduced-precision artifact costs in accuracy and buys in speed, against the fp32 "
+        "artifact of the same runtime, weights, input, threads and protocol, on the same videos. "
+        "Agreement is the share of videos whose top-1 class is the same in both; per-frame p50 "
+        "comes from each deployment's latency cell; speedup = fp32 p50 / this p50 (above 1 the "
+        "reduced precision is faster). On random-init weights the logits are nearly tied, so "
+        "agreement there says little; on trained weights it is the accuracy cost.",
+        _table(rows)]
+    return section
+
+
 def section_overhead(run: RunData) -> Section:
     section = Section("Harness overhead")
     ok = _ok(run.cells, LATENCY).dropna(subset=["harness_step_ms", "bare_step_ms"])
@@ -663,6 +718,7 @@ def build_sections(run: RunData, out_dir: Path) -> list[Section]:
             *per_hardware(run, out_dir, section_memory),
             section_trace(run, out_dir), section_equivalence(run),
             *per_hardware(run, out_dir, section_speedup),
+            *per_hardware(run, out_dir, lambda r, _: section_precision(r)),
             *per_hardware(run, out_dir, lambda r, _: section_overhead(r)),
             *per_hardware(run, out_dir, lambda r, _: section_execution(r)),
             section_failures(run), section_environment(run)]
