@@ -13,7 +13,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bench.cli.options import JsonOpt, ModelChoice, ThreadsOpt, console, model_options, stdout
+from bench.cli.options import (
+    FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options, stdout,
+)
 from converters.errors import MovibenchError
 
 
@@ -76,7 +78,7 @@ def eval_cmd(
     data: Annotated[Path, typer.Option(help="Dataset folder (DIR/<split>/<class>/*) or Kinetics-style CSV.")],
     protocol: Annotated[list[str], typer.Option(
         "--protocol", "-p", help="Repeatable: stream, stream:C=4, full-clip, multi-clip:KxL[:3crop].")] = ["stream"],
-    choice: ModelChoice = ModelChoice(),
+    choice: ModelChoice = FROM_OPTIONS,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="tensorflow (the reference), or an export format (onnx, "
                                "tflite-fp32, ...): exported through the cache, then evaluated.")] = "tensorflow",

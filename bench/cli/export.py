@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from bench.cli.options import (
-    EXIT_FAILED, EXIT_OK, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt, console,
-    model_options, stdout,
+    EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
+    console, model_options, stdout,
 )
 
 
@@ -42,7 +42,7 @@ def export_cmd(
                                 "tflite-dynamic, tflite-int8, tflite-int8+opt (exact graph "
                                 "optimizations, docs/optimization.md), trt-fp32, trt-fp16, "
                                 "trt-int8.")] = "onnx,tflite-fp32",
-    choice: ModelChoice = ModelChoice(),
+    choice: ModelChoice = FROM_OPTIONS,
     clip_frames: ClipFramesOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Also copy each artifact and its manifest into this folder.")] = None,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -105,6 +106,11 @@ class ModelChoice:
 
         return config_for(self.model, self.variant, self.resolution, self.classes,
                           self.checkpoint, self.conv_type)
+
+
+# The default of a verb's ModelChoice parameter in its own signature. model_options puts the
+# options in that parameter's place, so a command always gets the choice the options name.
+FROM_OPTIONS = ModelChoice()
 
 
 def model_options(*, classes: bool = True, conv_type: bool = False) -> Callable:

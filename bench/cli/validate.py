@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from bench.cli.options import (
-    EXIT_FAILED, EXIT_OK, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt, ThreadsOpt,
-    console, model_options, parse_int_list, stdout,
+    EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
+    ThreadsOpt, console, model_options, parse_int_list, stdout,
 )
 from converters.errors import MovibenchError
 
@@ -45,7 +45,7 @@ def load_clips(videos: Path | None, synthetic: int, frames: int, resolution: int
 @app.command("equivalence")
 @model_options()
 def validate_equivalence_cmd(
-    choice: ModelChoice = ModelChoice(),
+    choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip.", min=1)] = 16,
     chunk_sizes: Annotated[str, typer.Option("--chunks", help="Chunk sizes to stream with, e.g. 1,4,8.")] = "1,4,8",
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
@@ -92,7 +92,7 @@ def validate_equivalence_cmd(
 def validate_cross_runtime_cmd(
     formats: Annotated[str, typer.Option(
         "--formats", "-f", help="Comma-separated formats to check against TensorFlow.")] = "onnx,tflite-fp32",
-    choice: ModelChoice = ModelChoice(),
+    choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 32,
     clip_frames: ClipFramesOpt = None,
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
@@ -172,7 +172,7 @@ def validate_cross_runtime_cmd(
 @app.command("official-recipe")
 @model_options()
 def validate_official_recipe_cmd(
-    choice: ModelChoice = ModelChoice(),
+    choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 16,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips.", min=1)] = 2,
     atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed between the two files.")] = 1e-5,
@@ -255,7 +255,7 @@ def _save_random_init(config, prefix: Path, seed: int) -> Path:
 def validate_tensorrt_cmd(
     onnx_file: Annotated[Optional[Path], typer.Option(
         "--onnx", help="Check this ONNX file instead of exporting the model's.")] = None,
-    choice: ModelChoice = ModelChoice(),
+    choice: ModelChoice = FROM_OPTIONS,
     clip_frames: ClipFramesOpt = None,
     opset: OpsetOpt = 17,
     simplify: SimplifyOpt = False,
