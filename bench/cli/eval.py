@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,8 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.cli.options import (
-    CheckpointOpt, DemoOpt, JsonOpt, ModelOpt, ResolutionOpt, ThreadsOpt, VariantOpt, console,
-    resolve_checkpoint_option, stdout,
+    FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options, stdout,
 )
 from converters.errors import MovibenchError
 
@@ -36,17 +36,17 @@ def _clip_frames(config, protocols, clip_frames: int | None) -> int | None:
     return lengths.pop()
 
 
-def _open_session(artifact, fmt, clip_frames, protocols, model, variant, resolution, checkpoint,
-                  dataset, threads):
+def _open_session(artifact, fmt, clip_frames, protocols, choice: ModelChoice, dataset, threads):
     from bench.scenarios.deployment import open_deployment
     from converters.formats import get_format
-    from converters.zoo import config_for
 
     if artifact is not None:
         from runtimes.loader import open_session
 
         return open_session(artifact, threads=threads)
-    config = config_for(model, variant, resolution, dataset.num_classes, checkpoint)
+    # The dataset fixes the head's class count.
+    config = replace(choice, classes=dataset.num_classes).config()
+    checkpoint = choice.checkpoint
     if checkpoint is not None:
         from bench.train.trainer import CLASSES_TXT
 
@@ -73,15 +73,12 @@ def _evaluate_on_ray(open_session, samples, protocols, classes, shards, address,
                                     shards=shards, fps=fps, stride=stride, cpus=cpus)
 
 
+@model_options(classes=False)
 def eval_cmd(
     data: Annotated[Path, typer.Option(help="Dataset folder (DIR/<split>/<class>/*) or Kinetics-style CSV.")],
     protocol: Annotated[list[str], typer.Option(
         "--protocol", "-p", help="Repeatable: stream, stream:C=4, full-clip, multi-clip:KxL[:3crop].")] = ["stream"],
-    model: ModelOpt = None,
-    variant: VariantOpt = None,
-    resolution: ResolutionOpt = None,
-    checkpoint: CheckpointOpt = None,
-    demo: DemoOpt = None,
+    choice: ModelChoice = FROM_OPTIONS,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="tensorflow (the reference), or an export format (onnx, "
                                "tflite-fp32, ...): exported through the cache, then evaluated.")] = "tensorflow",
@@ -124,20 +121,19 @@ def eval_cmd(
         raise MovibenchError(f"--executor must be local or ray, got {executor!r}")
     if executor == "local" and (shards is not None or address is not None):
         raise MovibenchError("--shards and --address need --executor ray")
-    checkpoint = resolve_checkpoint_option(checkpoint, demo)
-    if artifact is not None and (checkpoint is not None or model is not None):
+    if artifact is not None and (choice.checkpoint is not None or choice.model is not None):
         raise MovibenchError("--artifact carries its own model: drop --model/--checkpoint/--demo")
     dataset = load_dataset(data, split)
     samples = dataset.samples[:limit] if limit else dataset.samples
     if executor == "ray":
         results = _evaluate_on_ray(
-            partial(_open_session, artifact, fmt, clip_frames, protocols, model, variant,
-                    resolution, checkpoint, dataset, threads),
+            partial(_open_session, artifact, fmt, clip_frames, protocols, choice, dataset,
+                    threads),
             samples, protocols, dataset.classes, shards, address, fps, stride, threads)
     else:
         with console.status("loading model"):
-            session = _open_session(artifact, fmt, clip_frames, protocols, model, variant,
-                                    resolution, checkpoint, dataset, threads)
+            session = _open_session(artifact, fmt, clip_frames, protocols, choice, dataset,
+                                    threads)
         from tqdm import tqdm
 
         results = []

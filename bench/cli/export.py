@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from bench.cli.options import (
-    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, ConvTypeOpt, DemoOpt, JsonOpt, ModelOpt,
-    OpsetOpt, ResolutionOpt, SimplifyOpt, VariantOpt, console, model_config, stdout,
+    EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
+    console, model_options, stdout,
 )
 
 
@@ -35,20 +35,15 @@ def copy_artifact(artifact: Path, manifest: Path, out: Path) -> Path:
     return out / artifact.name
 
 
+@model_options(conv_type=True)
 def export_cmd(
     formats: Annotated[str, typer.Option(
         "--formats", "-f", help="Comma-separated: onnx, openvino, tflite-fp32, tflite-fp16, "
                                 "tflite-dynamic, tflite-int8, tflite-int8+opt (exact graph "
                                 "optimizations, docs/optimization.md), trt-fp32, trt-fp16, "
                                 "trt-int8.")] = "onnx,tflite-fp32",
-    model: ModelOpt = None,
-    variant: VariantOpt = None,
-    resolution: ResolutionOpt = None,
-    classes: ClassesOpt = None,
-    checkpoint: CheckpointOpt = None,
-    demo: DemoOpt = None,
+    choice: ModelChoice = FROM_OPTIONS,
     clip_frames: ClipFramesOpt = None,
-    conv_type: ConvTypeOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Also copy each artifact and its manifest into this folder.")] = None,
     opset: OpsetOpt = 17,
@@ -76,8 +71,7 @@ def export_cmd(
     from converters.formats import parse_formats
 
     specs = parse_formats(formats)
-    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo,
-                                      conv_type)
+    config, checkpoint = choice.config(), choice.checkpoint
     if calib_videos is not None:
         from bench.data.calibration_clips import calibration_from_videos
         from bench.data.video import list_videos

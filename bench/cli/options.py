@@ -1,12 +1,20 @@
-"""Shared pieces of every verb: exit codes, common options, the stderr console."""
+"""Shared pieces of every verb: exit codes, common options, the model-selection options, the
+stderr console."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from converters.zoo import ModelConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -26,43 +34,119 @@ def parse_int_list(text: str, what: str) -> list[int]:
     return values
 
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id: t0, a0..a5.")]
-VariantOpt = Annotated[Optional[str], typer.Option(help="Variant: base, stream or mobile.")]
-ResolutionOpt = Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the model's).")]
-CheckpointOpt = Annotated[Optional[Path], typer.Option(
-    help="tf.train.Checkpoint directory or prefix (official Kinetics-600 or a project checkpoint).")]
-ClassesOpt = Annotated[Optional[int], typer.Option("--classes", help="Class count of the head (default 600).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the library's).")]
-DemoOpt = Annotated[Optional[str], typer.Option(
-    help="A shipped demo checkpoint instead of --checkpoint: t0-stream-synth, t0-base-synth.")]
 ClipFramesOpt = Annotated[Optional[int], typer.Option(
     "--clip-frames", help="Frames per call: the clip length L of a base model (required there), "
                           "or T > 1 for a stream model fed in chunks.", min=1)]
-ConvTypeOpt = Annotated[Optional[str], typer.Option(
-    "--conv-type", help="3d, 2plus1d or 3d_2plus1d (default: the variant's; a project "
-                        "checkpoint records its own). 3d_2plus1d checkpoints export rebuilt as 2plus1d.")]
 OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.", min=13)]
 SimplifyOpt = Annotated[bool, typer.Option(help="Simplify the ONNX graph with onnxslim.")]
 
 
-def resolve_checkpoint_option(checkpoint: Path | None, demo: str | None) -> Path | None:
-    """--checkpoint or --demo (never both) → the checkpoint path to load, or None."""
-    if demo is None:
-        return checkpoint
-    from converters.errors import MovibenchError
-    from converters.zoo import demo_checkpoint
+# The options that pick a model, in the order --help lists them. Typer reads each verb's
+# parameters from its signature, so `model_options` splices these in where the verb asks.
+MODEL_OPTIONS: dict[str, object] = {
+    "model": Annotated[Optional[str], typer.Option("--model", "-m", help="Model id: t0, a0..a5.")],
+    "variant": Annotated[Optional[str], typer.Option(help="Variant: base, stream or mobile.")],
+    "resolution": Annotated[Optional[int], typer.Option(
+        help="Input size in pixels (default: the model's).")],
+    "classes": Annotated[Optional[int], typer.Option(
+        "--classes", help="Class count of the head (default 600).")],
+    "checkpoint": Annotated[Optional[Path], typer.Option(
+        help="tf.train.Checkpoint directory or prefix (official Kinetics-600 or a project checkpoint).")],
+    "demo": Annotated[Optional[str], typer.Option(
+        help="A shipped demo checkpoint instead of --checkpoint: t0-stream-synth, t0-base-synth.")],
+    "conv_type": Annotated[Optional[str], typer.Option(
+        "--conv-type", help="3d, 2plus1d or 3d_2plus1d (default: the variant's; a project "
+                            "checkpoint records its own). 3d_2plus1d checkpoints export rebuilt "
+                            "as 2plus1d.")],
+}
 
-    if checkpoint is not None:
-        raise MovibenchError("give --demo or --checkpoint, not both")
-    return demo_checkpoint(demo)
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a command's options name, with --demo already turned into its checkpoint.
+
+    The default instance is what a command gets when no model option is given. `config()`
+    resolves the choice; a verb that learns the class count elsewhere (eval: from the dataset)
+    sets `classes` first (dataclasses.replace).
+    """
+
+    model: str | None = None
+    variant: str | None = None
+    resolution: int | None = None
+    classes: int | None = None
+    checkpoint: Path | None = None
+    conv_type: str | None = None
+
+    @classmethod
+    def from_options(cls, model: str | None = None, variant: str | None = None,
+                     resolution: int | None = None, classes: int | None = None,
+                     checkpoint: Path | None = None, demo: str | None = None,
+                     conv_type: str | None = None) -> ModelChoice:
+        """The choice the options name. An unknown model id or variant, an unknown demo, or
+        --demo with --checkpoint is a MovibenchError here, before the verb does any work."""
+        from converters.errors import MovibenchError
+        from converters.zoo import demo_checkpoint, get_model, get_variant
+
+        if demo is not None:
+            if checkpoint is not None:
+                raise MovibenchError("give --demo or --checkpoint, not both")
+            checkpoint = demo_checkpoint(demo)
+        if model is not None:
+            get_model(model)
+        if variant is not None:
+            get_variant(variant)
+        return cls(model, variant, resolution, classes, checkpoint, conv_type)
+
+    def config(self) -> ModelConfig:
+        """The ModelConfig to build: the zoo's defaults under the options, the architecture
+        fixed by a project checkpoint's sidecar (converters.zoo.config_for)."""
+        from converters.zoo import config_for
+
+        return config_for(self.model, self.variant, self.resolution, self.classes,
+                          self.checkpoint, self.conv_type)
 
 
-def model_config(model: str | None, variant: str | None, resolution: int | None,
-                 classes: int | None, checkpoint: Path | None, demo: str | None,
-                 conv_type: str | None = None):
-    """The model the options name and the checkpoint to load it from: (ModelConfig, path|None)."""
-    from converters.zoo import config_for
+# The default of a verb's ModelChoice parameter in its own signature. model_options puts the
+# options in that parameter's place, so a command always gets the choice the options name.
+FROM_OPTIONS = ModelChoice()
 
-    checkpoint = resolve_checkpoint_option(checkpoint, demo)
-    return config_for(model, variant, resolution, classes, checkpoint, conv_type), checkpoint
+
+def model_options(*, classes: bool = True, conv_type: bool = False) -> Callable:
+    """Decorator of a verb: its one parameter typed ModelChoice becomes the model options
+    (--model, --variant, --resolution, [--classes,] --checkpoint, --demo[, --conv-type]) at
+    that place in --help, and the verb is called with the ModelChoice they name.
+
+    classes: offer --classes (off where the class count comes from elsewhere, e.g. a dataset).
+    conv_type: offer --conv-type (for verbs that build from foreign 3d_2plus1d checkpoints).
+    """
+    names = [n for n in MODEL_OPTIONS
+             if (n != "classes" or classes) and (n != "conv_type" or conv_type)]
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        slots = [p for p in signature.parameters.values() if p.annotation is ModelChoice]
+        if len(slots) != 1:
+            raise TypeError(f"{command.__name__} needs exactly one parameter typed ModelChoice")
+        slot = slots[0]
+        params = []
+        for param in signature.parameters.values():
+            if param is slot:
+                params += [inspect.Parameter(n, slot.kind, default=None, annotation=MODEL_OPTIONS[n])
+                           for n in names]
+            else:
+                params.append(param)
+
+        @functools.wraps(command)
+        def verb(*args, **kwargs):
+            chosen = {n: kwargs.pop(n, None) for n in names}
+            return command(*args, **kwargs, **{slot.name: ModelChoice.from_options(**chosen)})
+
+        # Typer builds the options from inspect.signature (which prefers __signature__) and
+        # the type hints (from __annotations__, which functools.wraps copied from `command`).
+        verb.__signature__ = signature.replace(parameters=params)
+        verb.__annotations__ = {p.name: p.annotation for p in params}
+        return verb
+
+    return decorate

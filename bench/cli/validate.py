@@ -11,9 +11,8 @@ import typer
 from rich.table import Table
 
 from bench.cli.options import (
-    EXIT_FAILED, EXIT_OK, CheckpointOpt, ClassesOpt, ClipFramesOpt, ConvTypeOpt, DemoOpt, JsonOpt, ModelOpt,
-    OpsetOpt, ResolutionOpt, SimplifyOpt, ThreadsOpt, VariantOpt, console, model_config,
-    parse_int_list, stdout,
+    EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
+    ThreadsOpt, console, model_options, parse_int_list, stdout,
 )
 from converters.errors import MovibenchError
 
@@ -44,15 +43,11 @@ def load_clips(videos: Path | None, synthetic: int, frames: int, resolution: int
 
 
 @app.command("equivalence")
+@model_options()
 def validate_equivalence_cmd(
-    model: ModelOpt = None,
-    variant: VariantOpt = None,
-    resolution: ResolutionOpt = None,
+    choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip.", min=1)] = 16,
     chunk_sizes: Annotated[str, typer.Option("--chunks", help="Chunk sizes to stream with, e.g. 1,4,8.")] = "1,4,8",
-    checkpoint: CheckpointOpt = None,
-    demo: DemoOpt = None,
-    classes: ClassesOpt = None,
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips when --videos is not given.", min=1)] = 2,
     atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed.")] = 1e-4,
@@ -70,7 +65,7 @@ def validate_equivalence_cmd(
     from runtimes.tensorflow import TensorFlowSession
 
     sizes = parse_int_list(chunk_sizes, "--chunks")
-    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+    config, checkpoint = choice.config(), choice.checkpoint
     if not config.causal:
         raise MovibenchError(f"variant {config.variant!r} is not causal: equivalence needs stream or mobile")
     clips = load_clips(videos, synthetic, frames, config.resolution, seed)
@@ -93,18 +88,13 @@ def validate_equivalence_cmd(
 
 
 @app.command("cross-runtime")
+@model_options(conv_type=True)
 def validate_cross_runtime_cmd(
     formats: Annotated[str, typer.Option(
         "--formats", "-f", help="Comma-separated formats to check against TensorFlow.")] = "onnx,tflite-fp32",
-    model: ModelOpt = None,
-    variant: VariantOpt = None,
-    resolution: ResolutionOpt = None,
-    classes: ClassesOpt = None,
-    checkpoint: CheckpointOpt = None,
-    demo: DemoOpt = None,
+    choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 32,
     clip_frames: ClipFramesOpt = None,
-    conv_type: ConvTypeOpt = None,
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips when --videos is not given.", min=1)] = 2,
     full_clip: Annotated[str, typer.Option(
@@ -132,8 +122,7 @@ def validate_cross_runtime_cmd(
 
     specs = parse_formats(formats)
     full_clip_formats = tuple(s.name for s in parse_formats(full_clip)) if full_clip.strip() else ()
-    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo,
-                                      conv_type)
+    config, checkpoint = choice.config(), choice.checkpoint
     if not config.causal:
         clip_frames = clip_frames or frames
     if clip_frames is not None and clip_frames > frames:
@@ -181,13 +170,9 @@ def validate_cross_runtime_cmd(
 
 
 @app.command("official-recipe")
+@model_options()
 def validate_official_recipe_cmd(
-    model: ModelOpt = None,
-    variant: VariantOpt = None,
-    resolution: ResolutionOpt = None,
-    classes: ClassesOpt = None,
-    checkpoint: CheckpointOpt = None,
-    demo: DemoOpt = None,
+    choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 16,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips.", min=1)] = 2,
     atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed between the two files.")] = 1e-5,
@@ -214,7 +199,7 @@ def validate_official_recipe_cmd(
     from converters.official_recipe import export_official_tflite
     from runtimes.loader import open_session
 
-    config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+    config, checkpoint = choice.config(), choice.checkpoint
     weights = f"random-init (seed {seed})" if checkpoint is None else str(checkpoint)
     with tempfile.TemporaryDirectory(prefix="movibench-recipe-") as tmp:
         with console.status("exporting with Model Garden's recipe and with movibench") as status:
@@ -266,15 +251,11 @@ def _save_random_init(config, prefix: Path, seed: int) -> Path:
 
 
 @app.command("tensorrt")
+@model_options()
 def validate_tensorrt_cmd(
     onnx_file: Annotated[Optional[Path], typer.Option(
         "--onnx", help="Check this ONNX file instead of exporting the model's.")] = None,
-    model: ModelOpt = None,
-    variant: VariantOpt = None,
-    resolution: ResolutionOpt = None,
-    classes: ClassesOpt = None,
-    checkpoint: CheckpointOpt = None,
-    demo: DemoOpt = None,
+    choice: ModelChoice = FROM_OPTIONS,
     clip_frames: ClipFramesOpt = None,
     opset: OpsetOpt = 17,
     simplify: SimplifyOpt = False,
@@ -294,9 +275,10 @@ def validate_tensorrt_cmd(
     if onnx_file is None:
         from converters.export import ExportOptions, export_model
 
-        config, checkpoint = model_config(model, variant, resolution, classes, checkpoint, demo)
+        config = choice.config()
         with console.status(f"exporting {config.model_id}/{config.variant} to ONNX"):
-            onnx_file = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=clip_frames,
+            onnx_file = export_model(config, "onnx", checkpoint=choice.checkpoint,
+                                     frames_per_step=clip_frames,
                                      options=ExportOptions(opset=opset, simplify=simplify, seed=seed)).path
     elif not onnx_file.is_file():
         raise MovibenchError(f"ONNX file not found: {onnx_file}")
