@@ -1,7 +1,8 @@
 """The streaming interface shared by every runtime.
 
-`Session` does the shared work once: it checks each call's inputs against the state manifest,
-and times the engine call alone. Each runtime overrides only `_step` (causal models) or
+`Session` does the shared work once: `open` loads an artifact and checks it against its state
+manifest, each call's inputs are checked against the manifest, and the engine call alone is
+timed. Each runtime fills in `_load` and `declared_io` (loading) and `_step` (causal models) or
 `_predict` (clip models).
 """
 
@@ -11,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 from converters.errors import (
     ArtifactError, MissingDependencyError, MovibenchError, StateError, first_line,
 )
+from converters.formats import FORMATS, get_format
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
@@ -148,6 +151,8 @@ class Session(ABC):
     """
 
     runtime: str = "base"
+    # What this runtime's artifacts are called in messages ('TFLite' -> 'TFLite artifact').
+    artifact_kind: str = "exported"
     # The modules that are this runtime's engine: importing them is what a process pays before
     # it can load any model (benchmarks take their idle memory baseline after this import).
     engine_modules: tuple[str, ...] = ()
@@ -163,6 +168,14 @@ class Session(ABC):
             except ImportError as exc:
                 raise MissingDependencyError(
                     f"runtime {cls.runtime!r} needs {name}, which cannot be imported: {exc}") from None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # `open` is the one loading sequence, closing a refused session included: a runtime
+        # fills in its steps (`_load`, `declared_io`, `_prepare`) and never replaces it.
+        if "open" in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides Session.open; implement _load and "
+                            "declared_io instead")
 
     def __init__(self, manifest: StateManifest):
         self.manifest = manifest
@@ -305,15 +318,76 @@ class Session(ABC):
     def __exit__(self, *exc):
         self.close()
 
-    # -- what a runtime implements ---------------------------------------------------------
+    # -- loading: one template, the engine-specific steps filled in by each runtime ------------
     @classmethod
-    def open(cls, path, manifest: StateManifest, *, threads: int | None = None, **options) -> Session:
+    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
+             **options) -> Session:
         """Load the artifact at `path` described by `manifest` (runtimes.loader calls this).
 
-        Implementations check the artifact's own inputs/outputs against the manifest and raise
-        ArtifactError naming the first mismatch.
+        The same sequence for every runtime: the manifest's format must be one this runtime
+        runs, the file must exist, `_load` loads it with the engine, the session's
+        `declared_io` is checked against the manifest (`check_artifact_io`), and `_prepare`
+        sets up what needs an artifact known to match (TensorRT's device buffers). Whatever
+        fails after loading, the session is closed before the error propagates, so a refused
+        artifact leaves no engine resource behind.
+
+        Args:
+            path: the artifact file.
+            manifest: its state manifest.
+            threads: CPU threads for the engine (None: the engine's default).
+            **options: this runtime's own options, listed in its class docstring.
+
+        Raises:
+            ArtifactError for a format of another runtime, a missing or corrupt file, or one
+            whose inputs/outputs differ from the manifest (naming the first difference);
+            MissingDependencyError when the engine (or a device it needs) is not available.
+        """
+        path = Path(path)
+        spec = get_format(manifest.format)
+        if spec.runtime != cls.runtime:
+            own = [name for name, fmt in FORMATS.items() if fmt.runtime == cls.runtime]
+            article = "an" if cls.artifact_kind[:1].upper() in "AEIOU" else "a"
+            raise ArtifactError(
+                f"the manifest of {path} names format {spec.name!r}, which is not {article} "
+                f"{cls.artifact_kind} format (runtime {cls.runtime!r} runs "
+                f"{', '.join(own) or 'no exported format'})")
+        if not spec.exported:
+            raise ArtifactError(f"the manifest of {path} names format {spec.name!r}, which has "
+                                "no artifact to load")
+        if not path.is_file():
+            raise ArtifactError(f"{cls.artifact_kind} artifact not found: {path}")
+        session = cls._load(path, manifest, threads, **options)
+        try:
+            check_artifact_io(path, manifest, *session.declared_io())
+            session._prepare(path)
+        except BaseException as exc:
+            try:
+                session.close()
+            except Exception as close_exc:  # the refusal stays the error the caller sees
+                exc.add_note(f"closing the refused session failed too: {first_line(close_exc)}")
+            raise
+        return session
+
+    @classmethod
+    def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
+              **options) -> Session:
+        """Load the existing file at `path` with the engine and return the session around it
+        (`open`'s runtime-specific step; `options` are the runtime's own, checked here).
+
+        A file the engine cannot read is an ArtifactError naming the file and the engine's
+        first line. Nothing that needs the artifact to match the manifest happens here: that
+        is `_prepare`'s, after the check.
         """
         raise NotImplementedError(f"{cls.runtime} does not load artifacts")
+
+    def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The loaded artifact's inputs and outputs as its engine declares them, under the
+        state contract's names (`open` checks them against the manifest)."""
+        raise NotImplementedError(f"{self.runtime} does not load artifacts")
+
+    def _prepare(self, path: Path) -> None:
+        """Set up what needs an artifact whose I/O matches the manifest (default: nothing);
+        `path` is for messages. `open` closes the session if this raises."""
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         raise NotImplementedError(f"{self.runtime} does not run causal models")

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from converters.errors import ArtifactError, first_line
-from converters.formats import get_format
 from converters.manifest import (
     IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, state_name_from_tensor,
     state_output_name,
 )
-from runtimes.base import ExecutionFacts, Session, States, TensorInfo, check_artifact_io
+from runtimes.base import ExecutionFacts, Session, States, TensorInfo
 
 SIGNATURE_KEY = "serving_default"
 DELEGATE_OP = "DELEGATE"  # the node a delegate kernel puts in place of one partition
@@ -203,39 +202,38 @@ def _op_key(op: dict) -> str:
 
 
 class LiteRTSession(Session):
-    """A LiteRT interpreter behind the streaming interface, called through its signature."""
+    """A LiteRT interpreter behind the streaming interface, called through its signature.
+
+    Options (keywords of `open`, besides `threads`: CPU threads, None for LiteRT's default):
+        xnnpack: apply LiteRT's default XNNPACK delegate (default True; False: builtin
+            kernels only, to tell what XNNPACK contributes).
+    """
 
     runtime = "litert"
+    artifact_kind = "TFLite"
     engine_modules = ("ai_edge_litert.interpreter",)
 
-    def __init__(self, interpreter, runner, manifest: StateManifest, outputs: dict[str, str]):
+    def __init__(self, interpreter, runner, manifest: StateManifest, path: Path):
         super().__init__(manifest)
         self.interpreter = interpreter
         self._runner = runner
-        self._outputs = outputs
+        # The signature is read once: a damaged one that still loaded fails here, by name.
+        inputs, outputs = _signature_io(path, runner)
+        self._outputs = state_outputs(inputs, outputs)  # short state name -> output tensor
+        self._declared = (list(inputs.values()), _as_contract(outputs, self._outputs))
 
     @classmethod
-    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
-             xnnpack: bool = True) -> LiteRTSession:
-        """Load the .tflite file at `path` and check its signature against `manifest`.
-
-        Args:
-            path: the .tflite artifact.
-            manifest: its state manifest (or one from `manifest_from_tflite`).
-            threads: CPU threads (None: LiteRT's default).
-            xnnpack: apply LiteRT's default XNNPACK delegate (False: builtin kernels only).
-
-        Raises:
-            ArtifactError for a missing or corrupt file, or one whose signature's names,
-            shapes or dtypes differ from the manifest (naming the first difference).
-        """
-        if get_format(manifest.format).runtime != "litert":
-            raise ArtifactError(f"manifest format {manifest.format!r} is not a TFLite format")
+    def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
+              xnnpack: bool = True) -> LiteRTSession:
+        """The interpreter of the .tflite file at `path` (its manifest may come from
+        `manifest_from_tflite`), with the options in the class docstring."""
         interpreter, runner = load_interpreter(path, threads, xnnpack)
-        inputs, outputs = _signature_io(path, runner)
-        naming = state_outputs(inputs, outputs)
-        check_artifact_io(path, manifest, list(inputs.values()), _as_contract(outputs, naming))
-        return cls(interpreter, runner, manifest, naming)
+        return cls(interpreter, runner, manifest, path)
+
+    def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The signature's inputs and outputs; a next state named like its input (the official
+        binaries' convention) is listed as `next_state_*`."""
+        return self._declared
 
     def execution_facts(self, frames: np.ndarray) -> ExecutionFacts:
         """XNNPACK's partitions of this interpreter (`delegation_facts`); they do not depend on

@@ -55,12 +55,10 @@ def open_session(artifact: str | Path, *, threads: int | None = None, **options)
         **options: runtime-specific knobs (e.g. ONNX Runtime `providers`, `io_binding`).
 
     Raises:
-        ArtifactError for a missing/corrupt artifact or a manifest that does not match it;
-        MissingDependencyError when the runtime's engine is not installed.
+        ArtifactError for a missing/corrupt artifact, a manifest that does not match it or one
+        naming the TensorFlow reference (which has no artifact); MissingDependencyError when
+        the runtime's engine is not installed. `Session.open` makes these checks.
     """
     manifest = load_manifest(artifact)
-    spec = get_format(manifest.format)
-    if not spec.exported:
-        raise ArtifactError(f"the manifest of {artifact} names format {spec.name!r}, which has "
-                            "no artifact to load")
-    return session_class(spec.runtime).open(Path(artifact), manifest, threads=threads, **options)
+    runtime = get_format(manifest.format).runtime
+    return session_class(runtime).open(Path(artifact), manifest, threads=threads, **options)

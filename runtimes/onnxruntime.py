@@ -19,8 +19,7 @@ import numpy as np
 from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
-    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
-    run_calls,
+    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, run_calls,
 )
 
 # ORT's type strings ('tensor(float)') → numpy dtype names.
@@ -34,7 +33,7 @@ CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
-def _load(path: Path, options, providers: list[str]):
+def _inference_session(path: Path, options, providers: list[str]):
     """An InferenceSession of the file at `path`, or a one-line ArtifactError."""
     import onnxruntime as ort
 
@@ -82,7 +81,8 @@ def resolve_providers(providers: list[str] | tuple[str, ...] | str | None) -> li
 
 
 def session_options(threads: int | None, optimization_level: str):
-    """The SessionOptions every session of this runtime is opened with (see `open`)."""
+    """The SessionOptions every session of this runtime is opened with (`threads` and
+    `optimization_level` as in OnnxRuntimeSession's options)."""
     import onnxruntime as ort
 
     if optimization_level not in OPTIMIZATION_LEVELS:
@@ -136,9 +136,18 @@ def _tensor_infos(node_args) -> list[TensorInfo]:
 
 
 class OnnxRuntimeSession(Session):
-    """An InferenceSession behind the streaming interface (sequential, inter-op threads 1)."""
+    """An InferenceSession behind the streaming interface (sequential, inter-op threads 1).
+
+    Options (keywords of `open`, besides `threads`: intra-op threads, None for ONNX Runtime's
+    default of one per core):
+        providers: 'cpu' (default), 'cuda', 'tensorrt' or ORT provider names, in priority
+            order; an unavailable one is a MissingDependencyError.
+        io_binding: keep states as OrtValues between steps instead of numpy arrays (default True).
+        optimization_level: graph optimizations: 'disable', 'basic', 'extended' or 'all' (default).
+    """
 
     runtime = "onnxruntime"
+    artifact_kind = "ONNX"
     engine_modules = ("onnxruntime",)
 
     def __init__(self, session, manifest: StateManifest, io_binding: bool, path: Path,
@@ -160,31 +169,18 @@ class OnnxRuntimeSession(Session):
         return self._binding is not None
 
     @classmethod
-    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
-             providers: list[str] | str | None = None, io_binding: bool = True,
-             optimization_level: str = "all") -> OnnxRuntimeSession:
-        """Load the ONNX file at `path` and check its inputs/outputs against `manifest`.
-
-        Args:
-            path: the .onnx artifact.
-            manifest: its state manifest.
-            threads: intra-op threads (None: ONNX Runtime's default, one per core).
-            providers: 'cpu' (default), 'cuda', 'tensorrt' or ORT provider names, in priority order.
-            io_binding: keep states as OrtValues between steps instead of numpy arrays.
-            optimization_level: graph optimizations: 'disable', 'basic', 'extended' or 'all'.
-
-        Raises:
-            ArtifactError for a missing, corrupt or mismatched file; MissingDependencyError for
-            an unavailable provider.
-        """
-        path = Path(path)
+    def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
+              providers: list[str] | str | None = None, io_binding: bool = True,
+              optimization_level: str = "all") -> OnnxRuntimeSession:
+        """An InferenceSession of the .onnx file at `path`, with the options in the class
+        docstring."""
         options = session_options(threads, optimization_level)
-        if not path.is_file():
-            raise ArtifactError(f"ONNX artifact not found: {path}")
-        session = _load(path, options, resolve_providers(providers))
-        check_artifact_io(path, manifest, _tensor_infos(session.get_inputs()),
-                          _tensor_infos(session.get_outputs()))
+        session = _inference_session(path, options, resolve_providers(providers))
         return cls(session, manifest, io_binding, path, threads, optimization_level)
+
+    def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The graph's inputs and outputs as ONNX Runtime reads them."""
+        return _tensor_infos(self.session.get_inputs()), _tensor_infos(self.session.get_outputs())
 
     def execution_facts(self, frames: np.ndarray, calls: int = PROFILE_CALLS) -> ExecutionFacts:
         """Where a call's time goes by op type and provider, from ONNX Runtime's own profiler
@@ -198,8 +194,8 @@ class OnnxRuntimeSession(Session):
         options.enable_profiling = True
         with tempfile.TemporaryDirectory(prefix="movibench-ort-profile-") as tmp:
             options.profile_file_prefix = str(Path(tmp) / "profile")
-            profiled = type(self)(_load(self.path, options, self.providers), self.manifest,
-                                  self.io_binding, self.path, self._threads,
+            profiled = type(self)(_inference_session(self.path, options, self.providers),
+                                  self.manifest, self.io_binding, self.path, self._threads,
                                   self._optimization_level)
             run_calls(profiled, frames, calls)
             events = json.loads(Path(profiled.session.end_profiling()).read_text())

@@ -17,8 +17,7 @@ import numpy as np
 from converters.errors import ArtifactError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
-    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, check_artifact_io,
-    run_calls,
+    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, run_calls,
 )
 
 DEVICE = "CPU"
@@ -102,9 +101,15 @@ def counter_facts(calls: list[list]) -> ExecutionFacts:
 
 
 class OpenVinoSession(Session):
-    """A compiled OpenVINO model on the CPU plugin behind the streaming interface."""
+    """A compiled OpenVINO model on the CPU plugin behind the streaming interface.
+
+    Options (keywords of `open`, besides `threads`: INFERENCE_NUM_THREADS, None for the
+    plugin's default of every core):
+        config: more CPU plugin properties, over COMPILE_CONFIG.
+    """
 
     runtime = "openvino"
+    artifact_kind = "OpenVINO"
     engine_modules = ("openvino",)
 
     def __init__(self, compiled, manifest: StateManifest, path: Path, properties: dict):
@@ -114,34 +119,25 @@ class OpenVinoSession(Session):
         self._properties = properties  # what it was compiled with, to compile a profiling twin
         self.request = compiled.create_infer_request()
         inputs, outputs = _declared_io(compiled, manifest)
-        # What the compiled model declares, under the manifest's names (`open` checks it).
-        self.declared = ([i for i, _ in inputs], [o for o, _ in outputs])
+        # What the compiled model declares, under the manifest's names, read once.
+        self._declared = ([i for i, _ in inputs], [o for o, _ in outputs])
         # Manifest tensor name → the compiled model's port.
         self._ports = {info.name: port for info, port in inputs + outputs}
 
     @classmethod
-    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
-             config: dict | None = None) -> OpenVinoSession:
-        """Read and compile the ONNX file at `path`; check its I/O against `manifest`.
-
-        Args:
-            path: the .onnx file of an `openvino` artifact.
-            manifest: its state manifest.
-            threads: INFERENCE_NUM_THREADS (None: the plugin's default, every core).
-            config: more CPU plugin properties, over COMPILE_CONFIG.
-
-        Raises:
-            ArtifactError for a missing, corrupt or mismatched file.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"OpenVINO artifact not found: {path}")
+    def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
+              config: dict | None = None) -> OpenVinoSession:
+        """The ONNX file at `path` read and compiled for the CPU plugin, with the options in
+        the class docstring."""
         properties = {**COMPILE_CONFIG, **(config or {})}
         if threads:
             properties["INFERENCE_NUM_THREADS"] = int(threads)
-        session = cls(_compile(path, properties), manifest, path, properties)
-        check_artifact_io(path, manifest, *session.declared)
-        return session
+        return cls(_compile(path, properties), manifest, path, properties)
+
+    def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The compiled model's inputs and outputs, each under the name the manifest uses
+        (an ONNX output port also carries internal names)."""
+        return self._declared
 
     @property
     def properties(self) -> dict[str, str]:

@@ -30,7 +30,8 @@ class TensorFlowSession(Session):
     """Runs a Keras MovinetClassifier through a `tf.function` (eager calls are ~30x slower).
 
     Accepts any number of frames per call, so chunk sizes 1..C and whole clips share one trace
-    per distinct T.
+    per distinct T. Built by `from_config`: the reference has no artifact, so `open` refuses
+    its format by name.
     """
 
     runtime = "tensorflow"

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from converters.errors import ArtifactError, StateError
+from converters.errors import ArtifactError, MovibenchError, StateError
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
-from runtimes.base import (
-    DeviceMemoryInfo, Session, StateHandle, States, TensorInfo, check_artifact_io,
-)
+from runtimes.base import DeviceMemoryInfo, Session, StateHandle, States, TensorInfo
+
+if TYPE_CHECKING:
+    from runtimes.tensorrt_cuda import DeviceBuffer
 
 
 class DeviceState(StateHandle):
@@ -38,58 +40,62 @@ class DeviceState(StateHandle):
         return self.session.state_buffer(self.name, self.slot).download(host)
 
 
+def _engine_io(trt, engine) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """(inputs, outputs) an engine declares; a dynamic dim (-1) is None."""
+    inputs, outputs = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        info = TensorInfo(name, tuple(d if d >= 0 else None for d in engine.get_tensor_shape(name)),
+                          np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        (inputs if is_input else outputs).append(info)
+    return inputs, outputs
+
+
 class TensorRTSession(Session):
-    """A deserialized engine with its own CUDA stream, buffers and (optionally) CUDA graphs."""
+    """A deserialized engine with its own CUDA stream, buffers and (optionally) CUDA graphs.
+
+    Options (keywords of `open`; `threads` is accepted like every runtime's and ignored, the
+    GPU runs the step):
+        cuda_graphs: capture each step's enqueue as a CUDA graph and replay it (default False).
+
+    Opening needs TensorRT 10, cuda-python and a CUDA GPU (MissingDependencyError naming the
+    one missing); an engine built by another TensorRT version or for another GPU is an
+    ArtifactError, as is one with dynamic input shapes (engines here are built static).
+    """
 
     runtime = "tensorrt"
+    artifact_kind = "TensorRT"
     engine_modules = ("tensorrt",)
 
-    def __init__(self, runtime, engine, manifest: StateManifest, logger, cuda_graphs: bool):
-        from runtimes.tensorrt_cuda import DeviceBuffer, create_stream
-
+    def __init__(self, trt, runtime, engine, manifest: StateManifest, logger, cuda_graphs: bool):
         super().__init__(manifest)
         # The engine must not outlive its runtime, nor either of them the logger.
         self._runtime, self._engine, self._logger = runtime, engine, logger
-        self._context = engine.create_execution_context()
-        self._stream = create_stream()
         self.cuda_graphs = cuda_graphs
-        image_shape = tuple(engine.get_tensor_shape(IMAGE_INPUT))
-        self._image = DeviceBuffer(int(np.prod(image_shape)) * 4)
-        self._logits_host = np.empty((1, manifest.num_classes), np.float32)
-        self._logits = DeviceBuffer(self._logits_host.nbytes)
-        self._context.set_tensor_address(IMAGE_INPUT, self._image.ptr)
-        self._context.set_tensor_address(LOGITS_OUTPUT, self._logits.ptr)
-        self._states = {s.name: (DeviceBuffer(s.nbytes), DeviceBuffer(s.nbytes)) for s in manifest.states}
+        self._declared = _engine_io(trt, engine)
+        # Device memory TensorRT reserves for activations (reported by benchmarks).
+        self.device_memory_bytes = int(getattr(engine, "device_memory_size_v2", 0) or
+                                       getattr(engine, "device_memory_size", 0))
+        # Device resources come in _prepare, once the engine is known to match the manifest;
+        # close() frees whatever of them exists, so a half-prepared session is freed too.
+        self._context = None
+        self._stream = None
+        self._buffers: list[DeviceBuffer] = []  # every buffer this session allocated
+        self._states: dict[str, tuple[DeviceBuffer, DeviceBuffer]] = {}  # name -> (slot 0, slot 1)
         # Per state and slot, the write that last filled it; a handle is valid while it matches.
         self._generations = {s.name: [0, 0] for s in manifest.states}
         self._writes = 0
         self._graphs: dict[tuple[int, ...], tuple] = {}  # input slots → (graph, graph exec)
         self._bound: tuple[int, ...] | None = None
-        # Device memory TensorRT reserves for activations (reported by benchmarks).
-        self.device_memory_bytes = int(getattr(engine, "device_memory_size_v2", 0) or
-                                       getattr(engine, "device_memory_size", 0))
 
     @classmethod
-    def open(cls, path, manifest: StateManifest, *, threads: int | None = None,
-             cuda_graphs: bool = False) -> TensorRTSession:
-        """Deserialize the engine at `path` and check its I/O tensors against `manifest`.
-
-        Args:
-            path: the .engine file.
-            manifest: its state manifest.
-            threads: ignored (the GPU runs the step); accepted like every runtime's.
-            cuda_graphs: capture each step's enqueue as a CUDA graph and replay it.
-
-        Raises:
-            MissingDependencyError without TensorRT/cuda-python/GPU; ArtifactError for a missing
-            or corrupt engine, one built by another TensorRT version, or a manifest mismatch.
-        """
+    def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
+              cuda_graphs: bool = False) -> TensorRTSession:
+        """The engine at `path` deserialized, with the options in the class docstring."""
         from runtimes.tensorrt_cuda import recording_logger, require_tensorrt
 
         trt = require_tensorrt()
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"TensorRT engine not found: {path}")
         logger = recording_logger(trt)
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -97,17 +103,38 @@ class TensorRTSession(Session):
             raise ArtifactError(
                 f"cannot deserialize TensorRT engine {path}: "
                 f"{logger.last_error('not an engine of this TensorRT version and GPU')}")
-        inputs, outputs = [], []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            info = TensorInfo(name, tuple(d if d >= 0 else None for d in engine.get_tensor_shape(name)),
-                              np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name)
-            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (inputs if is_input else outputs).append(info)
-        check_artifact_io(path, manifest, inputs, outputs)
-        if any(None in t.shape for t in inputs):
+        return cls(trt, runtime, engine, manifest, logger, cuda_graphs)
+
+    def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The engine's I/O tensors as it declares them (a dynamic dim is None)."""
+        return self._declared
+
+    def _prepare(self, path: Path) -> None:
+        """The execution context, stream and device buffers: one per I/O tensor, two (ping-pong)
+        per state, sized from the manifest the engine was just checked against."""
+        from runtimes.tensorrt_cuda import create_stream
+
+        if any(None in t.shape for t in self._declared[0]):
             raise ArtifactError(f"{path} has dynamic input shapes; engines here are built static")
-        return cls(runtime, engine, manifest, logger, cuda_graphs)
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise MovibenchError(f"TensorRT cannot create an execution context for {path}: "
+                                 f"{self._logger.last_error('no reason given')}")
+        self._stream = create_stream()
+        self._image = self._allocate(int(np.prod(self.manifest.image_shape)) * 4)
+        self._logits_host = np.empty((1, self.manifest.num_classes), np.float32)
+        self._logits = self._allocate(self._logits_host.nbytes)
+        self._context.set_tensor_address(IMAGE_INPUT, self._image.ptr)
+        self._context.set_tensor_address(LOGITS_OUTPUT, self._logits.ptr)
+        for spec in self.manifest.states:
+            self._states[spec.name] = (self._allocate(spec.nbytes), self._allocate(spec.nbytes))
+
+    def _allocate(self, nbytes: int) -> DeviceBuffer:
+        from runtimes.tensorrt_cuda import DeviceBuffer
+
+        buffer = DeviceBuffer(nbytes)
+        self._buffers.append(buffer)
+        return buffer
 
     @classmethod
     def device_memory(cls) -> DeviceMemoryInfo:
@@ -221,7 +248,10 @@ class TensorRTSession(Session):
             cuda_call(rt.cudaGraphExecDestroy(graph_exec))
             cuda_call(rt.cudaGraphDestroy(graph))
         self._graphs.clear()
-        for buffer in (self._image, self._logits, *(b for pair in self._states.values() for b in pair)):
+        for buffer in self._buffers:
             buffer.free()
-        destroy_stream(self._stream)
+        self._buffers.clear()
+        if self._stream is not None:
+            destroy_stream(self._stream)
+            self._stream = None
         self._context = self._engine = self._runtime = None

@@ -8,7 +8,10 @@ below it, never above; bench/ has no module at its top level but __init__ and __
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = {"converters.errors", "converters.formats", "converters.manifest", "converters.zoo",
@@ -103,3 +106,24 @@ def test_runtimes_import_only_their_own_engine():
                 owner = engines.get(module.split(".")[0])
                 assert owner is None or name.startswith(owner.rsplit("_", 1)[0]) or name == owner, \
                     f"{name} imports {module}"
+
+
+def test_every_runtime_fills_in_the_one_open_and_none_replaces_it():
+    """Session.open is the one loading sequence (format, file, load, I/O check, close on
+    failure): each exported-format runtime fills in `_load` and `declared_io`, and a class
+    that overrides `open` is refused when it is defined."""
+    from converters.formats import FORMATS
+    from runtimes.base import Session
+    from runtimes.registry import RUNTIME_SESSIONS
+
+    loading = {spec.runtime for spec in FORMATS.values() if spec.exported}
+    for runtime, target in RUNTIME_SESSIONS.items():
+        module, name = target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        assert cls.open.__func__ is Session.open.__func__, runtime
+        if runtime in loading:
+            assert cls._load.__func__ is not Session._load.__func__, runtime
+            assert cls.declared_io is not Session.declared_io, runtime
+            assert cls.artifact_kind != Session.artifact_kind, runtime
+    with pytest.raises(TypeError, match="overrides Session.open"):
+        type("Replaces", (Session,), {"open": classmethod(lambda cls, *args, **kw: None)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -210,6 +211,41 @@ def test_manifest_that_does_not_match_the_artifact(static_onnx, tmp_path):
     renamed.states[0] = StateSpec("renamed", renamed.states[0].shape, renamed.states[0].dtype)
     with pytest.raises(ArtifactError, match="has no input 'state_renamed'"):
         OnnxRuntimeSession.open(static_onnx.path, renamed)
+
+
+def test_a_refused_artifact_closes_its_session(static_onnx, monkeypatch):
+    """Session.open closes the session it loaded when the artifact then fails the manifest
+    check (ONNX Runtime's close is the base one; the counting wrapper shows it is reached)."""
+    closed = []
+    close = OnnxRuntimeSession.close
+
+    def counting_close(self):
+        closed.append(self)
+        close(self)
+
+    monkeypatch.setattr(OnnxRuntimeSession, "close", counting_close)
+    good = static_onnx.manifest
+    with OnnxRuntimeSession.open(static_onnx.path, good) as session:
+        assert closed == []
+    assert closed == [session]
+    with pytest.raises(ArtifactError, match="output 'logits' has shape"):
+        OnnxRuntimeSession.open(static_onnx.path, replace(good, num_classes=good.num_classes + 1))
+    assert len(closed) == 2 and isinstance(closed[1], OnnxRuntimeSession) and closed[1] is not session
+
+
+def test_open_refuses_another_runtimes_format_the_reference_and_a_missing_file(static_onnx,
+                                                                                tmp_path):
+    tflite = replace(static_onnx.manifest, format="tflite-fp32")
+    with pytest.raises(ArtifactError, match=r"names format 'tflite-fp32', which is not an ONNX "
+                                            r"format \(runtime 'onnxruntime' runs onnx\)$"):
+        OnnxRuntimeSession.open(static_onnx.path, tflite)
+    copy = tmp_path / "reference.onnx"
+    shutil.copy(static_onnx.path, copy)
+    replace(static_onnx.manifest, format="tensorflow").save(manifest_path_for(copy))
+    with pytest.raises(ArtifactError, match="names format 'tensorflow', which has no artifact"):
+        open_session(copy)
+    with pytest.raises(ArtifactError, match="^ONNX artifact not found: .*missing.onnx$"):
+        OnnxRuntimeSession.open(tmp_path / "missing.onnx", static_onnx.manifest)
 
 
 def test_wrong_states_are_state_errors(static_onnx, clip):

@@ -274,6 +274,24 @@ def test_engine_io_is_checked_against_the_manifest(fake_gpu, double_engine, tmp_
         open_session(engine)
 
 
+def test_an_engine_refused_while_preparing_frees_what_it_allocated(monkeypatch, double_engine):
+    """A device that fills up part-way through the state buffers: `open` closes the session,
+    so the context, stream and buffers allocated so far (and then the engine) are freed."""
+    from doubles.tensorrt_double import FakeGpu, install
+
+    m = load_manifest(double_engine)
+    scratch = 1 << 20
+    # The engine's weights, its context's scratch, image and logits, and one of the two
+    # ping-pong slots of every state: the second slots cannot all fit.
+    room = (double_engine.stat().st_size + scratch + int(np.prod(m.image_shape)) * 4
+            + 4 * m.num_classes + m.state_bytes)
+    gpu = install(monkeypatch, FakeGpu(total_bytes=room, engine_scratch_bytes=scratch))
+    with pytest.raises(MovibenchError, match="cudaErrorMemoryAllocation") as refused:
+        open_session(double_engine)
+    assert "\n" not in str(refused.value)
+    assert (gpu.memory, gpu.streams) == ({}, {})
+
+
 def test_without_a_gpu_the_engine_refuses_to_open(monkeypatch, double_engine):
     from doubles.tensorrt_double import FakeGpu, install
 
