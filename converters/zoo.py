@@ -210,7 +210,9 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
 # Small checkpoints trained on the synthetic flash-count task (bench/data/synth.py), shipped as
 # package data so demos, docs and tests have trained weights without any download.
 DEMO_WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
-DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth")
+# t0 at 64x64 for tests and the default matrix; a0 at 172x172, the size users ship, for the a0
+# matrix (each directory's TRAINING.md says how it was trained).
+DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth", "a0-stream-synth")
 
 
 def demo_checkpoint(name: str) -> Path:
