@@ -301,6 +301,14 @@ class Session(ABC):
         """The device's memory now and this engine's share of it; None for CPU runtimes."""
         return None
 
+    def settings(self) -> dict[str, Any]:
+        """How the engine was set up to run this session, as JSON-ready values (a results
+        row keeps them in `runtime_settings`): what the engine reports back where it can, else
+        what the session was opened with, under the names of `open`'s keywords where the
+        runtime has them. Empty for a runtime with nothing to tell beyond the cell's threads.
+        """
+        return {}
+
     def execution_facts(self, frames: np.ndarray) -> ExecutionFacts | None:
         """How the engine runs calls on `frames` (a timed call's input); None: nothing to tell.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -213,10 +214,12 @@ class LiteRTSession(Session):
     artifact_kind = "TFLite"
     engine_modules = ("ai_edge_litert.interpreter",)
 
-    def __init__(self, interpreter, runner, manifest: StateManifest, path: Path):
+    def __init__(self, interpreter, runner, manifest: StateManifest, path: Path,
+                 threads: int | None = None, xnnpack: bool = True):
         super().__init__(manifest)
         self.interpreter = interpreter
         self._runner = runner
+        self._threads, self._xnnpack = threads, xnnpack  # as opened: LiteRT does not report them
         # The signature is read once: a damaged one that still loaded fails here, by name.
         inputs, outputs = _signature_io(path, runner)
         self._outputs = state_outputs(inputs, outputs)  # short state name -> output tensor
@@ -228,7 +231,12 @@ class LiteRTSession(Session):
         """The interpreter of the .tflite file at `path` (its manifest may come from
         `manifest_from_tflite`), with the options in the class docstring."""
         interpreter, runner = load_interpreter(path, threads, xnnpack)
-        return cls(interpreter, runner, manifest, path)
+        return cls(interpreter, runner, manifest, path, threads, xnnpack)
+
+    def settings(self) -> dict[str, Any]:
+        """The threads (None: LiteRT's default) and XNNPACK choice the interpreter was made
+        with, as `open`'s keywords; LiteRT's Python API does not report them back."""
+        return {"threads": self._threads, "xnnpack": self._xnnpack}
 
     def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """The signature's inputs and outputs; a next state named like its input (the official

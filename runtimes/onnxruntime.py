@@ -12,7 +12,9 @@ import io
 import json
 import tempfile
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,10 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 # Providers whose outputs live in CUDA device memory when bound by device.
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_MODES = ("sequential", "parallel")
+# The session config entry of intra-op spinning: idle pool threads busy-wait for the next op
+# ('1', ONNX Runtime's default) instead of sleeping ('0').
+SPINNING_ENTRY = "session.intra_op.allow_spinning"
 
 
 def _inference_session(path: Path, options, providers: list[str]):
@@ -80,26 +86,93 @@ def resolve_providers(providers: list[str] | tuple[str, ...] | str | None) -> li
     return resolved
 
 
-def session_options(threads: int | None, optimization_level: str):
-    """The SessionOptions every session of this runtime is opened with (`threads` and
-    `optimization_level` as in OnnxRuntimeSession's options)."""
+@dataclass(frozen=True)
+class OrtSettings:
+    """How a session runs its graph, besides intra-op threads, providers and IO binding: the
+    knobs `movibench tune onnxruntime` measures. The defaults are what every benchmark cell
+    uses: one op at a time (a streaming step is a chain; parallel ops only fight for the
+    cores), every graph optimization, idle intra-op threads spinning (ORT's own default).
+
+    Fields are keywords of `OnnxRuntimeSession.open`; an invalid value is a one-line
+    MovibenchError when the settings are made, before any file is read.
+    """
+
+    optimization_level: str = "all"  # 'disable', 'basic', 'extended' or 'all'
+    execution_mode: str = "sequential"  # 'sequential' or 'parallel' (independent nodes at once)
+    spinning: bool = True  # idle intra-op threads busy-wait for work instead of sleeping
+    # Threads running independent nodes at once (parallel mode only; None: one per core).
+    inter_op_threads: int | None = 1
+
+    def __post_init__(self):
+        if self.optimization_level not in OPTIMIZATION_LEVELS:
+            raise MovibenchError(f"unknown ONNX Runtime optimization level "
+                                 f"{self.optimization_level!r}; known: {', '.join(OPTIMIZATION_LEVELS)}")
+        if self.execution_mode not in EXECUTION_MODES:
+            raise MovibenchError(f"unknown ONNX Runtime execution mode {self.execution_mode!r}; "
+                                 f"known: {', '.join(EXECUTION_MODES)}")
+        if not isinstance(self.spinning, bool):
+            raise MovibenchError(f"ONNX Runtime spinning must be True or False, got {self.spinning!r}")
+        threads = self.inter_op_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise MovibenchError("ONNX Runtime inter-op threads must be an integer >= 1 (or None "
+                                 f"for one per core), got {threads!r}")
+
+    @property
+    def label(self) -> str:
+        """The settings in words: 'all/sequential/spin', 'basic/parallel×2/no-spin'."""
+        mode = self.execution_mode
+        if mode == "parallel":
+            mode += f"×{self.inter_op_threads or 'auto'}"
+        return f"{self.optimization_level}/{mode}/{'spin' if self.spinning else 'no-spin'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as `open` keywords."""
+        return asdict(self)
+
+
+def session_options(threads: int | None, settings: OrtSettings = OrtSettings()):
+    """The SessionOptions a session of this runtime is opened with: `threads` intra-op
+    threads (None or 0: ONNX Runtime's default of one per core) and `settings`."""
     import onnxruntime as ort
 
-    if optimization_level not in OPTIMIZATION_LEVELS:
-        raise MovibenchError(f"unknown ONNX Runtime optimization level {optimization_level!r}; "
-                             f"known: {', '.join(OPTIMIZATION_LEVELS)}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
-    # One op at a time: a streaming step is a chain; parallel ops only fight for the cores.
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = settings.inter_op_threads or 0
+    options.execution_mode = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL,
+                              "parallel": ort.ExecutionMode.ORT_PARALLEL}[settings.execution_mode]
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization_level]
+    }[settings.optimization_level]
+    # Always set, so a session's options say it either way (an unset entry cannot be read).
+    options.add_session_config_entry(SPINNING_ENTRY, "1" if settings.spinning else "0")
     return options
+
+
+def options_settings(options) -> dict[str, Any]:
+    """What a session's SessionOptions hold, under `open`'s keyword names ('threads': intra-op,
+    0 meaning ONNX Runtime's default of one per core)."""
+    import onnxruntime as ort
+
+    modes = {ort.ExecutionMode.ORT_SEQUENTIAL: "sequential",
+             ort.ExecutionMode.ORT_PARALLEL: "parallel"}
+    levels = {ort.GraphOptimizationLevel.ORT_DISABLE_ALL: "disable",
+              ort.GraphOptimizationLevel.ORT_ENABLE_BASIC: "basic",
+              ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED: "extended",
+              ort.GraphOptimizationLevel.ORT_ENABLE_ALL: "all"}
+    try:
+        spinning = options.get_session_config_entry(SPINNING_ENTRY) != "0"
+    except RuntimeError:  # ORT raises for an entry never set: its default, spinning, applies
+        spinning = True
+    level = options.graph_optimization_level
+    return {"threads": options.intra_op_num_threads,
+            "inter_op_threads": options.inter_op_num_threads,
+            "execution_mode": modes.get(options.execution_mode, str(options.execution_mode)),
+            "optimization_level": levels.get(level, str(level)),
+            "spinning": spinning}
 
 
 def profile_facts(events: list[dict]) -> ExecutionFacts:
@@ -136,7 +209,7 @@ def _tensor_infos(node_args) -> list[TensorInfo]:
 
 
 class OnnxRuntimeSession(Session):
-    """An InferenceSession behind the streaming interface (sequential, inter-op threads 1).
+    """An InferenceSession behind the streaming interface.
 
     Options (keywords of `open`, besides `threads`: intra-op threads, None for ONNX Runtime's
     default of one per core):
@@ -144,6 +217,10 @@ class OnnxRuntimeSession(Session):
             order; an unavailable one is a MissingDependencyError.
         io_binding: keep states as OrtValues between steps instead of numpy arrays (default True).
         optimization_level: graph optimizations: 'disable', 'basic', 'extended' or 'all' (default).
+        execution_mode: 'sequential' (default: one node at a time) or 'parallel'.
+        spinning: idle intra-op threads busy-wait for work (default True) or sleep (False).
+        inter_op_threads: threads of the parallel mode (default 1; None: one per core).
+    The last four are OrtSettings' fields; `settings()` reads them back from the session.
     """
 
     runtime = "onnxruntime"
@@ -151,13 +228,13 @@ class OnnxRuntimeSession(Session):
     engine_modules = ("onnxruntime",)
 
     def __init__(self, session, manifest: StateManifest, io_binding: bool, path: Path,
-                 threads: int | None, optimization_level: str):
+                 threads: int | None, settings: OrtSettings):
         super().__init__(manifest)
         self.session = session
         # How it was opened, for a profiling session opened the same way (execution_facts).
         self.path = path
         self._threads = threads
-        self._optimization_level = optimization_level
+        self._settings = settings
         self.providers = session.get_providers()
         on_cuda = self.providers[0] in CUDA_PROVIDERS
         self._device = "cuda" if on_cuda else "cpu"
@@ -171,12 +248,21 @@ class OnnxRuntimeSession(Session):
     @classmethod
     def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
               providers: list[str] | str | None = None, io_binding: bool = True,
-              optimization_level: str = "all") -> OnnxRuntimeSession:
+              optimization_level: str = "all", execution_mode: str = "sequential",
+              spinning: bool = True, inter_op_threads: int | None = 1) -> OnnxRuntimeSession:
         """An InferenceSession of the .onnx file at `path`, with the options in the class
         docstring."""
-        options = session_options(threads, optimization_level)
+        settings = OrtSettings(optimization_level, execution_mode, spinning, inter_op_threads)
+        options = session_options(threads, settings)
         session = _inference_session(path, options, resolve_providers(providers))
-        return cls(session, manifest, io_binding, path, threads, optimization_level)
+        return cls(session, manifest, io_binding, path, threads, settings)
+
+    def settings(self) -> dict[str, Any]:
+        """What the session was really built with, read back from ONNX Runtime (the session's
+        own copy of its SessionOptions, `options_settings`), plus its providers and IO binding:
+        the keywords of `open`, so `open_session(path, **settings())` opens it alike."""
+        return {**options_settings(self.session.get_session_options()),
+                "providers": list(self.providers), "io_binding": self.io_binding}
 
     def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """The graph's inputs and outputs as ONNX Runtime reads them."""
@@ -186,17 +272,17 @@ class OnnxRuntimeSession(Session):
         """Where a call's time goes by op type and provider, from ONNX Runtime's own profiler
         (`profile_facts`) over `calls` calls on `frames`, states carried from call to call.
 
-        The calls run on a second session opened like this one (file, threads, optimization
-        level, providers, IO binding) with profiling on: profiling records an event per node
+        The calls run on a second session opened like this one (file, threads, OrtSettings,
+        providers, IO binding) with profiling on: profiling records an event per node
         and call, and this session, the timed one, never does.
         """
-        options = session_options(self._threads, self._optimization_level)
+        options = session_options(self._threads, self._settings)
         options.enable_profiling = True
         with tempfile.TemporaryDirectory(prefix="movibench-ort-profile-") as tmp:
             options.profile_file_prefix = str(Path(tmp) / "profile")
             profiled = type(self)(_inference_session(self.path, options, self.providers),
                                   self.manifest, self.io_binding, self.path, self._threads,
-                                  self._optimization_level)
+                                  self._settings)
             run_calls(profiled, frames, calls)
             events = json.loads(Path(profiled.session.end_profiling()).read_text())
         return profile_facts(events)

@@ -149,6 +149,11 @@ class OpenVinoSession(Session):
         return {name: value.to_string() if hasattr(value, "to_string") else str(value)
                 for name, value in values.items()}
 
+    def settings(self) -> dict[str, str]:
+        """The compiled model's `properties` (performance hint, streams, threads, inference
+        precision) as the plugin reports them, under its own names (the keys of `config`)."""
+        return dict(self.properties)
+
     def execution_facts(self, frames: np.ndarray, calls: int = PROFILE_CALLS) -> ExecutionFacts:
         """Where a call's time goes by layer type and kernel implementation (e.g.
         'jit_avx2_FP32'), from the CPU plugin's per-layer counters (`counter_facts`) over

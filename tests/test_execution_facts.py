@@ -69,7 +69,7 @@ def test_ort_profile_shares_name_kernels_and_leave_the_timed_session_alone(t0_st
         session.execution_facts(_frames(session), calls=1)
 
 
-def test_latency_cell_records_the_facts_in_its_exec_columns(t0_stream_tflite, t0_stream_onnx):
+def test_latency_cell_records_its_exec_columns_and_runtime_settings(t0_stream_tflite, t0_stream_onnx):
     from bench.launchers.worker import run_cell
 
     rows = {}
@@ -90,11 +90,17 @@ def test_latency_cell_records_the_facts_in_its_exec_columns(t0_stream_tflite, t0
     assert pd.isna(litert["exec_op_time"]) and pd.isna(ort["exec_partitions"])
     assert sum(json.loads(ort["exec_op_time"]).values()) == pytest.approx(1.0)
     assert ort["exec_nodes"] > 0 and ort["step_p50_ms"] > 0
+    # How each runtime was set up, as its session reports it (the runtime_settings column).
+    assert json.loads(litert["runtime_settings"]) == {"threads": 1, "xnnpack": True}
+    ort_settings = json.loads(ort["runtime_settings"])
+    assert ort_settings == open_session(t0_stream_onnx.path, threads=1).settings()
+    assert (ort_settings["threads"], ort_settings["execution_mode"]) == (1, "sequential")
 
 
 def test_runs_written_before_the_exec_columns_still_load():
-    old = frame([{"cell_id": "c", "kind": "latency", "status": "ok"}]).drop(columns=EXEC_COLUMNS)
+    old = frame([{"cell_id": "c", "kind": "latency", "status": "ok"}]).drop(
+        columns=[*EXEC_COLUMNS, "runtime_settings"])
     loaded = conform(old)
     assert list(loaded.columns) == [c.name for c in CELL_COLUMNS]
-    assert loaded[EXEC_COLUMNS].isna().all().all()
+    assert loaded[EXEC_COLUMNS + ["runtime_settings"]].isna().all().all()
     assert str(loaded["exec_partitions"].dtype) == "Int64"

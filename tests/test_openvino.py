@@ -44,6 +44,9 @@ def test_streams_like_onnx_runtime_with_states_kept_as_openvino_tensors(
         assert isinstance(session, OpenVinoSession)
         assert session.properties["INFERENCE_NUM_THREADS"] == "2"
         assert session.properties["INFERENCE_PRECISION_HINT"] == "f32"
+        # What a results row records of it (runtime_settings): the plugin's own report.
+        assert session.settings() == session.properties
+        assert session.settings()["PERFORMANCE_HINT"] == "LATENCY"
         logits, states = stream(session, chunks(clip, 1))
         assert all(isinstance(v, OpenVinoState) for v in states.values())
     np.testing.assert_allclose(logits, expected, atol=1e-4)

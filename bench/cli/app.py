@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     "bench.cli.eval",
     "bench.cli.report",
     "bench.cli.compare",
+    "bench.cli.tune",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

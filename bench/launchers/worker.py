@@ -99,7 +99,8 @@ def run_cell(job: dict) -> dict:
                # The artifact's fixed frames per call (empty for TF, which takes any T); a
                # latency cell overwrites it with the frames its calls took.
                "frames_per_call": session.manifest.frames_per_step,
-               "precision": session.manifest.precision}
+               "precision": session.manifest.precision,
+               "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
         inject_fault(label, "loaded")
         trackers.session = session
         trackers.mark(LOADED)

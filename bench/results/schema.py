@@ -58,6 +58,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
            "Ray: time to bring the artifact to the cell's node through the object store (0 when there already)"),
     Column("frames_per_call", "Int64", "frames", "frames one engine call takes (latency: the timed calls'; otherwise the artifact's fixed T, empty where the runtime takes any T)"),
     Column("load_s", "float64", "s", "artifact load / model build (+ compile) time"),
+    Column("runtime_settings", "string", "", "how the runtime was set up to run the session, as JSON (Session.settings: ONNX Runtime's options read back from the session, LiteRT's threads and XNNPACK, OpenVINO's compiled properties; {} for runtimes with nothing to tell; empty in runs written before the column)"),
     # latency scenario: one engine call of frames_per_call frames, timed by the runtime base class
     Column("first_step_ms", "float64", "ms", "first call after load (includes lazy init)"),
     Column("warmup_steps", "Int64", "", "untimed warm-up calls, excluded from the stats"),
