@@ -198,8 +198,9 @@ def check_declared(found: StateManifest, request: ForeignRequest) -> StateManife
                             f"has {config.num_classes}")
     if found.frames_per_step is not None and request.frames is not None \
             and found.frames_per_step != request.frames:
-        raise ArtifactError(f"the file takes {found.frames_per_step} frames per call, these "
-                            f"cells call it with {request.frames}")
+        taken = found.frames_per_step
+        raise ArtifactError(f"the file takes {taken} frame{'s' if taken > 1 else ''} per call, "
+                            f"these cells give it {request.frames}")
     if found.precision != spec.precision:
         raise ArtifactError(f"the file is {found.format} ({found.precision}), the config "
                             f"declares {spec.name} ({spec.precision})")
