@@ -502,13 +502,14 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
 
 def fp32_pairs(cells: pd.DataFrame) -> pd.DataFrame:
     """Each reduced-precision accuracy cell (with its deployment's latency) next to the fp32
-    cell of the same runtime, model, weights, input, threads and protocol (suffix _fp32)."""
+    cell of the same runtime, model, weights, input, threads and protocol (suffix _fp32): one
+    row per fp32 cell there is, movibench's and any [[artifacts]] one (Model Garden's recipe)."""
     ok = with_latency(cells)
     key = ["runtime", "model", "variant", "checkpoint", "resolution", "threads", "protocol"]
     fp32 = ok[ok["precision"] == "fp32"]
     reduced = ok[ok["precision"] != "fp32"]
-    return reduced.merge(fp32[key + ["cell_id", "format", "top1", "frame_p50_ms"]], on=key,
-                         suffixes=("", "_fp32"))
+    return reduced.merge(fp32[key + ["cell_id", "format", "artifact_source", "top1",
+                                     "frame_p50_ms"]], on=key, suffixes=("", "_fp32"))
 
 
 def prediction_agreement(predictions: pd.DataFrame, cell: str, other: str) -> tuple[float, int]:
@@ -530,12 +531,14 @@ def section_precision(run: RunData) -> Section:
         return section.omit("no fp16, dynamic-range or int8 accuracy cell has an fp32 cell of "
                             "the same runtime, model, weights, input, threads and protocol.")
     rows = []
-    for _, r in pairs.sort_values(["model", "variant", "format", "threads", "protocol"],
-                                  kind="stable").iterrows():
+    order = ["model", "variant", "format", "artifact_source", "threads", "protocol",
+             "artifact_source_fp32"]
+    for _, r in pairs.sort_values(order, kind="stable").iterrows():
         agreement, videos = prediction_agreement(run.predictions, r["cell_id"], r["cell_id_fp32"])
         rows.append({
-            "model": f"{r['model']}/{r['variant']}", "format": r["format"],
-            "vs": r["format_fp32"], "threads": str(r["threads"]), "protocol": r["protocol"],
+            "model": f"{r['model']}/{r['variant']}", "format": fmt_label(r),
+            "vs": deployment_format(r["format_fp32"], r["artifact_source_fp32"]),
+            "threads": str(r["threads"]), "protocol": r["protocol"],
             "videos": str(videos),
             "fp32 " + head("top1", "top-1"): pct(r["top1_fp32"]),
             head("top1", "top-1"): pct(r["top1"]),
