@@ -338,6 +338,57 @@ kind = "latency"
     assert "| t0/stream tflite-fp32 [file:wrong] t1 stream |" in overhead
 
 
+def test_report_pairs_the_recipe_like_movibench_fp32_and_names_it(tmp_path):
+    """Report tables from rows written like the runner's (generated numbers, no TF): the
+    recipe's fp32 keeps its own latency, and is a deployment of its own in the TF equivalence
+    and in the reduced-precision comparison."""
+    import json
+
+    from bench.matrix.config import Cell
+    from bench.report.build import section_equivalence, section_precision, with_latency
+    from bench.report.render import render_markdown
+    from bench.results.rundir import load_run
+    from bench.results.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "run")
+    store.init({"run_id": "r", "name": "unit"}, "")
+    probs = {"tensorflow": [0.7, 0.3], "tflite-fp32": [0.7, 0.3], "tflite-int8": [0.4, 0.6]}
+    deployments = [("tensorflow", "fp32", "tensorflow", "", 9.0),
+                   ("tflite-fp32", "fp32", "litert", "", 1.0),
+                   ("tflite-fp32", "fp32", "litert", "model-garden-tflite:mg", 1.5),
+                   ("tflite-int8", "int8", "litert", "", 0.5)]
+    for fmt, precision, runtime, source, ms in deployments:
+        common = dict(model="t0", variant="stream", checkpoint="demo:t0-stream-synth",
+                      resolution=64, classes=4, format=fmt, threads=1, source=source)
+        for cell in (Cell("latency", frames_per_call=1, **common),
+                     Cell("accuracy", protocol="stream", **common)):
+            row = {"cell_id": cell.cell_id, "run_id": "r", "kind": cell.kind, "model": "t0",
+                   "variant": "stream", "checkpoint": cell.checkpoint, "resolution": 64,
+                   "format": fmt, "precision": precision, "runtime": runtime, "threads": 1,
+                   "protocol": cell.protocol or None, "frames_per_call": 1, "status": "ok",
+                   "artifact_source": source or "movibench"}
+            if cell.kind == "latency":
+                store.append({**row, "frame_p50_ms": ms, "step_p50_ms": ms})
+                continue
+            store.append({**row, "top1": 1.0 if fmt != "tflite-int8" else 0.0, "videos": 1,
+                          "video_ms": 8 * ms}, predictions=[{
+                "video": "v.mp4", "label_index": 0, "pred_index": int(probs[fmt][1] > 0.5),
+                "ok": True, "error": "", "probs": json.dumps(probs[fmt]), "trace": ""}])
+    store.consolidate()
+    run = load_run(tmp_path / "run")
+    latency = with_latency(run.cells).set_index("artifact_source")
+    assert latency.loc["model-garden-tflite:mg", "frame_p50_ms"] == 1.5
+    assert latency.loc["movibench"].query("format == 'tflite-fp32'")["frame_p50_ms"].item() == 1.0
+    equivalence = render_markdown("", "", [section_equivalence(run)])
+    assert "| t0/stream | tflite-fp32 | fp32 | litert | 1 |" in equivalence
+    assert "| t0/stream | tflite-fp32 [model-garden-tflite:mg] | fp32 | litert | 1 |" in equivalence
+    precision = render_markdown("", "", [section_precision(run)])
+    # movibench's int8 against each fp32 artifact of its runtime: its own and the recipe's.
+    assert "| t0/stream | tflite-int8 | tflite-fp32 | 1 | stream |" in precision
+    assert "| t0/stream | tflite-int8 | tflite-fp32 [model-garden-tflite:mg] | 1 | stream |" \
+        in precision
+
+
 def test_old_runs_read_as_movibench_deployments():
     from bench.results.schema import conform, frame
 
