@@ -211,7 +211,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
     key, filename = artifact_key(config, spec, checkpoint, frames, options, versions)
     hit = cache.lookup(key, filename)
     if hit is not None:
-        return _served(hit, spec, key, start)
+        return serve_entry(hit, spec, key, start)
 
     if spec.family == "tensorrt":
         from runtimes.tensorrt_cuda import require_tensorrt
@@ -219,7 +219,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         require_tensorrt()  # fail before spending a minute on the ONNX source
     with cache.build_slot(key, filename) as slot:
         if slot.entry is not None:  # built by another process while this one waited
-            return _served(slot.entry, spec, key, start)
+            return serve_entry(slot.entry, spec, key, start)
         target = slot.staging / filename
         details, manifest = _build(config, spec, checkpoint, frames, options, cache, target)
         manifest = manifest.with_format(spec.name, spec.precision, frames,
@@ -237,8 +237,9 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
                     entry.artifact.stat().st_size, key, time.perf_counter() - start, details)
 
 
-def _served(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Artifact:
-    """An Artifact for a verified cache entry."""
+def serve_entry(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Artifact:
+    """An Artifact for a verified cache entry of format `spec` (`start`: when the call that
+    serves it began, by time.perf_counter)."""
     info = hit.build_info
     return Artifact(hit.artifact, StateManifest.load(manifest_path_for(hit.artifact)), spec.name,
                     True, float(info.get("build_seconds", 0.0)), hit.artifact.stat().st_size,

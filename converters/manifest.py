@@ -205,6 +205,48 @@ class StateManifest:
             raise ArtifactError(f"{exc} ({path})") from None
 
 
+def manifest_from_signature(path: str | Path, inputs, outputs, *, fmt: str, precision: str,
+                            source: str) -> StateManifest:
+    """A manifest read off an artifact's declared inputs and outputs, for a file that came
+    without one (a runtime reads them: LiteRT's signature, the ONNX graph).
+
+    `inputs` and `outputs` are objects with `name`, `shape` (None for a symbolic dim) and
+    `dtype` (runtimes.base.TensorInfo). Infers resolution and frames per step from `image`
+    [1, T, H, W, 3], the class count from `logits` [1, C] and the states from the `state_*`
+    inputs; the model id is the file's stem. The caller checks that every state has an output
+    carrying its next value (the naming conventions differ between file kinds).
+
+    Raises ArtifactError when the I/O does not follow the state contract.
+    """
+    path = Path(path)
+    inputs = {t.name: t for t in inputs}
+    outputs = {t.name: t for t in outputs}
+    image = inputs.get(IMAGE_INPUT)
+    logits = outputs.get(LOGITS_OUTPUT)
+    if image is None or logits is None:
+        missing = f"input {IMAGE_INPUT!r}" if image is None else f"output {LOGITS_OUTPUT!r}"
+        raise ArtifactError(f"{path} has no {missing}: not a MoViNet signature "
+                            f"(inputs {sorted(inputs)}, outputs {sorted(outputs)})")
+    shape = tuple(image.shape)
+    if len(shape) != 5 or shape[2] != shape[3] or shape[2] is None or shape[4] != 3:
+        raise ArtifactError(f"{path}: input {IMAGE_INPUT!r} has shape {list(shape)}, "
+                            "expected [1, T, H, H, 3]")
+    if len(logits.shape) != 2 or logits.shape[1] is None:
+        raise ArtifactError(f"{path}: output {LOGITS_OUTPUT!r} has shape {list(logits.shape)}, "
+                            "expected [1, classes]")
+    extra = sorted(n for n in inputs if n != IMAGE_INPUT and not n.startswith(STATE_PREFIX))
+    if extra:
+        raise ArtifactError(f"{path}: input {extra[0]!r} is neither {IMAGE_INPUT!r} nor a state")
+    states = [StateSpec(state_name_from_tensor(n), tuple(inputs[n].shape), inputs[n].dtype)
+              for n in sorted(inputs) if n.startswith(STATE_PREFIX)]
+    if any(None in s.shape for s in states):
+        raise ArtifactError(f"{path}: state shapes must be static to build initial states")
+    return StateManifest(
+        model_id=path.stem, variant="stream" if states else "base", resolution=int(shape[2]),
+        num_classes=int(logits.shape[1]), states=states, frames_per_step=shape[1],
+        format=fmt, precision=precision, source=source)
+
+
 # What a state may be: the dtypes exporters write, and sizes a runtime can allocate.
 STATE_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 MAX_DIM = 2**31 - 1

@@ -23,11 +23,14 @@ from converters.errors import UnsupportedExportError
 from converters.zoo import ModelConfig
 
 
-def export_official_tflite(config: ModelConfig, checkpoint: str | Path, out: str | Path) -> dict:
+def export_official_tflite(config: ModelConfig, checkpoint: str | Path | None, out: str | Path,
+                           seed: int = 0) -> dict:
     """Write Model Garden's stream TFLite of `config` with `checkpoint` to `out` (a .tflite).
 
     The checkpoint must hold `tf.train.Checkpoint(model=...)` of the same architecture (a
-    movibench export or training writes that layout; so do the official checkpoints).
+    movibench export or training writes that layout; so do the official checkpoints). None
+    means movibench's random-init weights of `seed`, the ones its own exports of no checkpoint
+    hold: they are saved to a checkpoint first, since the tool only restores one.
     Returns facts about the build (seconds, the tool's flags).
 
     Raises UnsupportedExportError for a non-causal variant (the recipe is the stream one).
@@ -50,6 +53,8 @@ def export_official_tflite(config: ModelConfig, checkpoint: str | Path, out: str
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="movibench-official-") as tmp:
         saved = Path(tmp) / "saved_model"
+        if checkpoint is None:
+            checkpoint = save_random_init(config, Path(tmp) / "random-init" / "ckpt", seed)
         tool.build_and_export_saved_model(
             export_path=str(saved), checkpoint_path=str(resolve_checkpoint_prefix(checkpoint)),
             # The tool compiles the model first, which creates optimizer variables (iteration,
@@ -64,3 +69,14 @@ def export_official_tflite(config: ModelConfig, checkpoint: str | Path, out: str
     out.write_bytes(data)
     return {"seconds": time.perf_counter() - start, "flags": {k: str(v) for k, v in flags.items()},
             "bytes": len(data)}
+
+
+def save_random_init(config: ModelConfig, prefix: str | Path, seed: int = 0) -> Path:
+    """Save movibench's seeded random-init model as `tf.train.Checkpoint(model=...)` at
+    `prefix`; returns the prefix written."""
+    import tensorflow as tf
+
+    from converters.build import build_model
+
+    # save() (not write()) stores save_counter too, as the official checkpoints do.
+    return Path(tf.train.Checkpoint(model=build_model(config, seed=seed)).save(str(prefix)))

@@ -16,8 +16,8 @@ import numpy as np
 
 from converters.errors import ArtifactError, first_line
 from converters.manifest import (
-    IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, state_name_from_tensor,
-    state_output_name,
+    IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, manifest_from_signature,
+    state_name_from_tensor, state_output_name,
 )
 from runtimes.base import ExecutionFacts, Session, States, TensorInfo
 
@@ -123,44 +123,23 @@ def _detect_precision(interpreter, inputs: dict[str, TensorInfo]) -> str:
 def manifest_from_tflite(path: str | Path) -> StateManifest:
     """A manifest read off a `.tflite` file's own signature, for a file that came without one.
 
-    Infers resolution and frames per step from `image` [1, T, H, W, 3], the class count from
-    `logits` [1, C], the states from the `state_*` inputs (and their outputs in either naming
-    convention), and the precision from the tensor dtypes. Model id is the file's stem.
+    What converters.manifest.manifest_from_signature infers (resolution, frames per step,
+    classes, states), the states' outputs in either naming convention, and the precision from
+    the tensor dtypes. Model id is the file's stem.
 
     Raises ArtifactError when the signature does not follow the state contract.
     """
     path = Path(path)
     interpreter, runner = load_interpreter(path, xnnpack=False)
     inputs, outputs = _signature_io(path, runner)
-    image = inputs.get(IMAGE_INPUT)
-    logits = outputs.get(LOGITS_OUTPUT)
-    if image is None or logits is None:
-        missing = f"input {IMAGE_INPUT!r}" if image is None else f"output {LOGITS_OUTPUT!r}"
-        raise ArtifactError(f"{path} has no {missing}: not a MoViNet signature "
-                            f"(inputs {sorted(inputs)}, outputs {sorted(outputs)})")
-    shape = image.shape
-    if len(shape) != 5 or shape[2] != shape[3] or shape[2] is None or shape[4] != 3:
-        raise ArtifactError(f"{path}: input {IMAGE_INPUT!r} has shape {list(shape)}, "
-                            "expected [1, T, H, H, 3]")
-    if len(logits.shape) != 2 or logits.shape[1] is None:
-        raise ArtifactError(f"{path}: output {LOGITS_OUTPUT!r} has shape {list(logits.shape)}, "
-                            "expected [1, classes]")
-    extra = sorted(n for n in inputs if n != IMAGE_INPUT and not n.startswith(STATE_PREFIX))
-    if extra:
-        raise ArtifactError(f"{path}: input {extra[0]!r} is neither {IMAGE_INPUT!r} nor a state")
-    naming = state_outputs(inputs, outputs)
-    states = [StateSpec(state_name_from_tensor(n), inputs[n].shape, inputs[n].dtype)
-              for n in sorted(inputs) if n.startswith(STATE_PREFIX)]
-    if any(None in s.shape for s in states):
-        raise ArtifactError(f"{path}: state shapes must be static to build initial states")
     precision = _detect_precision(interpreter, inputs)
+    manifest = manifest_from_signature(path, inputs.values(), outputs.values(),
+                                       fmt=f"tflite-{precision}", precision=precision, source="")
+    naming = state_outputs(inputs, outputs)
     convention = ("next_state_*" if all(o.startswith("next_") for o in naming.values())
                   else "outputs named like the state inputs")
-    return StateManifest(
-        model_id=path.stem, variant="stream" if states else "base", resolution=int(shape[2]),
-        num_classes=int(logits.shape[1]), states=states, frames_per_step=shape[1],
-        format=f"tflite-{precision}", precision=precision,
-        source=f"read from the signature of {path.name} (state outputs: {convention})")
+    manifest.source = f"read from the signature of {path.name} (state outputs: {convention})"
+    return manifest
 
 
 def delegation_facts(interpreter) -> ExecutionFacts:

@@ -3,7 +3,8 @@
 The format named in the manifest picks the runtime (runtimes.registry), so a
 deployment box with only onnxruntime installed can open an ONNX artifact without TensorFlow.
 A `.tflite` file without a manifest (e.g. an official MoViNet stream binary) gets one read off
-its own signature by the LiteRT runtime.
+its own signature by the LiteRT runtime; a bare `.onnx` file one read off its graph's inputs
+and outputs (runtimes.onnx_file).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from runtimes.registry import RUNTIME_SESSIONS
 
 
 def load_manifest(artifact: str | Path) -> StateManifest:
-    """The manifest beside `artifact`, or one read off a bare `.tflite` file's signature."""
+    """The manifest beside `artifact`, or one read off a bare `.tflite` or `.onnx` file's
+    signature."""
     path = Path(artifact)
     if not path.exists():
         raise ArtifactError(f"artifact not found: {path}")
@@ -30,6 +32,10 @@ def load_manifest(artifact: str | Path) -> StateManifest:
         from runtimes.litert import manifest_from_tflite
 
         return manifest_from_tflite(path)
+    if path.suffix == ".onnx":
+        from runtimes.onnx_file import manifest_from_onnx
+
+        return manifest_from_onnx(path)
     raise ArtifactError(f"no state manifest for {path} (expected {manifest_path.name} beside it)")
 
 

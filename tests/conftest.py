@@ -179,7 +179,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 LONGEST_FILES = ["test_train.py", "test_export_tflite.py",
                  "test_export_onnx.py", "test_export_base3d.py", "test_cache.py", "test_matrix.py",
                  "test_export_cli.py", "test_optimize.py", "test_cli.py", "test_evaluate.py",
-                 "test_ray.py"]
+                 "test_ray.py", "test_byo_artifacts.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -53,17 +53,29 @@ def inject_fault(label: str, phase: str) -> None:
 
 
 def run_export(job: dict) -> dict:
-    """Export (or fetch from the cache) one artifact; return its path and build facts."""
-    from bench.data.calibration_clips import export_options
-    from converters.export import export_model
+    """Export (or fetch from the cache) one artifact; return its path and build facts.
+
+    A job with a `source` is an [[artifacts]] entry: a user's file copied into the cache, or
+    a recipe's build, with the manifest read off the file's signature (converters.foreign)."""
     from converters.zoo import ModelConfig
 
     start = time.perf_counter()
-    options = export_options(job["format"], job.get("calibration_videos") or [],
-                             job.get("calibration_frames") or 16)
-    artifact = export_model(ModelConfig.from_dict(job["config"]), job["format"],
-                            checkpoint=job.get("checkpoint") or None,
-                            frames_per_step=job.get("frames_per_call"), options=options)
+    config = ModelConfig.from_dict(job["config"])
+    if job.get("source"):
+        from converters.foreign import ForeignRequest, foreign_artifact
+
+        request = ForeignRequest.from_source(
+            job["source"], config, job["format"], checkpoint=job.get("checkpoint") or None,
+            path=job.get("source_path") or "", frames=job.get("frames_per_call"))
+        artifact = foreign_artifact(request)
+    else:
+        from bench.data.calibration_clips import export_options
+        from converters.export import export_model
+
+        options = export_options(job["format"], job.get("calibration_videos") or [],
+                                 job.get("calibration_frames") or 16)
+        artifact = export_model(config, job["format"], checkpoint=job.get("checkpoint") or None,
+                                frames_per_step=job.get("frames_per_call"), options=options)
     return {"artifact": str(artifact.path), "cached": artifact.cached,
             "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
             "artifact_mb": artifact.size_bytes / 2**20,

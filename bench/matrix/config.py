@@ -1,7 +1,9 @@
 """Benchmark matrix: the TOML config, its dataclasses, and expansion into cells.
 
 Axes vary independently (models x formats x threads x protocols, plus a memory sweep over clip
-lengths); include/exclude rules prune the product. A cell's id hashes its definition, so the
+lengths); [[artifacts]] add deployments movibench did not convert (a user's file, or Model
+Garden's own recipe) on the same threads, protocols and sweep; include/exclude rules prune the
+product. A cell's id hashes its definition, so the
 same cell has the same id in every run: that is what `--resume` and `compare` key on.
 """
 
@@ -55,6 +57,26 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class ArtifactEntry:
+    """A deployment movibench did not convert ([[artifacts]]): a `.tflite`/`.onnx` file made
+    elsewhere (`path`, resolved against the config's folder) or one built during the run by a
+    recipe (`recipe`), of the weights and data of one [[models]] entry, run as `format`."""
+
+    name: str
+    model: ModelEntry
+    format: str
+    recipe: str = ""
+    path: str = ""
+
+    @property
+    def source(self) -> str:
+        """How cells and rows name it: '<recipe or file>:<name>' (converters.foreign)."""
+        from converters.foreign import FILE, source_name
+
+        return source_name(self.recipe or FILE, self.name)
+
+
+@dataclass(frozen=True)
 class MatrixConfig:
     """A whole benchmark matrix as read from TOML."""
 
@@ -71,6 +93,7 @@ class MatrixConfig:
     include: tuple[dict, ...] = ()
     exclude: tuple[dict, ...] = ()
     source: str = ""  # the TOML text, stored with the run
+    artifacts: tuple[ArtifactEntry, ...] = ()
 
     def config_hash(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
@@ -96,19 +119,27 @@ class Cell:
     frames_per_call: int | None = None
     warmup: int = 5
     iterations: int = 50
+    # An [[artifacts]] deployment: its source ('<recipe or file>:<name>'; '' for movibench's
+    # own export or the TF reference) and, for a file, where it is.
+    source: str = ""
+    source_path: str = ""
 
     @property
     def cell_id(self) -> str:
-        # Timing knobs are not identity: changing iterations must still resume/compare.
-        ident = {k: v for k, v in asdict(self).items() if k not in ("warmup", "iterations")}
-        if ident["frames_per_call"] is None:
-            del ident["frames_per_call"]  # ids of cells that predate the field stay the same
+        # Timing knobs are not identity: changing iterations must still resume/compare. Nor is
+        # where a file lies (the run folder or config may move); its source name is.
+        ident = {k: v for k, v in asdict(self).items()
+                 if k not in ("warmup", "iterations", "source_path")}
+        for key in ("frames_per_call", "source"):
+            if ident[key] in (None, ""):
+                del ident[key]  # ids of cells that predate the field stay the same
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
         return cell_label(self.model, self.variant, self.format, self.threads, self.kind,
-                          self.protocol, self.clip_frames, self.sweep_mode, self.frames_per_call)
+                          self.protocol, self.clip_frames, self.sweep_mode, self.frames_per_call,
+                          self.source)
 
     def matches(self, rule: dict) -> bool:
         """True when every key of `rule` equals this cell's value (lists mean 'any of')."""
@@ -228,6 +259,82 @@ def _model(entry, name: str) -> ModelEntry:
     return model
 
 
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+# [[artifacts]] keys that pick its [[models]] entry (model and variant always do).
+MODEL_SELECTORS = ("resolution", "classes", "checkpoint")
+
+
+def _artifact(entry, index: int, models: tuple[ModelEntry, ...], base: Path | None) -> ArtifactEntry:
+    """One [[artifacts]] table: its name, the [[models]] entry it is, and a recipe or a file."""
+    from converters.foreign import RECIPES, check_format_fits, default_format
+    from converters.formats import get_format
+
+    where = f"[[artifacts]] #{index}"
+    entry = _table(entry, where, {"name", "model", "variant", *MODEL_SELECTORS, "recipe", "path",
+                                  "format"})
+    name = entry.get("name")
+    if not isinstance(name, str) or not ARTIFACT_NAME.fullmatch(name):
+        raise _Bad(f"{where} needs a name of letters, digits, '.', '_' or '-' (up to 40, e.g. "
+                   f"name = \"mg-recipe\"), got {_show(name)}")
+    where = f"{where} ({name})"
+    if "model" not in entry:
+        raise _Bad(f"{where} needs the model id of its [[models]] entry (model = \"t0\")")
+    wanted = _model({k: v for k, v in entry.items() if k in ("model", "variant", *MODEL_SELECTORS)},
+                    where)
+    given = [k for k in MODEL_SELECTORS if k in entry]
+    matches = [m for m in models if (m.model, m.variant) == (wanted.model, wanted.variant)
+               and all(getattr(m, k) == getattr(wanted, k) for k in given)]
+    described = f"{wanted.model}/{wanted.variant}" + "".join(
+        f" {k}={getattr(wanted, k)!r}" for k in given)
+    if not matches:
+        raise _Bad(f"{where}: no [[models]] entry is {described}")
+    if len(matches) > 1:
+        raise _Bad(f"{where}: {len(matches)} [[models]] entries are {described}; add "
+                   f"{' or '.join(k for k in MODEL_SELECTORS if k not in given)} to pick one")
+    recipe = _str(entry.get("recipe", ""), f"{where} recipe")
+    path = _str(entry.get("path", ""), f"{where} path")
+    if bool(recipe) == bool(path):
+        raise _Bad(f"{where} takes a path (a .tflite or .onnx file) or a recipe "
+                   f"({', '.join(RECIPES)}), {'not both' if recipe else 'and has neither'}")
+    fmt = entry.get("format")
+    if fmt is not None:
+        fmt = _registered(get_format)(fmt, f"{where} format")
+    if recipe:
+        from converters.zoo import get_variant
+
+        if recipe not in RECIPES:
+            raise _Bad(f"{where}: unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+        if not get_variant(wanted.variant).causal:
+            raise _Bad(f"{where}: recipe {recipe!r} builds a stream model; {wanted.variant} is "
+                       "not causal")
+        if fmt is not None and get_format(fmt).name != RECIPES[recipe]:
+            raise _Bad(f"{where}: recipe {recipe!r} builds {RECIPES[recipe]}, not {fmt}")
+        return ArtifactEntry(name, matches[0], RECIPES[recipe], recipe=recipe)
+    if "\0" in path:
+        raise _Bad(f"{where} path holds a NUL character")
+    file = Path(path).expanduser()
+    file = (file if file.is_absolute() else (base or Path.cwd()) / file).resolve()
+    try:
+        fmt = get_format(fmt or default_format(file)).name
+        check_format_fits(file, fmt)
+    except MovibenchError as exc:
+        raise _Bad(f"{where} path: {exc}") from None
+    if not file.is_file():
+        raise _Bad(f"{where} path not found: {file}")
+    return ArtifactEntry(name, matches[0], fmt, path=str(file))
+
+
+def _artifacts(value, models: tuple[ModelEntry, ...], base: Path | None) -> tuple[ArtifactEntry, ...]:
+    if not isinstance(value, list):
+        raise _Bad(f"[[artifacts]] must be a list of tables, got {_show(value)}")
+    entries = tuple(_artifact(e, i + 1, models, base) for i, e in enumerate(value))
+    names = [e.name for e in entries]
+    for name in names:
+        if names.count(name) > 1:
+            raise _Bad(f"[[artifacts]] name {name!r} is used twice: names tell deployments apart")
+    return entries
+
+
 def _synth(value) -> dict:
     """[data] synth: SynthConfig fields with their types, then SynthConfig's own checks."""
     from bench.data.synth import SynthConfig
@@ -284,23 +391,27 @@ def load_config(path: str | Path) -> MatrixConfig:
         raise MatrixConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise MatrixConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse_config(raw, text, str(path))
+    return parse_config(raw, text, str(path), base_dir=path.parent)
 
 
-def parse_config(raw: dict, text: str = "", where: str = "config") -> MatrixConfig:
+def parse_config(raw: dict, text: str = "", where: str = "config",
+                 base_dir: str | Path | None = None) -> MatrixConfig:
     """Build a MatrixConfig from parsed TOML, checking every value's type and range and every
-    name against the registries; the first problem is a MatrixConfigError naming its key."""
+    name against the registries; the first problem is a MatrixConfigError naming its key.
+    Relative [[artifacts]] paths are taken from `base_dir` (the config's folder; default: the
+    working directory)."""
     try:
-        return _parse(raw, text)
+        return _parse(raw, text, Path(base_dir) if base_dir is not None else None)
     except _Bad as exc:
         raise MatrixConfigError(f"{where}: {exc}") from None
 
 
-def _parse(raw: dict, text: str) -> MatrixConfig:
+def _parse(raw: dict, text: str, base: Path | None = None) -> MatrixConfig:
     from bench.evaluation.protocols import parse_protocol
     from converters.formats import get_format
 
-    known = {"name", "models", "axes", "timing", "data", "memory_sweep", "include", "exclude"}
+    known = {"name", "models", "axes", "timing", "data", "memory_sweep", "include", "exclude",
+             "artifacts"}
     if not isinstance(raw, dict):
         raise _Bad(f"a matrix config is a TOML table, got {_show(raw)}")
     unknown = sorted(set(raw) - known)
@@ -366,6 +477,7 @@ def _parse(raw: dict, text: str) -> MatrixConfig:
         include=_rules(raw.get("include", []), "[[include]]"),
         exclude=_rules(raw.get("exclude", []), "[[exclude]]"),
         source=text,
+        artifacts=_artifacts(raw.get("artifacts", []), models, base),
     )
 
 
@@ -399,29 +511,21 @@ def expand(config: MatrixConfig) -> list[Cell]:
 
     Per model and format: latency cells once per deployment (threads x frames per call),
     accuracy cells per threads x protocol, and memory-sweep cells per sweep format x clip length
-    x mode. `include` rules (if any) keep only matching cells; `exclude` rules drop matching cells.
+    x mode. Each [[artifacts]] entry is one more deployment of its model entry, with the same
+    cells (memory ones when the sweep covers its format). `include` rules (if any) keep only
+    matching cells; `exclude` rules drop matching cells.
     """
-    from converters.zoo import get_variant
-
     cells: list[Cell] = []
     for m in config.models:
-        common = dict(model=m.model, variant=m.variant, checkpoint=m.checkpoint,
-                      resolution=m.resolution, classes=m.classes,
-                      warmup=config.warmup, iterations=config.iterations)
-        per_call = latency_frames(config, get_variant(m.variant).causal)
         for fmt in config.formats:
-            for threads in config.threads:
-                for frames in per_call:
-                    cells.append(Cell(LATENCY, format=fmt, threads=threads,
-                                      frames_per_call=frames, **common))
-                for protocol in config.protocols:
-                    cells.append(Cell(ACCURACY, format=fmt, threads=threads, protocol=protocol,
-                                      **common))
+            cells += _deployment_cells(config, m, fmt)
         for fmt in config.sweep.formats:
-            for frames in config.sweep.clip_frames:
-                for mode in config.sweep.modes:
-                    cells.append(Cell(MEMORY, format=fmt, threads=config.sweep.threads or config.threads[0],
-                                      clip_frames=frames, sweep_mode=mode, **common))
+            cells += _sweep_cells(config, m, fmt)
+    for a in config.artifacts:
+        extra = dict(source=a.source, source_path=a.path)
+        cells += _deployment_cells(config, a.model, a.format, **extra)
+        if a.format in config.sweep.formats:
+            cells += _sweep_cells(config, a.model, a.format, **extra)
     if config.include:
         cells = [c for c in cells if any(c.matches(r) for r in config.include)]
     cells = [c for c in cells if not any(c.matches(r) for r in config.exclude)]
@@ -429,6 +533,38 @@ def expand(config: MatrixConfig) -> list[Cell]:
     for cell in cells:
         seen.setdefault(cell.cell_id, cell)
     return list(seen.values())
+
+
+def _common(config: MatrixConfig, m: ModelEntry, **extra) -> dict:
+    """The Cell fields every cell of model entry `m` shares."""
+    return dict(model=m.model, variant=m.variant, checkpoint=m.checkpoint,
+                resolution=m.resolution, classes=m.classes, warmup=config.warmup,
+                iterations=config.iterations, **extra)
+
+
+def _deployment_cells(config: MatrixConfig, m: ModelEntry, fmt: str, **extra) -> list[Cell]:
+    """Latency cells (threads x frames per call) and accuracy cells (threads x protocol) of one
+    deployment of `m` in `fmt`."""
+    from converters.zoo import get_variant
+
+    common = _common(config, m, **extra)
+    per_call = latency_frames(config, get_variant(m.variant).causal)
+    cells = []
+    for threads in config.threads:
+        for frames in per_call:
+            cells.append(Cell(LATENCY, format=fmt, threads=threads, frames_per_call=frames,
+                              **common))
+        for protocol in config.protocols:
+            cells.append(Cell(ACCURACY, format=fmt, threads=threads, protocol=protocol, **common))
+    return cells
+
+
+def _sweep_cells(config: MatrixConfig, m: ModelEntry, fmt: str, **extra) -> list[Cell]:
+    """The memory-sweep cells of `m` in `fmt`: clip lengths x modes."""
+    common = _common(config, m, **extra)
+    threads = config.sweep.threads or config.threads[0]
+    return [Cell(MEMORY, format=fmt, threads=threads, clip_frames=frames, sweep_mode=mode, **common)
+            for frames in config.sweep.clip_frames for mode in config.sweep.modes]
 
 
 def apply_filter(cells: list[Cell], expr: str | None) -> list[Cell]:

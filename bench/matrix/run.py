@@ -24,7 +24,7 @@ from bench.matrix.config import Cell, MatrixConfig, MatrixConfigError
 from bench.matrix.runlock import hold_run_dir
 from bench.results.environment import environment
 from bench.results.store import ResultsStore
-from bench.scenarios import LATENCY
+from bench.scenarios import LATENCY, OWN_SOURCE
 from converters.cache import default_cache_dir
 from converters.errors import MovibenchError
 from converters.filelock import FileLock
@@ -144,7 +144,8 @@ class CellPlan:
     frames_per_call: int | None
     status: str  # 'done', 'todo'
     error: str = ""  # a cell that cannot run as configured: recorded as a failed row
-    # 'cached', 'to build', or '' (the tensorflow reference needs no artifact)
+    # 'cached', 'to build', 'to import' (a user's file), or '' (the tensorflow reference
+    # needs no artifact)
     artifact: str = ""
 
 
@@ -168,25 +169,48 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
                 error = str(exc)
         artifact = ""
         if exported and not error:
-            from bench.data.calibration_clips import export_options
-            from converters.export import is_cached
-
-            key = (json.dumps(config.to_dict(), sort_keys=True), cell.format, ckpt, frames)
+            key = (json.dumps(config.to_dict(), sort_keys=True), cell.format, ckpt, frames,
+                   cell.source)
             if key not in cached:
-                options = export_options(cell.format, data.calibration_videos if data else (),
-                                         calibration_frames(data))
                 try:
-                    cached[key] = is_cached(config, cell.format, checkpoint=ckpt or None,
-                                            frames_per_step=frames, options=options)
+                    cached[key] = _is_cached(cell, config, ckpt, frames, data)
                 except MovibenchError as exc:  # a format this model cannot be exported to
                     cached[key] = exc
             if isinstance(cached[key], MovibenchError):
                 error = str(cached[key])
+            elif cached[key]:
+                artifact = "cached"
             else:
-                artifact = "cached" if cached[key] else "to build"
+                artifact = "to import" if _from_file(cell) else "to build"
         plans.append(CellPlan(cell, config.to_dict(), ckpt, frames,
                               "done" if cell.cell_id in done else "todo", error, artifact))
     return plans
+
+
+def _is_cached(cell: Cell, config, checkpoint: str, frames: int | None,
+               data: DataSource | None) -> bool:
+    """True when the artifact `cell` runs on is in the cache: an [[artifacts]] file or recipe
+    build (converters.foreign), or movibench's export of model `config`."""
+    if cell.source:
+        from converters.foreign import ForeignRequest, is_foreign_cached
+
+        return is_foreign_cached(ForeignRequest.from_source(
+            cell.source, config, cell.format, checkpoint=checkpoint or None,
+            path=cell.source_path, frames=frames))
+    from bench.data.calibration_clips import export_options
+    from converters.export import is_cached
+
+    options = export_options(cell.format, data.calibration_videos if data else (),
+                             calibration_frames(data))
+    return is_cached(config, cell.format, checkpoint=checkpoint or None, frames_per_step=frames,
+                     options=options)
+
+
+def _from_file(cell: Cell) -> bool:
+    """True for a cell of a user's file (imported, not built)."""
+    from converters.foreign import FILE, parse_source
+
+    return bool(cell.source) and parse_source(cell.source)[0] == FILE
 
 
 def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None) -> dict:
@@ -201,6 +225,7 @@ def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None
         "sweep_mode": cell.sweep_mode or None, "frames_per_call": plan.frames_per_call,
         "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
         "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s, "lost_node": False,
+        "artifact_source": cell.source or OWN_SOURCE,
     }
     if artifact:
         row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"),
@@ -247,7 +272,7 @@ def summary_line(row: dict) -> str:
 def artifact_key(plan: CellPlan) -> tuple:
     """What makes two cells share one artifact."""
     return (json.dumps(plan.config, sort_keys=True), plan.checkpoint, plan.cell.format,
-            plan.frames_per_call)
+            plan.frames_per_call, plan.cell.source)
 
 
 def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: Executor,
@@ -265,11 +290,13 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
     for plan in plans:
         if plan.error or not get_format(plan.cell.format).exported:
             continue
-        pending.setdefault(artifact_key(plan), {
-            "job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
-            "format": plan.cell.format, "frames_per_call": plan.frames_per_call,
-            "calibration_videos": list(data.calibration_videos) if data else [],
-            "calibration_frames": calibration_frames(data)})
+        job = {"job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
+               "format": plan.cell.format, "frames_per_call": plan.frames_per_call,
+               "calibration_videos": list(data.calibration_videos) if data else [],
+               "calibration_frames": calibration_frames(data)}
+        if plan.cell.source:  # copied or built by converters.foreign (bench.launchers.worker)
+            job.update(source=plan.cell.source, source_path=plan.cell.source_path)
+        pending.setdefault(artifact_key(plan), job)
     if on_start:
         on_start(len(pending))
     outcomes: dict[tuple, JobOutcome] = {}
@@ -399,7 +426,8 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
                 # The export's own facts (its node, its times) are not the cell's; a lost
                 # node is, so that --resume exports and runs it again.
                 lost = {"lost_node": True} if exported.result.get("lost_node") else {}
-                record(plan, replace(exported, result=lost, error=f"export failed: {exported.error}",
+                what = "import" if _from_file(plan.cell) else "export"
+                record(plan, replace(exported, result=lost, error=f"{what} failed: {exported.error}",
                                      wall_s=0.0))
             else:
                 runnable.append((plan, _cell_job(plan, artifact, data)))

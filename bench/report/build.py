@@ -20,14 +20,15 @@ from bench.evaluation.protocols import MULTI_CLIP, STREAM, parse_protocol, softm
 from bench.report.render import Code, Figure, Section, Table, render_html, render_markdown
 from bench.results.rundir import RunData, cell_label, load_run
 from bench.results.schema import CELL_COLUMNS
-from bench.scenarios import ACCURACY, LATENCY, MEMORY
+from bench.scenarios import ACCURACY, LATENCY, MEMORY, deployment_format
 from converters.formats import TENSORFLOW
 from runtimes.base import PROFILE_CALLS
 
 UNITS = {c.name: c.unit for c in CELL_COLUMNS}
-# What identifies a deployment: the latency scenario measures each once.
-DEPLOYMENT_KEY = ["model", "variant", "checkpoint", "resolution", "format", "threads",
-                  "frames_per_call"]
+# What identifies a deployment: the latency scenario measures each once. The artifact's source
+# tells a foreign file apart from movibench's export of the same format.
+DEPLOYMENT_KEY = ["model", "variant", "checkpoint", "resolution", "format", "artifact_source",
+                  "threads", "frames_per_call"]
 LATENCY_COLUMNS = ["frame_p50_ms", "fps", "step_p50_ms", "step_p99_ms"]
 
 BEST_RULE = ("Best = among the successful accuracy cells of a runtime and precision, the "
@@ -78,8 +79,19 @@ def sci(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.2e}"
 
 
+def fmt_label(row) -> str:
+    """A row's format, with its artifact's source when that is not movibench's own export."""
+    return deployment_format(row["format"], row.get("artifact_source"))
+
+
 def deployment(row) -> str:
-    return f"{row['model']}/{row['variant']} {row['format']} t{row['threads']}"
+    return f"{row['model']}/{row['variant']} {fmt_label(row)} t{row['threads']}"
+
+
+def by_deployment_format(cells: pd.DataFrame) -> pd.DataFrame:
+    """`cells` with `format` replaced by its label (fmt_label), for figures and tables that
+    group or mark by format."""
+    return cells.assign(format=[fmt_label(r) for _, r in cells.iterrows()])
 
 
 def _table(rows: list[dict], caption: str = "") -> Table:
@@ -196,7 +208,8 @@ def section_pareto(run: RunData, out_dir: Path) -> Section:
     if points.empty:
         return section.omit("no accuracy cell with both a per-video model time and an accuracy.")
     front = points[pareto_front(points, "video_ms", "top1")]
-    path = pareto_plot(points, front, out_dir / "latency_vs_accuracy.png",
+    path = pareto_plot(by_deployment_format(points), by_deployment_format(front),
+                       out_dir / "latency_vs_accuracy.png",
                        "Accuracy vs cost per video, by protocol")
     rows = [{"deployment": deployment(r), "protocol": r["protocol"],
              head("video_ms", "model time / video"): num(r["video_ms"], 1),
@@ -224,7 +237,7 @@ def best_format_per_model(cells: pd.DataFrame) -> pd.DataFrame:
     acc = acc[acc["confusion"].notna() & acc["classes"].notna()]
     if acc.empty:
         return acc
-    by = [*MODEL_KEY, "format", "threads"]
+    by = [*MODEL_KEY, "format", "artifact_source", "threads"]
     score = acc.groupby(by, dropna=False).agg(top1=("top1", "mean"),
                                                  frame_p50_ms=("frame_p50_ms", "mean")).reset_index()
     best = score.sort_values(["top1", "frame_p50_ms"], ascending=[False, True],
@@ -251,7 +264,7 @@ def section_confusion(run: RunData, out_dir: Path) -> Section:
         classes = json.loads(first["classes"])
         matrices = [(r["protocol"], np.asarray(json.loads(r["confusion"]), dtype=int))
                     for _, r in cells.iterrows()]
-        name = f"{first['model']}/{first['variant']} {first['format']} t{int(first['threads'])}"
+        name = f"{first['model']}/{first['variant']} {fmt_label(first)} t{int(first['threads'])}"
         path = confusion_plot(matrices, classes, out_dir / f"confusion_{n}.png",
                               f"{name}: true vs predicted class per protocol")
         rows = [{"protocol": r["protocol"], "videos": num(r["videos"], 0),
@@ -272,7 +285,7 @@ def section_memory(run: RunData, out_dir: Path) -> Section:
     sweep = _ok(run.cells, MEMORY).dropna(subset=["clip_frames"])
     if sweep.empty:
         return section.omit("this run has no memory-sweep cells ([memory_sweep] in the matrix).")
-    sweep = sweep.assign(series=[f"{r['model']}/{r['variant']} {r['format']} {r['sweep_mode']}"
+    sweep = sweep.assign(series=[f"{r['model']}/{r['variant']} {fmt_label(r)} {r['sweep_mode']}"
                                  for _, r in sweep.iterrows()])
     section.blocks.append(
         "Each point is a fresh process running one random clip of that length, twice (the time "
@@ -285,7 +298,7 @@ def section_memory(run: RunData, out_dir: Path) -> Section:
                            f"{runtime}: one call on the whole clip (full-clip, dashed) vs frame "
                            "by frame (stream, solid)")
         section.blocks.append(Figure(path, f"{runtime}: peak RSS over idle and time vs clip length."))
-    rows = [{"model": f"{r['model']}/{r['variant']}", "format": r["format"], "mode": r["sweep_mode"],
+    rows = [{"model": f"{r['model']}/{r['variant']}", "format": fmt_label(r), "mode": r["sweep_mode"],
              head("clip_frames", "clip"): str(r["clip_frames"]),
              head("peak_rss_delta_mb", "peak RSS over idle"): num(r["peak_rss_delta_mb"], 0),
              head("uss_delta_mb", "USS over idle"): num(r["uss_delta_mb"], 0),
@@ -329,7 +342,8 @@ def _protocol_predictions(run: RunData, cell: pd.Series, video: str,
     """protocol -> (predicted class, its probability) for `video` under the other protocols of
     the same deployment as `cell`."""
     same = _ok(run.cells, ACCURACY)
-    for k in ("model", "variant", "checkpoint", "resolution", "format", "threads"):
+    for k in ("model", "variant", "checkpoint", "resolution", "format", "artifact_source",
+              "threads"):
         same = same[same[k] == cell[k]]
     preds = run.predictions[run.predictions["video"] == video].drop_duplicates("cell_id")
     preds = preds.set_index("cell_id")
@@ -406,14 +420,16 @@ def section_equivalence(run: RunData) -> Section:
         section.omitted = run.validation is None
     else:
         rows = []
-        groups = compared.groupby(["model", "variant", "format", "precision", "runtime"], sort=True)
-        for (model, variant, fmt, precision, runtime), g in groups:
+        groups = compared.groupby(["model", "variant", "format", "artifact_source", "precision",
+                                   "runtime"], sort=True)
+        for (model, variant, fmt, source, precision, runtime), g in groups:
             worst_diff = float(g["ref_max_abs_prob_diff"].max())
             worst_agree = float(g["ref_top1_agreement"].min())
             tol = PRECISION_TOLERANCES.get(precision)
             verdict = ("no tolerance" if tol is None
                        else "PASS" if tol.accepts(worst_diff, worst_agree) else "FAIL")
-            rows.append({"model": f"{model}/{variant}", "format": fmt, "precision": precision,
+            rows.append({"model": f"{model}/{variant}", "format": deployment_format(fmt, source),
+                         "precision": precision,
                          "runtime": runtime, "cells": str(len(g)),
                          "max |Δ prob|": sci(worst_diff),
                          head("ref_top1_agreement", "min top-1 agreement"): pct(worst_agree),
@@ -456,6 +472,7 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
     if pairs.empty:
         return section.omit("no exported-format cell has a TF cell with the same model, "
                             "weights, input, threads and protocol.")
+    pairs = by_deployment_format(pairs)
     pairs = pairs.assign(frame_speedup=pairs["frame_p50_ms_ref"] / pairs["frame_p50_ms"],
                          video_speedup=pairs["video_ms_ref"] / pairs["video_ms"],
                          series=[f"{r['model']}/{r['variant']} t{r['threads']}" for _, r in pairs.iterrows()])
@@ -485,13 +502,14 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
 
 def fp32_pairs(cells: pd.DataFrame) -> pd.DataFrame:
     """Each reduced-precision accuracy cell (with its deployment's latency) next to the fp32
-    cell of the same runtime, model, weights, input, threads and protocol (suffix _fp32)."""
+    cell of the same runtime, model, weights, input, threads and protocol (suffix _fp32): one
+    row per fp32 cell there is, movibench's and any [[artifacts]] one (Model Garden's recipe)."""
     ok = with_latency(cells)
     key = ["runtime", "model", "variant", "checkpoint", "resolution", "threads", "protocol"]
     fp32 = ok[ok["precision"] == "fp32"]
     reduced = ok[ok["precision"] != "fp32"]
-    return reduced.merge(fp32[key + ["cell_id", "format", "top1", "frame_p50_ms"]], on=key,
-                         suffixes=("", "_fp32"))
+    return reduced.merge(fp32[key + ["cell_id", "format", "artifact_source", "top1",
+                                     "frame_p50_ms"]], on=key, suffixes=("", "_fp32"))
 
 
 def prediction_agreement(predictions: pd.DataFrame, cell: str, other: str) -> tuple[float, int]:
@@ -513,12 +531,14 @@ def section_precision(run: RunData) -> Section:
         return section.omit("no fp16, dynamic-range or int8 accuracy cell has an fp32 cell of "
                             "the same runtime, model, weights, input, threads and protocol.")
     rows = []
-    for _, r in pairs.sort_values(["model", "variant", "format", "threads", "protocol"],
-                                  kind="stable").iterrows():
+    order = ["model", "variant", "format", "artifact_source", "threads", "protocol",
+             "artifact_source_fp32"]
+    for _, r in pairs.sort_values(order, kind="stable").iterrows():
         agreement, videos = prediction_agreement(run.predictions, r["cell_id"], r["cell_id_fp32"])
         rows.append({
-            "model": f"{r['model']}/{r['variant']}", "format": r["format"],
-            "vs": r["format_fp32"], "threads": str(r["threads"]), "protocol": r["protocol"],
+            "model": f"{r['model']}/{r['variant']}", "format": fmt_label(r),
+            "vs": deployment_format(r["format_fp32"], r["artifact_source_fp32"]),
+            "threads": str(r["threads"]), "protocol": r["protocol"],
             "videos": str(videos),
             "fp32 " + head("top1", "top-1"): pct(r["top1_fp32"]),
             head("top1", "top-1"): pct(r["top1"]),
@@ -602,7 +622,8 @@ def section_execution(run: RunData) -> Section:
     section = Section("Where the time goes")
     cells = _ok(run.cells, LATENCY)
     cells = cells[cells["exec_nodes"].notna()].sort_values(
-        ["model", "variant", "format", "threads", "frames_per_call"], kind="stable")
+        ["model", "variant", "format", "artifact_source", "threads", "frames_per_call"],
+        kind="stable")
     if cells.empty:
         return section.omit("no latency cell recorded how its runtime runs the artifact (the "
                             "exec_* columns: LiteRT, ONNX Runtime and OpenVINO cells).")

@@ -76,4 +76,5 @@ def cell_label(row) -> str:
     """A results row in words, worded like bench.matrix.config.Cell.label."""
     return scenario_cell_label(row["model"], row["variant"], row["format"], row["threads"],
                                row["kind"], row["protocol"], row["clip_frames"],
-                               row["sweep_mode"], row["frames_per_call"])
+                               row["sweep_mode"], row["frames_per_call"],
+                               row.get("artifact_source"))

@@ -17,6 +17,8 @@ class Column:
     dtype: str  # pandas dtype
     unit: str
     description: str
+    # What a row that does not say holds (written before the column existed); None: empty.
+    default: object = None
 
 
 CELL_COLUMNS: tuple[Column, ...] = (
@@ -51,6 +53,11 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("finished_at", "float64", "s", "when it ended (Unix epoch seconds)"),
     # artifact
     Column("artifact", "string", "", "path of the exported artifact ('' for tensorflow)"),
+    Column("artifact_source", "string", "",
+           "where the deployment's model came from: 'movibench' (its own export, or the TF "
+           "reference it builds), '<recipe>:<name>' for an [[artifacts]] entry built during "
+           "the run by that recipe (model-garden-tflite: Model Garden's own TFLite export), "
+           "'file:<name>' for one read from a file made elsewhere", default="movibench"),
     Column("artifact_mb", "float64", "MB", "artifact size on disk"),
     Column("export_s", "float64", "s", "time the artifact took to build (as recorded when built, also when cached)"),
     Column("export_cached", "boolean", "", "the artifact was served from the cache"),
@@ -137,7 +144,7 @@ PREDICTION_COLUMNS: tuple[Column, ...] = (
 )
 
 CELL_KEY = ("model", "variant", "checkpoint", "resolution", "format", "runtime", "threads",
-            "protocol", "clip_frames", "kind", "sweep_mode", "frames_per_call")
+            "protocol", "clip_frames", "kind", "sweep_mode", "frames_per_call", "artifact_source")
 
 
 def frame(rows: list[dict], columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:
@@ -155,14 +162,20 @@ def frame(rows: list[dict], columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.Da
 
 def conform(df: pd.DataFrame, columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:
     """A table read back from disk, with the schema's columns in order: a column that an older
-    movibench did not write yet is added empty, so old runs still load, resume and compare."""
+    movibench did not write yet is added empty, so old runs still load, resume and compare;
+    a column with a default holds it in every row that does not say (artifact_source:
+    every row from before it existed was of movibench's own deployments)."""
     missing = [c for c in columns if c.name not in df.columns]
     if missing:
         df = df.assign(**{c.name: pd.Series(None, index=df.index, dtype=object).astype(c.dtype)
                           for c in missing})
+    defaults = {c.name: c.default for c in columns if c.default is not None}
+    if defaults and df[list(defaults)].isna().any().any():
+        df = df.fillna(defaults)
     return df[[c.name for c in columns]]
 
 
 def describe() -> pd.DataFrame:
     """The schema itself as a table (for docs and `movibench matrix schema`)."""
-    return pd.DataFrame([c.__dict__ for c in CELL_COLUMNS])
+    return pd.DataFrame([{k: v for k, v in c.__dict__.items() if k != "default"}
+                         for c in CELL_COLUMNS])

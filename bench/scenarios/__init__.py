@@ -18,8 +18,20 @@ FULL_CLIP_MODE, STREAM_MODE = "full-clip", "stream"
 SWEEP_MODES = (FULL_CLIP_MODE, STREAM_MODE)
 
 
+# The artifact source of movibench's own deployments (results column artifact_source).
+OWN_SOURCE = "movibench"
+
+
+def deployment_format(fmt, source=None) -> str:
+    """A deployment's format in words: the format, and where its artifact came from when that
+    is not movibench ('tflite-fp32 [model-garden-tflite:mg]'), so a foreign file of the same
+    format is told apart from movibench's own."""
+    foreign = isinstance(source, str) and source not in ("", OWN_SOURCE)
+    return f"{fmt} [{source}]" if foreign else str(fmt)
+
+
 def cell_label(model, variant, fmt, threads, kind, protocol=None, clip_frames=None,
-               sweep_mode=None, frames_per_call=None) -> str:
+               sweep_mode=None, frames_per_call=None, source=None) -> str:
     """A cell in words, e.g. 't0/stream onnx t2 latency@1f', 't0/base onnx t2 multi-clip:2x16',
     't0/stream tensorflow t2 stream@256f' (a memory cell): console, reports and compare."""
     if kind == LATENCY:
@@ -28,4 +40,4 @@ def cell_label(model, variant, fmt, threads, kind, protocol=None, clip_frames=No
         what = f"{sweep_mode}@{clip_frames}f"
     else:
         what = protocol
-    return f"{model}/{variant} {fmt} t{threads} {what}"
+    return f"{model}/{variant} {deployment_format(fmt, source)} t{threads} {what}"
