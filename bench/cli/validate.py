@@ -196,7 +196,7 @@ def validate_official_recipe_cmd(
     from bench.evaluation.equivalence import compare_streams, synthetic_clips
     from bench.scenarios.latency import measure_latency
     from converters.export import export_model
-    from converters.official_recipe import export_official_tflite
+    from converters.official_recipe import export_official_tflite, save_random_init
     from runtimes.loader import open_session
 
     config, checkpoint = choice.config(), choice.checkpoint
@@ -204,7 +204,7 @@ def validate_official_recipe_cmd(
     with tempfile.TemporaryDirectory(prefix="movibench-recipe-") as tmp:
         with console.status("exporting with Model Garden's recipe and with movibench") as status:
             if checkpoint is None:
-                checkpoint = _save_random_init(config, Path(tmp) / "random-init", seed)
+                checkpoint = save_random_init(config, Path(tmp) / "random-init", seed)
             official_path = keep or Path(tmp) / "model_garden.tflite"
             official = export_official_tflite(config, checkpoint, official_path)
             status.update("exporting tflite-fp32 with movibench")
@@ -238,16 +238,6 @@ def validate_official_recipe_cmd(
                      f"movibench {latency['movibench']['step_p50_ms']:.3f} ms (p50)")
         stdout.print("PASS" if diff.passed else "FAIL")
     raise typer.Exit(EXIT_OK if diff.passed else EXIT_FAILED)
-
-
-def _save_random_init(config, prefix: Path, seed: int) -> Path:
-    """Save movibench's seeded random-init model as tf.train.Checkpoint(model=...)."""
-    import tensorflow as tf
-
-    from converters.build import build_model
-
-    model = build_model(config, seed=seed)
-    return Path(tf.train.Checkpoint(model=model).save(str(prefix)))
 
 
 @app.command("tensorrt")
