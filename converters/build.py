@@ -142,7 +142,7 @@ def weights_sha256(model: tf_keras.Model) -> str:
 
 
 def make_manifest(model: tf_keras.Model, config: ModelConfig, checkpoint_hash: str = "",
-                  frames_per_step: int | None = None) -> StateManifest:
+                  frames_per_call: int | None = None) -> StateManifest:
     """The reference (TensorFlow) manifest of a built model."""
     config = config.resolved()
     return StateManifest(
@@ -151,7 +151,7 @@ def make_manifest(model: tf_keras.Model, config: ModelConfig, checkpoint_hash: s
         resolution=config.resolution,
         num_classes=config.num_classes,
         states=state_specs(model, config),
-        frames_per_step=frames_per_step,
+        frames_per_call=frames_per_call,
         format="tensorflow",
         precision="fp32",
         model_config=config.to_dict(),

@@ -1,7 +1,7 @@
 """A content-addressed artifact cache: same inputs → same key → the artifact built once.
 
 The key hashes everything that decides an artifact's bytes: the resolved model config, the
-weights' identity, format, frames per step, export options and converter versions. Looking a
+weights' identity, format, frames per call, export options and converter versions. Looking a
 key up imports no TensorFlow: the weights' identity is the checkpoint files' hash (or
 'random-init:seed=N'), not a hash of built weights — building a0 just to hash it costs ~13 s
 (5.6 s TF import + 7.6 s build, measured), which would defeat a cache meant to answer in < 5 s.

@@ -64,13 +64,13 @@ def stream_feeds(next_states: Callable[[dict[str, np.ndarray]], dict[str, np.nda
 def streamed_feeds(onnx_path: str | Path, manifest: StateManifest,
                    clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """stream_feeds through the fp32 ONNX model (ONNX Runtime), in calls of the manifest's
-    `frames_per_step` (clip models: consecutive windows of their clip length)."""
+    `frames_per_call` (clip models: consecutive windows of their clip length)."""
     import onnxruntime as ort
 
-    step = manifest.frames_per_step
+    step = manifest.frames_per_call
     if step is None:
         raise UnsupportedExportError(
-            "int8 calibration needs a static frames_per_step (a static-shape artifact)")
+            "int8 calibration needs a static frames_per_call (a static-shape artifact)")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     outputs = [s.output_name for s in manifest.states]
 

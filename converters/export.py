@@ -105,22 +105,22 @@ class Artifact:
         return data
 
 
-def resolve_frames(config: ModelConfig, spec: FormatSpec, frames_per_step: int | None,
+def resolve_frames(config: ModelConfig, spec: FormatSpec, frames_per_call: int | None,
                    options: ExportOptions) -> int | None:
     """The static T the artifact takes (None: any T), or UnsupportedExportError saying why not."""
-    if frames_per_step is not None and frames_per_step < 1:
-        raise UnsupportedExportError(f"frames_per_step must be >= 1, got {frames_per_step}")
+    if frames_per_call is not None and frames_per_call < 1:
+        raise UnsupportedExportError(f"frames_per_call must be >= 1, got {frames_per_call}")
     if options.dynamic_frames:
         if spec.family != "onnx":
             raise UnsupportedExportError(f"dynamic_frames is ONNX-only; {spec.name} needs static shapes")
         if not config.causal:
             raise UnsupportedExportError("dynamic_frames applies to causal (stream/mobile) variants")
         return None
-    if not config.causal and frames_per_step is None:
+    if not config.causal and frames_per_call is None:
         raise UnsupportedExportError(
             f"variant {config.variant!r} is a clip model: pass its clip length L as "
-            "frames_per_step (--clip-frames)")
-    return frames_per_step or 1
+            "frames_per_call (--clip-frames)")
+    return frames_per_call or 1
 
 
 def artifact_filename(config: ModelConfig, spec: FormatSpec, frames: int | None) -> str:
@@ -138,7 +138,7 @@ def artifact_key(config: ModelConfig, spec: FormatSpec, checkpoint: str | Path |
         "model": config.to_dict(),
         "weights": weights_identity(checkpoint, options.seed),
         "format": spec.name,
-        "frames_per_step": frames,
+        "frames_per_call": frames,
         "options": options.key(spec),
         "versions": versions,
     }
@@ -169,19 +169,19 @@ def applied_optimizations(config: ModelConfig, spec: FormatSpec) -> tuple[str, .
 
 
 def is_cached(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = None,
-              frames_per_step: int | None = None, options: ExportOptions | None = None,
+              frames_per_call: int | None = None, options: ExportOptions | None = None,
               cache: ArtifactCache | None = None) -> bool:
     """True when `export_model` with these arguments would be served from the cache."""
     spec = get_export_format(fmt)
     options = options or ExportOptions()
     config = config.resolved()
-    frames = resolve_frames(config, spec, frames_per_step, options)
+    frames = resolve_frames(config, spec, frames_per_call, options)
     key, filename = artifact_key(config, spec, checkpoint, frames, options, library_versions())
     return (cache or ArtifactCache()).lookup(key, filename) is not None
 
 
 def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None = None,
-                 frames_per_step: int | None = None, options: ExportOptions | None = None,
+                 frames_per_call: int | None = None, options: ExportOptions | None = None,
                  cache: ArtifactCache | None = None) -> Artifact:
     """Export `config` to format `fmt`, serving it from the artifact cache when it is there.
 
@@ -189,7 +189,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         config: the model to export (zoo defaults fill unset fields).
         fmt: a format name from converters.formats (e.g. 'onnx', 'tflite-int8').
         checkpoint: tf.train.Checkpoint directory/prefix; None exports seeded random weights.
-        frames_per_step: frames per call; defaults to 1 for causal variants; required (= clip
+        frames_per_call: frames per call; defaults to 1 for causal variants; required (= clip
             length L) for the base variant.
         options: ExportOptions (opset, simplify, int8 calibration, TensorRT build config).
         cache: where artifacts live; default $MOVIBENCH_CACHE or ~/.cache/movibench.
@@ -206,7 +206,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
     options = options or ExportOptions()
     cache = cache or ArtifactCache()
     config = config.resolved()
-    frames = resolve_frames(config, spec, frames_per_step, options)
+    frames = resolve_frames(config, spec, frames_per_call, options)
     versions = library_versions()
     key, filename = artifact_key(config, spec, checkpoint, frames, options, versions)
     hit = cache.lookup(key, filename)
@@ -253,7 +253,7 @@ def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: in
 
     model = build_model(config, seed=seed)
     ckpt_hash = load_checkpoint(model, checkpoint) if checkpoint else ""
-    return model, make_manifest(model, config, ckpt_hash, frames_per_step=frames)
+    return model, make_manifest(model, config, ckpt_hash, frames_per_call=frames)
 
 
 def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None,
@@ -261,7 +261,7 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
     if spec.family == "tensorrt":
         from converters.export_tensorrt import build_engine
 
-        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=frames,
+        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_call=frames,
                               options=options, cache=cache)
         details = build_engine(source.path, source.manifest, spec.precision, options.tensorrt,
                                target, calibration=options.calibration)
@@ -270,7 +270,7 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
     if spec.family == "openvino":
         # OpenVINO reads the ONNX export itself: the artifact is that file, under its own
         # format name so its manifest (and the loader) pick the OpenVINO runtime.
-        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_step=frames,
+        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_call=frames,
                               options=options, cache=cache)
         shutil.copyfile(source.path, target)
         return {"onnx_source": str(source.path), "onnx_key": source.key}, source.manifest

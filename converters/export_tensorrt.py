@@ -105,7 +105,7 @@ def build_engine(onnx_path: str | Path, manifest: StateManifest, precision: str,
 
     Args:
         onnx_path: the static-shape ONNX artifact (export_model(..., 'onnx')).
-        manifest: its manifest (static frames_per_step; state shapes and dtypes).
+        manifest: its manifest (static frames_per_call; state shapes and dtypes).
         precision: 'fp32', 'fp16' or 'int8'.
         config: workspace, optimization level, TF32, timing cache, DLA.
         target: the .engine file to write.

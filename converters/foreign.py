@@ -105,7 +105,7 @@ class ForeignRequest:
         """The cache key and file name of this artifact."""
         config = self.config.resolved()
         parts = {"exporter_version": EXPORTER_VERSION, "foreign": self.kind,
-                 "model": config.to_dict(), "format": self.format, "frames_per_step": self.frames}
+                 "model": config.to_dict(), "format": self.format, "frames_per_call": self.frames}
         if self.kind == FILE:
             path = Path(self.path)
             if not path.is_file():
@@ -196,9 +196,9 @@ def check_declared(found: StateManifest, request: ForeignRequest) -> StateManife
     if found.num_classes != config.num_classes:
         raise ArtifactError(f"the file has {found.num_classes} classes, the model entry {what} "
                             f"has {config.num_classes}")
-    if found.frames_per_step is not None and request.frames is not None \
-            and found.frames_per_step != request.frames:
-        taken = found.frames_per_step
+    if found.frames_per_call is not None and request.frames is not None \
+            and found.frames_per_call != request.frames:
+        taken = found.frames_per_call
         raise ArtifactError(f"the file takes {taken} frame{'s' if taken > 1 else ''} per call, "
                             f"these cells give it {request.frames}")
     if found.precision != spec.precision:

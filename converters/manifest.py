@@ -71,7 +71,7 @@ class StateSpec:
 class StateManifest:
     """What a runtime needs to drive an artifact without the code that made it.
 
-    `frames_per_step` is the T the artifact accepts per call: a fixed number for formats with
+    `frames_per_call` is the T the artifact accepts per call: a fixed number for formats with
     static shapes (TFLite, TensorRT, base-model clips), or None when any T >= 1 works.
     """
 
@@ -80,7 +80,7 @@ class StateManifest:
     resolution: int
     num_classes: int
     states: list[StateSpec]
-    frames_per_step: int | None = None
+    frames_per_call: int | None = None
     format: str = "tensorflow"
     precision: str = "fp32"
     model_config: dict = field(default_factory=dict)
@@ -98,7 +98,7 @@ class StateManifest:
 
     @property
     def image_shape(self) -> tuple[int | None, ...]:
-        return (1, self.frames_per_step, self.resolution, self.resolution, 3)
+        return (1, self.frames_per_call, self.resolution, self.resolution, 3)
 
     @property
     def input_names(self) -> list[str]:
@@ -122,12 +122,12 @@ class StateManifest:
         """Fresh states keyed by short name: zeros (frame counters are int32 zeros)."""
         return {s.name: s.initial_value() for s in self.states}
 
-    def with_format(self, fmt: str, precision: str, frames_per_step: int | None,
+    def with_format(self, fmt: str, precision: str, frames_per_call: int | None,
                     converter_versions: dict[str, str],
                     optimizations: tuple[str, ...] = ()) -> StateManifest:
         """A copy describing an exported artifact of this model."""
         data = asdict(self)
-        data.update(format=fmt, precision=precision, frames_per_step=frames_per_step,
+        data.update(format=fmt, precision=precision, frames_per_call=frames_per_call,
                     converter_versions=dict(converter_versions), optimizations=list(optimizations))
         return StateManifest.from_dict(data)
 
@@ -166,6 +166,9 @@ class StateManifest:
         if len(set(names)) != len(names):
             raise _Invalid(f"state {next(n for n in names if names.count(n) > 1)!r} appears twice")
         kwargs = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "states"}
+        # Manifests written before the field took the results' name (frames_per_call) still load.
+        if "frames_per_call" not in data and "frames_per_step" in data:
+            kwargs["frames_per_call"] = data["frames_per_step"]
         for key, kind in (("model_id", str), ("variant", str), ("format", str), ("precision", str),
                           ("checkpoint_sha256", str), ("weights_sha256", str), ("source", str),
                           ("model_config", dict), ("converter_versions", dict),
@@ -174,8 +177,8 @@ class StateManifest:
                 raise _Invalid(f"{key!r} must be a {kind.__name__}, got {_short(kwargs[key])}")
         for key in ("resolution", "num_classes"):
             _count(kwargs[key], key, MAX_DIM)
-        if kwargs.get("frames_per_step") is not None:
-            _count(kwargs["frames_per_step"], "frames_per_step", MAX_DIM)
+        if kwargs.get("frames_per_call") is not None:
+            _count(kwargs["frames_per_call"], "frames_per_call", MAX_DIM)
         version = kwargs.get("version", MANIFEST_VERSION)
         _count(version, "version", MAX_DIM)
         if version > MANIFEST_VERSION:
@@ -211,7 +214,7 @@ def manifest_from_signature(path: str | Path, inputs, outputs, *, fmt: str, prec
     without one (a runtime reads them: LiteRT's signature, the ONNX graph).
 
     `inputs` and `outputs` are objects with `name`, `shape` (None for a symbolic dim) and
-    `dtype` (runtimes.base.TensorInfo). Infers resolution and frames per step from `image`
+    `dtype` (runtimes.base.TensorInfo). Infers resolution and frames per call from `image`
     [1, T, H, W, 3], the class count from `logits` [1, C] and the states from the `state_*`
     inputs; the model id is the file's stem. The caller checks that every state has an output
     carrying its next value (the naming conventions differ between file kinds).
@@ -243,7 +246,7 @@ def manifest_from_signature(path: str | Path, inputs, outputs, *, fmt: str, prec
         raise ArtifactError(f"{path}: state shapes must be static to build initial states")
     return StateManifest(
         model_id=path.stem, variant="stream" if states else "base", resolution=int(shape[2]),
-        num_classes=int(logits.shape[1]), states=states, frames_per_step=shape[1],
+        num_classes=int(logits.shape[1]), states=states, frames_per_call=shape[1],
         format=fmt, precision=precision, source=source)
 
 

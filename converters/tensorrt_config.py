@@ -104,10 +104,10 @@ def plan_engine_build(config: TensorRTBuildConfig, precision: str, manifest: Sta
     if precision not in PRECISIONS:
         raise UnsupportedExportError(
             f"TensorRT precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if manifest.frames_per_step is None:
+    if manifest.frames_per_call is None:
         raise UnsupportedExportError(
             "TensorRT engines here have static shapes: export the ONNX source with a fixed "
-            "frames per step (not dynamic_frames)")
+            "frames per call (not dynamic_frames)")
     major = tensorrt_major(tensorrt_version)
     weakly_typed = major <= LAST_WEAKLY_TYPED_MAJOR and not config.strongly_typed
     if precision != "fp32" and not weakly_typed:
@@ -131,7 +131,7 @@ def plan_engine_build(config: TensorRTBuildConfig, precision: str, manifest: Sta
         set_flags.append("GPU_FALLBACK")
     network_flags = ("STRONGLY_TYPED",) if config.strongly_typed and major <= LAST_WEAKLY_TYPED_MAJOR else ()
 
-    res, t = manifest.resolution, manifest.frames_per_step
+    res, t = manifest.resolution, manifest.frames_per_call
     shapes = {IMAGE_INPUT: (1, t, res, res, 3)}
     shapes.update({s.input_name: s.shape for s in manifest.states})
     dtypes = {IMAGE_INPUT: "float32"}

@@ -198,9 +198,9 @@ class Session(ABC):
                 f"image shape must be [1, T, {m.resolution}, {m.resolution}, 3], got {list(frames.shape)}")
         if frames.shape[1] < 1:
             raise StateError("image must hold at least one frame")
-        if m.frames_per_step is not None and frames.shape[1] != m.frames_per_step:
+        if m.frames_per_call is not None and frames.shape[1] != m.frames_per_call:
             raise StateError(
-                f"this {m.format} artifact takes exactly {m.frames_per_step} frame(s) per call, "
+                f"this {m.format} artifact takes exactly {m.frames_per_call} frame(s) per call, "
                 f"got {frames.shape[1]}")
 
     def check_states(self, states: States) -> None:

@@ -123,7 +123,7 @@ def _detect_precision(interpreter, inputs: dict[str, TensorInfo]) -> str:
 def manifest_from_tflite(path: str | Path) -> StateManifest:
     """A manifest read off a `.tflite` file's own signature, for a file that came without one.
 
-    What converters.manifest.manifest_from_signature infers (resolution, frames per step,
+    What converters.manifest.manifest_from_signature infers (resolution, frames per call,
     classes, states), the states' outputs in either naming convention, and the precision from
     the tensor dtypes. Model id is the file's stem.
 

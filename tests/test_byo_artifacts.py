@@ -185,8 +185,8 @@ def test_a_bare_onnx_file_gets_its_manifest_from_its_graph(t0_stream_onnx, tmp_p
 
     read = load_manifest(_bare_copy(t0_stream_onnx, tmp_path))
     ours = t0_stream_onnx.manifest
-    assert (read.resolution, read.num_classes, read.frames_per_step, read.variant, read.format) \
-        == (ours.resolution, ours.num_classes, ours.frames_per_step, "stream", "onnx")
+    assert (read.resolution, read.num_classes, read.frames_per_call, read.variant, read.format) \
+        == (ours.resolution, ours.num_classes, ours.frames_per_call, "stream", "onnx")
     assert sorted(read.states, key=lambda s: s.name) == sorted(ours.states, key=lambda s: s.name)
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])

@@ -172,12 +172,12 @@ def clip():
 
 @pytest.fixture(scope="module")
 def base3d_onnx():
-    return export_model(BASE3D, "onnx", frames_per_step=CLIP_FRAMES)
+    return export_model(BASE3D, "onnx", frames_per_call=CLIP_FRAMES)
 
 
 @pytest.fixture(scope="module")
 def base3d_tflite():
-    return export_model(BASE3D, "tflite-fp32", frames_per_step=CLIP_FRAMES)
+    return export_model(BASE3D, "tflite-fp32", frames_per_call=CLIP_FRAMES)
 
 
 @pytest.mark.slow
@@ -204,13 +204,13 @@ def test_3d_base_exports_and_predicts_like_tensorflow(which, request, base3d_ref
     assert artifact.details["route"] == "rewrite-3d"
     assert artifact.details["rewritten_layers"]["Conv3D"] > 50
     manifest = artifact.manifest
-    assert (manifest.states, manifest.frames_per_step) == ([], CLIP_FRAMES)
+    assert (manifest.states, manifest.frames_per_call) == ([], CLIP_FRAMES)
     assert manifest.model_config["conv_type"] == "3d"
     assert manifest.weights_sha256 == base3d_reference.manifest.weights_sha256
     session = open_session(artifact.path)
     for window in chunks(clip, CLIP_FRAMES):
         assert np.abs(session.predict(window) - base3d_reference.predict(window)).max() <= 1e-4
-    again = export_model(BASE3D, artifact.format, frames_per_step=CLIP_FRAMES)
+    again = export_model(BASE3D, artifact.format, frames_per_call=CLIP_FRAMES)
     assert again.cached and again.path == artifact.path
 
 
@@ -240,7 +240,7 @@ def test_cross_runtime_validation_compares_a_base_model_clip_by_clip(
     clips = synthetic_clips(2, 2 * CLIP_FRAMES + 1, RES, seed=6)  # a trailing frame is dropped
     rows = validate_cross_runtime(
         base3d_reference, list(artifacts), clips, frames_per_call=CLIP_FRAMES,
-        export=lambda fmt, frames: export_model(BASE3D, fmt, frames_per_step=frames),
+        export=lambda fmt, frames: export_model(BASE3D, fmt, frames_per_call=frames),
         open_artifact=open_session, full_clip_formats=("onnx",))
     assert [r.format for r in rows] == list(artifacts)  # no stream-vs-full-clip row
     for row in rows:
@@ -324,7 +324,7 @@ def test_support_rows_cover_every_combination_and_say_why_not():
     dynamic = next(r for r in refused if r.target == DYNAMIC_ONNX)
     assert "causal" in dynamic.how
     with pytest.raises(UnsupportedExportError, match=re.escape(dynamic.how)):
-        export_model(ModelConfig("t0", "base", RES, 5), "onnx", frames_per_step=CLIP_FRAMES,
+        export_model(ModelConfig("t0", "base", RES, 5), "onnx", frames_per_call=CLIP_FRAMES,
                      options=ExportOptions(dynamic_frames=True))
 
 

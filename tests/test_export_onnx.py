@@ -46,7 +46,7 @@ def dynamic_onnx():
 
 @pytest.fixture(scope="module")
 def base_onnx():
-    return export_model(BASE_2PLUS1D, "onnx", frames_per_step=CLIP_FRAMES,
+    return export_model(BASE_2PLUS1D, "onnx", frames_per_call=CLIP_FRAMES,
                         options=ExportOptions(simplify=True))
 
 
@@ -62,7 +62,7 @@ def graph_io(path) -> tuple[list[str], list[str]]:
 
 def test_static_export_follows_the_contract_and_is_cached(static_onnx):
     m = static_onnx.manifest
-    assert (m.format, m.frames_per_step, m.causal) == ("onnx", 1, True)
+    assert (m.format, m.frames_per_call, m.causal) == ("onnx", 1, True)
     assert graph_io(static_onnx.path) == (m.input_names, m.output_names)
     assert not set(m.input_names) & set(m.output_names)
     details = static_onnx.details
@@ -75,7 +75,7 @@ def test_static_export_follows_the_contract_and_is_cached(static_onnx):
 
 def test_dynamic_frames_is_a_new_key_with_a_symbolic_t(static_onnx, dynamic_onnx):
     assert dynamic_onnx.key != static_onnx.key and not dynamic_onnx.cached
-    assert dynamic_onnx.manifest.frames_per_step is None
+    assert dynamic_onnx.manifest.frames_per_call is None
     graph = onnx.load(str(dynamic_onnx.path)).graph
     assert graph.input[0].type.tensor_type.shape.dim[1].dim_param == FRAMES_DIM
     # Output state shapes are pinned static, equal to the inputs' (tf2onnx leaves them unknown).
@@ -272,7 +272,7 @@ def test_base_2plus1d_clip_model_matches_tf(base_onnx, clip):
     from runtimes.tensorflow import TensorFlowSession
 
     m = base_onnx.manifest
-    assert (m.causal, m.frames_per_step, m.states) == (False, CLIP_FRAMES, [])
+    assert (m.causal, m.frames_per_call, m.states) == (False, CLIP_FRAMES, [])
     assert graph_io(base_onnx.path) == (["image"], ["logits"])
     effect = base_onnx.details["simplify"]
     assert effect["nodes_after"] <= effect["nodes_before"] and effect["bytes_after"] > 0

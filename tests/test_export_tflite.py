@@ -37,7 +37,7 @@ def int8_artifact():
 
 @pytest.fixture(scope="session")
 def base_artifact():
-    return export_model(T0_BASE, "tflite-fp32", frames_per_step=BASE_CLIP_FRAMES)
+    return export_model(T0_BASE, "tflite-fp32", frames_per_call=BASE_CLIP_FRAMES)
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +128,7 @@ def test_manifest_read_from_the_signature(which, request, tmp_path, clip):
     inferred = load_manifest(bare)  # no manifest beside it: read off the signature
     reference = artifact.manifest
     assert inferred.states == reference.states
-    assert (inferred.resolution, inferred.num_classes, inferred.frames_per_step) == (64, 5, 1)
+    assert (inferred.resolution, inferred.num_classes, inferred.frames_per_call) == (64, 5, 1)
     assert inferred.format == reference.format and "signature" in inferred.source
     with_manifest, _ = stream(open_session(artifact.path), chunks(clip[:4], 1))
     without, _ = stream(open_session(bare), chunks(clip[:4], 1))
@@ -138,7 +138,7 @@ def test_manifest_read_from_the_signature(which, request, tmp_path, clip):
 def test_base_clip_model_predicts_like_tensorflow(base_artifact, clip):
     from runtimes.tensorflow import TensorFlowSession
 
-    assert base_artifact.manifest.states == [] and base_artifact.manifest.frames_per_step == 4
+    assert base_artifact.manifest.states == [] and base_artifact.manifest.frames_per_call == 4
     window = clip[None, :BASE_CLIP_FRAMES]
     reference = TensorFlowSession.from_config(T0_BASE).predict(window)
     session = open_session(base_artifact.path)
@@ -148,7 +148,7 @@ def test_base_clip_model_predicts_like_tensorflow(base_artifact, clip):
     with pytest.raises(StateError, match="exactly 4 frame"):
         session.predict(clip[None, :8])
     inferred = manifest_from_tflite(base_artifact.path)
-    assert inferred.states == [] and inferred.variant == "base" and inferred.frames_per_step == 4
+    assert inferred.states == [] and inferred.variant == "base" and inferred.frames_per_call == 4
 
 
 @pytest.mark.parametrize("content", [b"not a flatbuffer at all", None])

@@ -39,7 +39,7 @@ def load_and_step(path) -> None:
     """What a cell does with an artifact: open it, then one step from fresh states."""
     with open_session(path) as session:
         m = session.manifest
-        frames = np.zeros((1, m.frames_per_step or 1, m.resolution, m.resolution, 3), np.float32)
+        frames = np.zeros((1, m.frames_per_call or 1, m.resolution, m.resolution, 3), np.float32)
         if m.causal:
             session.step(frames, session.init_states())
         else:
@@ -163,7 +163,7 @@ def tampered(draw, manifest: dict):
                 ["onnx", "tflite-fp32", "tflite-int8", "trt-fp16", "tensorflow", "ONNX"]),
                 st.text(max_size=8)))
         elif kind == "numbers":
-            data[draw(st.sampled_from(["resolution", "num_classes", "frames_per_step", "version"]))] = \
+            data[draw(st.sampled_from(["resolution", "num_classes", "frames_per_call", "version"]))] = \
                 draw(st.one_of(st.integers(-5, 2**40), json_values))
         edits.append(kind)
     text = json.dumps(data)

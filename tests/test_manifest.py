@@ -45,6 +45,13 @@ def test_manifest_round_trips_through_json(t0_stream_session, tmp_path):
         assert not initial.any()
 
 
+def test_manifest_written_with_the_old_field_name_still_loads(t0_stream_session):
+    """Manifests from before `frames_per_call` took the results' name said `frames_per_step`."""
+    data = t0_stream_session.manifest.with_format("onnx", "fp32", 4, {}).to_dict()
+    data["frames_per_step"] = data.pop("frames_per_call")
+    assert StateManifest.from_dict(data).frames_per_call == 4
+
+
 def test_broken_manifest_files_are_clear_errors(tmp_path):
     with pytest.raises(ArtifactError, match="not found"):
         StateManifest.load(tmp_path / "missing.json")

@@ -30,12 +30,12 @@ def base():
     return TensorFlowSession.from_config(ModelConfig("t0", "base", RES, 4, conv_type="2plus1d"))
 
 
-def fixed(session, frames_per_step):
+def fixed(session, frames_per_call):
     """The same model behind a manifest that, like a TFLite/TensorRT artifact, takes exactly
-    `frames_per_step` frames per call (Session.check_frames enforces it)."""
+    `frames_per_call` frames per call (Session.check_frames enforces it)."""
     from runtimes.tensorflow import TensorFlowSession
 
-    manifest = session.manifest.with_format("tensorflow", "fp32", frames_per_step, {})
+    manifest = session.manifest.with_format("tensorflow", "fp32", frames_per_call, {})
     return TensorFlowSession(session.model, manifest)
 
 

@@ -38,7 +38,7 @@ STATES = [StateSpec("block0_layer0_pool_buffer", (1, 1, 1, 1, 16), "float32"),
 
 
 def manifest(frames: int | None = 1, states=STATES) -> StateManifest:
-    return StateManifest("t0", "stream", 64, 5, list(states), frames_per_step=frames, format="onnx")
+    return StateManifest("t0", "stream", 64, 5, list(states), frames_per_call=frames, format="onnx")
 
 
 # -- the plan, everywhere ------------------------------------------------------------------------
@@ -126,11 +126,11 @@ def test_calibration_drops_a_partial_step_and_refuses_dynamic_t():
     source = export_model(T0_STREAM, "onnx")
     clip = synthetic_clips(1, 5, 64)[0]
     # A clip model (no states) of 2 frames: windows 0-1 and 2-3; frame 4 cannot fill a step.
-    clip_model = StateManifest("t0", "base", 64, 5, [], frames_per_step=2, format="onnx")
+    clip_model = StateManifest("t0", "base", 64, 5, [], frames_per_call=2, format="onnx")
     windows = [f["image"] for f in streamed_feeds(source.path, clip_model, [clip])]
     assert [w.shape[1] for w in windows] == [2, 2]
     np.testing.assert_array_equal(windows[1][0], clip[2:4])
-    with pytest.raises(UnsupportedExportError, match="static frames_per_step"):
+    with pytest.raises(UnsupportedExportError, match="static frames_per_call"):
         next(streamed_feeds(source.path, manifest(frames=None), [clip]))
 
 

@@ -93,7 +93,7 @@ def export_cmd(
             warnings.simplefilter("ignore", CacheIntegrityWarning)
             try:
                 artifact = export_model(config, spec.name, checkpoint=checkpoint,
-                                        frames_per_step=clip_frames, options=options, cache=cache)
+                                        frames_per_call=clip_frames, options=options, cache=cache)
             except MovibenchError as exc:
                 rows.append({"format": spec.name, "ok": False, "error": str(exc)})
                 continue
@@ -113,7 +113,7 @@ def export_cmd(
                      "seconds": round(artifact.elapsed_seconds, 3),
                      "build_seconds": round(artifact.build_seconds, 3),
                      "size_mb": round(artifact.size_bytes / 2**20, 3),
-                     "frames_per_step": artifact.manifest.frames_per_step,
+                     "frames_per_call": artifact.manifest.frames_per_call,
                      "optimizations": artifact.manifest.optimizations,
                      "path": str(path), "key": artifact.key, "cache_rebuilt": rebuilt,
                      "details": artifact.details})
@@ -134,6 +134,6 @@ def export_cmd(
             if r["cache_rebuilt"]:
                 how = f"re{how} (cached copy damaged)"
             table.add_row(r["format"], how, f"{r['size_mb']:.2f}",
-                          str(r["frames_per_step"] or "any"), r["path"])
+                          str(r["frames_per_call"] or "any"), r["path"])
         stdout.print(table)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -257,7 +257,7 @@ def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int |
     config = choice.config()
     with console.status(f"exporting {config.model_id}/{config.variant} to onnx"):
         return export_model(config, "onnx", checkpoint=choice.checkpoint,
-                            frames_per_step=clip_frames).path
+                            frames_per_call=clip_frames).path
 
 
 @app.command("onnxruntime")
@@ -322,7 +322,7 @@ def onnxruntime_cmd(
              for t in thread_counts}
     path = onnx_artifact(artifact, choice, clip_frames)
     manifest = load_manifest(path)
-    per_call = manifest.frames_per_step or frames_per_call(manifest.causal, clip_frames=clip_frames)
+    per_call = manifest.frames_per_call or frames_per_call(manifest.causal, clip_frames=clip_frames)
 
     rows: list[TuneRow] = []
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

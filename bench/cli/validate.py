@@ -130,8 +130,8 @@ def validate_cross_runtime_cmd(
     clips = load_clips(videos, synthetic, frames, config.resolution, seed)
     options = ExportOptions(seed=seed)
 
-    def export(fmt, frames_per_step):
-        return export_model(config, fmt, checkpoint=checkpoint, frames_per_step=frames_per_step,
+    def export(fmt, frames_per_call):
+        return export_model(config, fmt, checkpoint=checkpoint, frames_per_call=frames_per_call,
                             options=options)
 
     with console.status("building the TensorFlow reference") as status:
@@ -268,7 +268,7 @@ def validate_tensorrt_cmd(
         config = choice.config()
         with console.status(f"exporting {config.model_id}/{config.variant} to ONNX"):
             onnx_file = export_model(config, "onnx", checkpoint=choice.checkpoint,
-                                     frames_per_step=clip_frames,
+                                     frames_per_call=clip_frames,
                                      options=ExportOptions(opset=opset, simplify=simplify, seed=seed)).path
     elif not onnx_file.is_file():
         raise MovibenchError(f"ONNX file not found: {onnx_file}")

@@ -83,8 +83,8 @@ def stream_logits(session: Session, clip: np.ndarray, frames_per_call: int | Non
     artifact takes exactly its T.
     """
     m = session.manifest
-    size = frames_per_call or m.frames_per_step or 1
-    if not m.causal and (m.frames_per_step or frames_per_call) is None:
+    size = frames_per_call or m.frames_per_call or 1
+    if not m.causal and (m.frames_per_call or frames_per_call) is None:
         raise ValueError("a clip model needs its clip length L as frames_per_call")
     whole = [c for c in chunks(clip, size) if c.shape[1] == size]
     if not whole:
@@ -111,14 +111,14 @@ def validate_cross_runtime(reference: Session, formats: list[str], clips: list[n
         reference: the TF session of the model the artifacts were exported from.
         formats: format names (converters.formats).
         clips: clips [T, H, W, 3] float32, all of one length T.
-        export: `export(fmt, frames_per_step) -> Artifact` (cached exporter).
+        export: `export(fmt, frames_per_call) -> Artifact` (cached exporter).
         open_artifact: `open_artifact(path) -> Session` (runtimes.loader.open_session).
         full_clip_formats: formats that also get a T-frame artifact, to check stream vs full
             clip inside the format itself.
         on_format: called with each format name before it runs (progress).
         frames_per_call: frames per call: T > 1 streams a causal model in chunks of T; a
             clip (base) model needs its clip length L here and is compared window by window
-            (artifacts exported with frames_per_step = L; no stream-vs-full-clip row).
+            (artifacts exported with frames_per_call = L; no stream-vs-full-clip row).
 
     Every call's logits are compared (not only the last), under the tolerance of the
     artifact's precision. A format that fails to export or run becomes a failed row.

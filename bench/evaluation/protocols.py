@@ -11,7 +11,7 @@
   resized to the model resolution on their short side; probabilities averaged over all views.
 
 Protocols only call the `runtimes.base.Session` interface, so every runtime plugs in. A session
-with a fixed `frames_per_step` (a TFLite stream artifact: 1; a base clip artifact: L) is fed in
+with a fixed `frames_per_call` (a TFLite stream artifact: 1; a base clip artifact: L) is fed in
 steps of that size; where that cannot work, `ProtocolUnsupportedError` says why.
 """
 
@@ -199,7 +199,7 @@ def check_supported(protocol: Protocol, session: Session) -> None:
     """Raise ProtocolUnsupportedError when `protocol` can never run on `session`, whatever
     the video (frame-count-dependent limits are raised per video by `run_protocol`)."""
     m = session.manifest
-    fixed = m.frames_per_step
+    fixed = m.frames_per_call
     what = f"{m.model_id}/{m.variant} {m.format} artifact"
     if protocol.kind == STREAM:
         if not m.causal:
@@ -226,7 +226,7 @@ def _run_clip(session: Session, clip: np.ndarray) -> tuple[np.ndarray, int]:
     """Logits of one view [T, H, W, 3] from fresh states; returns (logits, model calls)."""
     m = session.manifest
     total = clip.shape[0]
-    fixed = m.frames_per_step
+    fixed = m.frames_per_call
     batch = np.ascontiguousarray(clip[None], dtype=np.float32)
     if fixed is None or fixed == total:
         return np.asarray(session.predict(batch)).reshape(-1), 1
@@ -259,7 +259,7 @@ def _chunked(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
 def run_stream(protocol: Protocol, session: Session, frames: Iterable[np.ndarray]) -> ProtocolOutput:
     """`stream`: consume frames [H, W, 3] lazily in chunks, carrying states."""
     check_supported(protocol, session)
-    fixed = session.manifest.frames_per_step
+    fixed = session.manifest.frames_per_call
     # A fixed-step artifact takes its own step size; C is then a multiple of it (checked).
     step = fixed if fixed is not None else protocol.chunk
     states = session.init_states()

@@ -75,7 +75,7 @@ def run_export(job: dict) -> dict:
         options = export_options(job["format"], job.get("calibration_videos") or [],
                                  job.get("calibration_frames") or 16)
         artifact = export_model(config, job["format"], checkpoint=job.get("checkpoint") or None,
-                                frames_per_step=job.get("frames_per_call"), options=options)
+                                frames_per_call=job.get("frames_per_call"), options=options)
     return {"artifact": str(artifact.path), "cached": artifact.cached,
             "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
             "artifact_mb": artifact.size_bytes / 2**20,
@@ -110,7 +110,7 @@ def run_cell(job: dict) -> dict:
         out = {"load_s": time.perf_counter() - start,
                # The artifact's fixed frames per call (empty for TF, which takes any T); a
                # latency cell overwrites it with the frames its calls took.
-               "frames_per_call": session.manifest.frames_per_step,
+               "frames_per_call": session.manifest.frames_per_call,
                "precision": session.manifest.precision,
                "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
         inject_fault(label, "loaded")

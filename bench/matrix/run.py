@@ -202,7 +202,7 @@ def _is_cached(cell: Cell, config, checkpoint: str, frames: int | None,
 
     options = export_options(cell.format, data.calibration_videos if data else (),
                              calibration_frames(data))
-    return is_cached(config, cell.format, checkpoint=checkpoint or None, frames_per_step=frames,
+    return is_cached(config, cell.format, checkpoint=checkpoint or None, frames_per_call=frames,
                      options=options)
 
 

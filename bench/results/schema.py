@@ -75,7 +75,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("step_p99_ms", "float64", "ms", "99th percentile engine-call latency"),
     Column("step_mean_ms", "float64", "ms", "mean engine-call latency"),
     Column("step_std_ms", "float64", "ms", "standard deviation of engine-call latency"),
-    Column("frame_p50_ms", "float64", "ms", "median latency per frame (step / frames per step)"),
+    Column("frame_p50_ms", "float64", "ms", "median latency per frame (step / frames per call)"),
     Column("fps", "float64", "frames/s", "frames per second at the median step latency"),
     Column("harness_step_ms", "float64", "ms", "median time of a harness call (input checks + engine call)"),
     Column("bare_step_ms", "float64", "ms", "median time of a bare engine call (interleaved with the harness calls)"),

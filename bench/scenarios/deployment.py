@@ -57,7 +57,7 @@ def open_deployment(config: ModelConfig, fmt: str, *, checkpoint: str | Path | N
         from converters.export import export_model
 
         artifact = export_model(config, spec.name, checkpoint=checkpoint or None,
-                                frames_per_step=frames, options=export_options).path
+                                frames_per_call=frames, options=export_options).path
     from runtimes.loader import open_session
 
     return open_session(artifact, threads=threads)

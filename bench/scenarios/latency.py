@@ -100,7 +100,7 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
 def call_input(session: Session, job: dict) -> np.ndarray:
     """The input every timed call of the cell takes: the artifact's fixed frames per call, else
     `job['frames_per_call']`."""
-    frames = session.manifest.frames_per_step or job.get("frames_per_call") or 1
+    frames = session.manifest.frames_per_call or job.get("frames_per_call") or 1
     return step_input(session, frames, job.get("first_video"))
 
 

@@ -33,7 +33,7 @@ def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
             raise MovibenchError(f"{m.model_id}/{m.variant} is not causal: it cannot stream")
 
         def run_clip():
-            stream(session, chunks(clip, m.frames_per_step or 1))
+            stream(session, chunks(clip, m.frames_per_call or 1))
     run_clip()
     trackers.mark(WARM)
     start = time.perf_counter()

@@ -29,7 +29,7 @@ FORMATS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"
 
 def _bench_step(benchmark, session):
     frames = np.random.default_rng(0).random(
-        (1, session.manifest.frames_per_step or 1, RESOLUTION, RESOLUTION, 3), dtype=np.float32)
+        (1, session.manifest.frames_per_call or 1, RESOLUTION, RESOLUTION, 3), dtype=np.float32)
     states = {"value": session.init_states()}
 
     def step():
