@@ -238,6 +238,19 @@ class NoJobs:
         pass
 
 
+def tiny_run(max_videos: int, classes: int, seed: int) -> str:
+    """The [timing] and [data] tables of a run small enough for a test: 32² synthetic videos."""
+    return f"""[timing]
+warmup = 1
+iterations = 5
+
+[data]
+split = "val"
+max_videos = {max_videos}
+synth = {{ classes = {classes}, videos_per_class = 2, frames = 16, size = 32, seed = {seed}, val_fraction = 0.5 }}
+"""
+
+
 def test_files_run_beside_movibench_and_a_mismatched_one_fails_alone(t0_stream_onnx,
                                                                       t0_stream_tflite, tmp_path):
     from bench.report.build import section_failures, section_overhead
@@ -259,14 +272,7 @@ formats = ["tflite-fp32"]
 threads = [1]
 protocols = ["stream"]
 
-[timing]
-warmup = 1
-iterations = 5
-
-[data]
-split = "val"
-max_videos = 2
-synth = {{ classes = 5, videos_per_class = 2, frames = 16, size = 32, seed = 3, val_fraction = 0.5 }}
+{tiny_run(max_videos=2, classes=5, seed=3)}
 
 [[artifacts]]
 name = "lite"
@@ -408,7 +414,7 @@ def test_model_gardens_recipe_runs_beside_movibench_tflite(tmp_path):
     movibench's tflite-fp32 of the same weights: rows, latency, agreement; a second run takes
     the recipe's file from the cache."""
     path = tmp_path / "recipe.toml"
-    path.write_text("""
+    path.write_text(f"""
 name = "recipe"
 
 [[models]]
@@ -422,14 +428,7 @@ formats = ["tensorflow", "tflite-fp32"]
 threads = [1]
 protocols = ["stream"]
 
-[timing]
-warmup = 1
-iterations = 5
-
-[data]
-split = "val"
-max_videos = 4
-synth = { classes = 4, videos_per_class = 2, frames = 16, size = 32, seed = 5, val_fraction = 0.5 }
+{tiny_run(max_videos=4, classes=4, seed=5)}
 
 [[artifacts]]
 name = "mg"
