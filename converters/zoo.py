@@ -212,7 +212,8 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
 DEMO_WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
 # t0 at 64x64 for tests and the default matrix; a0 at 172x172, the size users ship, for the a0
 # matrix (each directory's TRAINING.md says how it was trained).
-DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth", "a0-stream-synth", "a0-mobile-synth")
+DEMO_CHECKPOINTS = ("t0-stream-synth", "t0-base-synth", "a0-stream-synth", "a0-mobile-synth",
+                    "a0-base-synth")
 
 
 def demo_checkpoint(name: str) -> Path:

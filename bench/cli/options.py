@@ -56,7 +56,7 @@ MODEL_OPTIONS: dict[str, object] = {
         help="tf.train.Checkpoint directory or prefix (official Kinetics-600 or a project checkpoint).")],
     "demo": Annotated[Optional[str], typer.Option(
         help="A shipped demo checkpoint instead of --checkpoint: t0-stream-synth, t0-base-synth, "
-             "a0-stream-synth, a0-mobile-synth (converters/demo_weights).")],
+             "a0-stream-synth, a0-mobile-synth, a0-base-synth (converters/demo_weights).")],
     "conv_type": Annotated[Optional[str], typer.Option(
         "--conv-type", help="3d, 2plus1d or 3d_2plus1d (default: the variant's; a project "
                             "checkpoint records its own). 3d_2plus1d checkpoints export rebuilt "
