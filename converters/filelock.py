@@ -85,8 +85,11 @@ class FileLock:
         if self._fd is None:
             raise RuntimeError(f"write to {self.path} without holding its lock")
         data = text.encode()
-        os.ftruncate(self._fd, 0)
+        # New text first, then cut what is left of the old one: a holder killed in between
+        # leaves the whole new text followed by a stale tail (which readers of a first JSON
+        # value ignore), never the empty file that truncating first would leave.
         os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
         os.fsync(self._fd)
 
     def __enter__(self) -> FileLock:

@@ -151,6 +151,24 @@ def test_a_worker_pid_reused_by_another_process_is_left_alone(tmp_path):
         bystander.wait()
 
 
+def test_a_holder_killed_while_rewriting_its_description_is_still_known(tmp_path):
+    """A run killed between writing its new description and cutting the old one's tail
+    leaves both in the file; the next run reads the new one and takes over with a note."""
+    out = tmp_path / "run"
+    out.mkdir()
+    old = {"pid": 1, "host": socket.gethostname(), "started": "then", "command": "",
+           "workers": [[1, 0.0], [2, 0.0]]}
+    new = {**old, "started": "now", "workers": []}
+    old_text, new_text = json.dumps(old) + "\n", json.dumps(new) + "\n"
+    assert len(new_text) < len(old_text)
+    (out / LOCK_NAME).write_text(new_text + old_text[len(new_text):])
+    lock = RunLock(out)
+    assert lock.holder().started == "now"
+    note = lock.acquire()
+    assert "took over" in note and "started now" in note
+    lock.release()
+
+
 def test_an_out_that_is_a_file_is_a_usage_error(tmp_path):
     out = tmp_path / "afile"
     out.write_text("x")

@@ -62,7 +62,9 @@ class Holder:
     @classmethod
     def parse(cls, text: str) -> Holder | None:
         try:
-            data = json.loads(text)
+            # The first JSON value: a holder killed while rewriting the file leaves its new
+            # description followed by the tail of the old one (FileLock.write).
+            data, _ = json.JSONDecoder().raw_decode(text)
             return cls(int(data["pid"]), str(data["host"]), str(data["started"]),
                        str(data.get("command", "")), [list(w) for w in data.get("workers", [])])
         except (ValueError, KeyError, TypeError):
