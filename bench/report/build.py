@@ -154,14 +154,22 @@ def pareto_front(points: pd.DataFrame, cost: str, value: str) -> pd.Series:
     return on_front
 
 
+def paired_with(cells: pd.DataFrame, is_base, key: list[str], columns: list[str],
+                suffix: str) -> pd.DataFrame:
+    """Each successful accuracy cell (with its deployment's latency) that `is_base` (a row mask
+    of those cells) rejects, next to every accepted cell with the same `key`: the accepted
+    cell's `columns` with `suffix`."""
+    ok = with_latency(cells)
+    base = is_base(ok)
+    return ok[~base].merge(ok[base][key + columns], on=key, suffixes=("", suffix))
+
+
 def reference_pairs(cells: pd.DataFrame) -> pd.DataFrame:
     """Each non-TF accuracy cell (with its deployment's latency) next to the TF cell of the same
     model, weights, input, threads and protocol (suffix _ref)."""
-    ok = with_latency(cells)
-    key = ["model", "variant", "checkpoint", "resolution", "threads", "protocol"]
-    refs = ok[ok["format"] == TENSORFLOW]
-    others = ok[ok["format"] != TENSORFLOW]
-    return others.merge(refs[key + ["frame_p50_ms", "video_ms"]], on=key, suffixes=("", "_ref"))
+    return paired_with(cells, lambda ok: ok["format"] == TENSORFLOW,
+                       ["model", "variant", "checkpoint", "resolution", "threads", "protocol"],
+                       ["frame_p50_ms", "video_ms"], "_ref")
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -504,12 +512,10 @@ def fp32_pairs(cells: pd.DataFrame) -> pd.DataFrame:
     """Each reduced-precision accuracy cell (with its deployment's latency) next to the fp32
     cell of the same runtime, model, weights, input, threads and protocol (suffix _fp32): one
     row per fp32 cell there is, movibench's and any [[artifacts]] one (Model Garden's recipe)."""
-    ok = with_latency(cells)
-    key = ["runtime", "model", "variant", "checkpoint", "resolution", "threads", "protocol"]
-    fp32 = ok[ok["precision"] == "fp32"]
-    reduced = ok[ok["precision"] != "fp32"]
-    return reduced.merge(fp32[key + ["cell_id", "format", "artifact_source", "top1",
-                                     "frame_p50_ms"]], on=key, suffixes=("", "_fp32"))
+    return paired_with(cells, lambda ok: ok["precision"] == "fp32",
+                       ["runtime", "model", "variant", "checkpoint", "resolution", "threads",
+                        "protocol"],
+                       ["cell_id", "format", "artifact_source", "top1", "frame_p50_ms"], "_fp32")
 
 
 def prediction_agreement(predictions: pd.DataFrame, cell: str, other: str) -> tuple[float, int]:
