@@ -111,6 +111,31 @@ protocol = "full-clip"
     assert replace(moved, source="file:other").cell_id != moved.cell_id
 
 
+def test_matrix_plan_names_each_cells_source(tmp_path, monkeypatch, capsys):
+    from bench.cli.app import main
+
+    _config(tmp_path, """
+[axes]
+formats = ["tflite-fp32"]
+threads = [1]
+protocols = ["stream"]
+
+[[artifacts]]
+name = "mg"
+model = "t0"
+recipe = "model-garden-tflite"
+""")
+    monkeypatch.setattr("sys.argv", ["movibench", "matrix", "plan", str(tmp_path / "byo.toml"),
+                                      "--json"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert sorted((p["kind"], p["artifact_source"]) for p in plans) == [
+        ("accuracy", "model-garden-tflite:mg"), ("accuracy", "movibench"),
+        ("latency", "model-garden-tflite:mg"), ("latency", "movibench")]
+
+
 @pytest.mark.parametrize("table, message", [
     ('name = "x"\nmodel = "t0"\nrecipe = "model-garden-tflite"\ncolour = 1',
      r"unknown \[\[artifacts\]\] #1 key\(s\) \['colour'\]"),

@@ -86,3 +86,15 @@ def test_the_choice_reaches_the_verb(monkeypatch, capsys):
                             "--variant", "BASE", "--resolution", "64")
     assert code == 2
     assert err.strip() == "error: variant 'base' is not causal: equivalence needs stream or mobile"
+
+
+@pytest.mark.parametrize("option", [["--variant", "mobile"], ["--resolution", "96"],
+                                    ["--model", "t0"]], ids=lambda o: o[0])
+def test_eval_refuses_model_options_beside_an_artifact_that_carries_its_own(
+        option, monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "eval", "--data", str(tmp_path),
+                              "--artifact", str(tmp_path / "model.tflite"), *option)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "error: --artifact carries its own model: drop "
+        "--model/--variant/--resolution/--checkpoint/--demo"]

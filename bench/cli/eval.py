@@ -121,8 +121,10 @@ def eval_cmd(
         raise MovibenchError(f"--executor must be local or ray, got {executor!r}")
     if executor == "local" and (shards is not None or address is not None):
         raise MovibenchError("--shards and --address need --executor ray")
-    if artifact is not None and (choice.checkpoint is not None or choice.model is not None):
-        raise MovibenchError("--artifact carries its own model: drop --model/--checkpoint/--demo")
+    if artifact is not None and any(v is not None for v in (
+            choice.checkpoint, choice.model, choice.variant, choice.resolution)):
+        raise MovibenchError("--artifact carries its own model: drop "
+                             "--model/--variant/--resolution/--checkpoint/--demo")
     dataset = load_dataset(data, split)
     samples = dataset.samples[:limit] if limit else dataset.samples
     if executor == "ray":

@@ -82,6 +82,11 @@ def export_cmd(
         calibration = calibration_from_videos(paths, calib_frames)
     else:
         calibration = CalibrationData(clips=calib_clips, frames=calib_frames, seed=seed)
+        if checkpoint is not None and any(spec.precision == "int8" for spec in specs):
+            # Activation ranges fitted to noise clip a trained model's real activations.
+            console.print("warning: int8 calibrates on generated clips; for trained weights pass "
+                          "--calib-videos DIR (videos like the ones it will see)",
+                          highlight=False, soft_wrap=True, markup=False)
     options = ExportOptions(opset=opset, simplify=simplify, dynamic_frames=dynamic_frames,
                             int8_float_io=int8_float_io, calibration=calibration, seed=seed)
     cache = ArtifactCache(on_wait=lambda message: console.print(message, highlight=False))

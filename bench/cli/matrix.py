@@ -56,25 +56,28 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
              as_json: JsonOpt = False) -> None:
     """Print the expanded cells, the artifact each needs, and which are already done."""
     from bench.matrix.run import plan_cells, planned_data
+    from bench.scenarios import OWN_SOURCE
     from bench.results.store import ResultsStore
 
     cfg, cells = _cells(config, only)
     done = ResultsStore(out).done_cells() if out else set()
     plans = plan_cells(cells, planned_data(cfg), done)
     if as_json:
-        print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id, "status": p.status,
+        print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id,
+                           "artifact_source": p.cell.source or OWN_SOURCE, "status": p.status,
                            "frames_per_call": p.frames_per_call, "artifact": p.artifact,
                            "error": p.error} for p in plans], indent=2))
         return
     todo = sum(p.status == "todo" for p in plans)
     table = Table(title=f"{cfg.name}: {len(plans)} cells ({todo} to run)", box=None)
-    for col in ("cell", "model", "format", "thr", "scenario", "protocol / sweep", "T", "artifact",
-                "status"):
+    for col in ("cell", "model", "format", "source", "thr", "scenario", "protocol / sweep", "T",
+                "artifact", "status"):
         table.add_column(col, no_wrap=col != "protocol / sweep")
     for p in plans:
         c = p.cell
         what = {"latency": "-", "memory": f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
-        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, str(c.threads), c.kind, what,
+        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, c.source or OWN_SOURCE,
+                      str(c.threads), c.kind, what,
                       "-" if p.frames_per_call is None else str(p.frames_per_call),
                       p.artifact or "-", "[red]cannot run" if p.error else p.status)
     stdout.print(table)
@@ -131,6 +134,8 @@ def run_cmd(
 
     def on_export(job, outcome) -> None:
         what = f"export {job['config']['model_id']}/{job['config']['variant']} {job['format']}"
+        if job.get("source"):  # an [[artifacts]] file or recipe, not movibench's own export
+            what += f" [{job['source']}]"
         if job.get("frames_per_call"):
             what += f" (T={job['frames_per_call']})"
         if not outcome.ok:
