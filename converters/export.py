@@ -18,7 +18,7 @@ from converters.cache import (
     EXPORTER_VERSION, ArtifactCache, CacheEntry, cache_key, library_versions, weights_identity,
 )
 from converters.errors import UnsupportedExportError
-from converters.formats import OPTIMIZED_SUFFIX, FormatSpec, get_export_format
+from converters.formats import FormatSpec, get_export_format
 from converters.manifest import StateManifest, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig
 from converters.zoo import ModelConfig
@@ -164,7 +164,7 @@ def applied_optimizations(config: ModelConfig, spec: FormatSpec) -> tuple[str, .
         raise UnsupportedExportError(
             f"{spec.name}: no graph optimization applies to a {config.variant} model with "
             f"{config.activation} activations ({describe()}); export "
-            f"{spec.name.removesuffix(OPTIMIZED_SUFFIX)}")
+            f"{spec.plain}")
     return names
 
 

@@ -72,7 +72,7 @@ def check_format_fits(path: str | Path, fmt: str) -> None:
                             f"formats of the {'/'.join(families)} family do")
     if spec.optimized:
         raise ArtifactError(f"format {spec.name!r} names movibench's optimized build; a foreign "
-                            f"file is {spec.name.removesuffix('+opt')} or another plain format")
+                            f"file is {spec.plain} or another plain format")
 
 
 @dataclass(frozen=True)

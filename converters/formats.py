@@ -20,8 +20,16 @@ class FormatSpec:
     precision: str  # 'fp32' | 'fp16' | 'dynamic' | 'int8'
     runtime: str  # 'tensorflow' | 'onnxruntime' | 'litert' | 'tensorrt' | 'openvino' (runtimes.registry)
     extension: str  # with the dot: '.onnx'; '' for the TF reference, which has no file
-    # Built with the exact graph optimizations of converters.optimize ('+opt' formats).
+    # Built with exact graph optimizations (converters.optimize): every one that fits the model
+    # ('+opt' formats), or only the one a format per optimization names (its before/after runs
+    # beside the plain format and '+opt' in one matrix).
     optimized: bool = False
+    only: tuple[str, ...] = ()
+
+    @property
+    def plain(self) -> str:
+        """The format built without graph optimizations ('tflite-int8' for 'tflite-int8+opt')."""
+        return self.name.split("+", 1)[0]
 
     @property
     def exported(self) -> bool:
@@ -35,6 +43,9 @@ class FormatSpec:
 
 TENSORFLOW = "tensorflow"
 OPTIMIZED_SUFFIX = "+opt"
+# The graph optimizations by name (what each does: converters.optimize).
+INT8_HARD_SWISH = "int8-hard-swish"
+CAUSAL_POOL_STEP = "causal-pool-step"
 
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
@@ -54,6 +65,9 @@ FORMATS: dict[str, FormatSpec] = {
         # a format of its own, so a matrix runs it beside the plain one in every table.
         FormatSpec("tflite-int8" + OPTIMIZED_SUFFIX, "tflite", "int8", "litert", ".tflite",
                    optimized=True),
+        *(FormatSpec(f"tflite-int8+{name}", "tflite", "int8", "litert", ".tflite",
+                     optimized=True, only=(name,))
+          for name in (INT8_HARD_SWISH, CAUSAL_POOL_STEP)),
         FormatSpec("trt-fp32", "tensorrt", "fp32", "tensorrt", ".engine"),
         FormatSpec("trt-fp16", "tensorrt", "fp16", "tensorrt", ".engine"),
         FormatSpec("trt-int8", "tensorrt", "int8", "tensorrt", ".engine"),

@@ -2,8 +2,9 @@
 
 Each optimization is kept only where a measurement showed it speeds something up, and applies
 to the (model, format) pairs where it does. An optimized format ('tflite-int8+opt',
-converters.formats) is the plain one with every optimization that fits the model; the names of
-those applied go into the artifact's cache key and its manifest
+converters.formats) is the plain one with every optimization that fits the model; a format
+named after one optimization ('tflite-int8+causal-pool-step') applies that one alone. The
+names of those applied go into the artifact's cache key and its manifest
 (`StateManifest.optimizations`). Nothing here imports TensorFlow until a model is built.
 
 - `int8-hard-swish` (TFLite full int8 of models with hard-swish): XNNPACK has no int8
@@ -14,6 +15,16 @@ those applied go into the artifact's cache key and its manifest
   function in a form the converter's hard-swish patterns do not match, it stays ADD (with a fused
   RELU6) and two MULs, which XNNPACK runs in int8: 31 partitions on the same graph. In fp32 the
   fused op is itself delegated, so the rewrite is not applied there.
+- `causal-pool-step` (TFLite full int8 of causal models): Model Garden's causal global average
+  pool (every squeeze-excitation of a stream model, and the head of every causal one) takes a
+  cumulative sum over the call's frames, a RANGE of divisors from its int32 frame count, a CAST
+  and a DIV. In full int8 the DIV (XNNPACK has no int8 DIV) and the int32 ops stay on LiteRT's
+  built-in kernels, in the middle of the graph. For one frame per call the cumulative sum is
+  the identity and the divisor a scalar: the rewrite adds the frame's spatial mean to the
+  buffer and multiplies by 1 / (count + 1), computed from the count input alone, so the int32
+  and reciprocal ops sit at the graph's inputs and the pool itself is MEAN, ADD and MUL, which
+  XNNPACK runs in int8. The states keep Model Garden's names, shapes, dtypes and values; calls
+  of more than one frame take Model Garden's own path.
 """
 
 from __future__ import annotations
@@ -23,10 +34,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-from converters.formats import FormatSpec
+from converters.formats import CAUSAL_POOL_STEP, INT8_HARD_SWISH, FormatSpec
 from converters.zoo import ModelConfig
 
-INT8_HARD_SWISH = "int8-hard-swish"
 
 
 @dataclass(frozen=True)
@@ -65,18 +75,63 @@ def _unfused_hard_swish() -> Iterator[None]:
         activations.hard_swish = original
 
 
+def causal_pool_step(layer, inputs, states=None, output_states=False):
+    """Model Garden's causal GlobalAveragePool3D.call for a one-frame call, without the
+    cumulative sum, RANGE or DIV: the same outputs and states (see the module docstring)."""
+    import tensorflow as tf
+
+    states = dict(states) if states is not None else {}
+    buffer = states.get(layer._state_name)
+    if buffer is None:
+        buffer = tf.zeros_like(inputs[:, :1, :1, :1], dtype=inputs.dtype)
+    count = tf.cast(states.get(layer._frame_count_name, tf.constant([0])), tf.int32) + 1
+    states[layer._frame_count_name] = count
+    total = tf.reduce_mean(inputs, axis=[2, 3], keepdims=True) + buffer
+    states[layer._state_name] = total
+    x = total * tf.math.reciprocal(tf.cast(count, inputs.dtype))
+    if not layer._keepdims:
+        x = tf.squeeze(x, axis=(1, 2, 3))
+    return (x, states) if output_states else x
+
+
+@contextmanager
+def _causal_pool_step() -> Iterator[None]:
+    from official.vision.modeling.layers import nn_layers
+
+    original = nn_layers.GlobalAveragePool3D.call
+
+    def call(self, inputs, states=None, output_states=False):
+        # Only a causal pool over a call of one (static) frame; anything else is Model Garden's.
+        if self._causal and inputs.shape[1] == 1:
+            return causal_pool_step(self, inputs, states, output_states)
+        return original(self, inputs, states=states, output_states=output_states)
+
+    nn_layers.GlobalAveragePool3D.call = call
+    try:
+        yield
+    finally:
+        nn_layers.GlobalAveragePool3D.call = original
+
+
+def _full_int8_tflite(spec: FormatSpec) -> bool:
+    return spec.family == "tflite" and spec.precision == "int8"
+
+
 OPTIMIZATIONS: tuple[Optimization, ...] = (
     Optimization(INT8_HARD_SWISH, "full-int8 TFLite of models with hard-swish",
-                 lambda config, spec: spec.family == "tflite" and spec.precision == "int8"
-                 and _uses_hard_swish(config),
+                 lambda config, spec: _full_int8_tflite(spec) and _uses_hard_swish(config),
                  _unfused_hard_swish),
+    Optimization(CAUSAL_POOL_STEP, "full-int8 TFLite of causal models, one frame per call",
+                 lambda config, spec: _full_int8_tflite(spec) and config.causal,
+                 _causal_pool_step),
 )
 
 
 def applicable(config: ModelConfig, spec: FormatSpec) -> tuple[str, ...]:
     """Names of the optimizations that change `config` exported to `spec` (empty: none)."""
     config = config.resolved()
-    return tuple(o.name for o in OPTIMIZATIONS if o.applies(config, spec))
+    return tuple(o.name for o in OPTIMIZATIONS
+                 if o.applies(config, spec) and (not spec.only or o.name in spec.only))
 
 
 def describe() -> str:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from converters.errors import UnsupportedExportError
-from converters.export import ExportOptions, export_model
-from converters.optimize import INT8_HARD_SWISH, optimized_build
+from converters.export import ExportOptions, applied_optimizations, export_model
+from converters.formats import get_format
+from converters.optimize import CAUSAL_POOL_STEP, INT8_HARD_SWISH, optimized_build
 from converters.zoo import ModelConfig, config_for, demo_checkpoint
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
@@ -16,23 +17,51 @@ from runtimes.loader import open_session
 from conftest import T0_STREAM
 
 
-def test_unfused_hard_swish_is_exact_in_fp32(t0_stream_session):
+@pytest.mark.parametrize("name", [INT8_HARD_SWISH, CAUSAL_POOL_STEP])
+def test_each_optimization_is_exact_in_fp32_over_a_streamed_clip(name, t0_stream_session):
     from official.modeling import activations
+    from official.vision.modeling.layers import nn_layers
     from runtimes.tensorflow import TensorFlowSession
 
-    original = activations.hard_swish
-    with optimized_build((INT8_HARD_SWISH,)):
+    originals = activations.hard_swish, nn_layers.GlobalAveragePool3D.call
+    with optimized_build((name,)):
         optimized = TensorFlowSession.from_config(T0_STREAM)  # same seed: same weights
-    assert activations.hard_swish is original  # restored for every later build
-    clip = np.random.default_rng(0).random((4, 64, 64, 3), dtype=np.float32)
-    expected, _ = stream(t0_stream_session, chunks(clip, 1))
-    got, _ = stream(optimized, chunks(clip, 1))
+    # Restored for every later build.
+    assert (activations.hard_swish, nn_layers.GlobalAveragePool3D.call) == originals
+    clip = np.random.default_rng(0).random((6, 64, 64, 3), dtype=np.float32)
+    expected, expected_states = stream(t0_stream_session, chunks(clip, 1))
+    with optimized_build((name,)):  # the pool is patched where the model is called
+        got, got_states = stream(optimized, chunks(clip, 1))
     assert np.abs(got - expected).max() <= 1e-4
+    # The states keep Model Garden's names, dtypes and values: a stream can move between them.
+    assert got_states.keys() == expected_states.keys()
+    for key, value in expected_states.items():
+        assert got_states[key].dtype == value.dtype, key
+        np.testing.assert_allclose(got_states[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
 
 
 def test_an_optimized_format_that_fits_nothing_is_refused_before_any_build():
-    with pytest.raises(UnsupportedExportError, match="no graph optimization applies to a mobile"):
-        export_model(ModelConfig("t0", "mobile", 64, 5), "tflite-int8+opt")
+    with pytest.raises(UnsupportedExportError, match="no graph optimization applies to a base"):
+        export_model(ModelConfig("t0", "base", 64, 5), "tflite-int8+opt", frames_per_call=8)
+
+
+@pytest.mark.parametrize("variant, fmt, applied", [
+    ("stream", "tflite-int8+opt", (INT8_HARD_SWISH, CAUSAL_POOL_STEP)),
+    ("stream", "tflite-int8+int8-hard-swish", (INT8_HARD_SWISH,)),
+    ("stream", "tflite-int8+causal-pool-step", (CAUSAL_POOL_STEP,)),
+    ("mobile", "tflite-int8+opt", (CAUSAL_POOL_STEP,)),  # ReLU6: nothing to unfuse
+    ("stream", "tflite-int8", ()),
+])
+def test_each_optimization_has_a_format_of_its_own_beside_all_of_them(variant, fmt, applied):
+    config = ModelConfig("t0", variant, 64, 5)
+    assert applied_optimizations(config, get_format(fmt)) == applied
+    assert get_format(fmt).plain == "tflite-int8"
+
+
+def test_a_format_of_one_optimization_that_does_not_fit_is_refused():
+    with pytest.raises(UnsupportedExportError, match="export tflite-int8$"):
+        applied_optimizations(ModelConfig("t0", "mobile", 64, 5),
+                              get_format("tflite-int8+int8-hard-swish"))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +89,7 @@ def test_int8_hard_swish_stays_on_xnnpack_and_agrees_with_fp32(demo_int8_opt, tm
 
     path, artifact = demo_int8_opt
     assert artifact.manifest.format == "tflite-int8+opt"
-    assert artifact.manifest.optimizations == [INT8_HARD_SWISH]
+    assert artifact.manifest.optimizations == [INT8_HARD_SWISH, CAUSAL_POOL_STEP]
     assert "HARD_SWISH" not in artifact.details["op_histogram"]
     with open_session(artifact.path, threads=1) as session:
         facts = session.execution_facts(np.zeros(session.manifest.image_shape, np.float32))

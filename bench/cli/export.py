@@ -39,8 +39,10 @@ def copy_artifact(artifact: Path, manifest: Path, out: Path) -> Path:
 def export_cmd(
     formats: Annotated[str, typer.Option(
         "--formats", "-f", help="Comma-separated: onnx, openvino, tflite-fp32, tflite-fp16, "
-                                "tflite-dynamic, tflite-int8, tflite-int8+opt (exact graph "
-                                "optimizations, docs/optimization.md), trt-fp32, trt-fp16, "
+                                "tflite-dynamic, tflite-int8, tflite-int8+opt (every exact graph "
+                                "optimization that fits; tflite-int8+int8-hard-swish and "
+                                "tflite-int8+causal-pool-step apply one each: "
+                                "docs/optimization.md), trt-fp32, trt-fp16, "
                                 "trt-int8.")] = "onnx,tflite-fp32",
     choice: ModelChoice = FROM_OPTIONS,
     clip_frames: ClipFramesOpt = None,
