@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     "bench.cli.report",
     "bench.cli.compare",
     "bench.cli.tune",
+    "bench.cli.race",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

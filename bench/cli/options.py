@@ -114,6 +114,23 @@ class ModelChoice:
 FROM_OPTIONS = ModelChoice()
 
 
+def per_thread_count(thread_counts: list[int], contenders: int, what: str, rounds: int,
+                     measure: Callable[[int, Callable[[], None]], list]) -> list:
+    """`measure(threads, on_block)` for each thread count, with a progress bar of its rounds
+    (`contenders` blocks of `what` per round); the rows of all, in order."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    rows: list = []
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        console=console, transient=True)
+    with progress:
+        for threads in thread_counts:
+            task = progress.add_task(f"{threads} thread(s): {contenders} {what} x {rounds} rounds",
+                                     total=contenders * rounds)
+            rows += measure(threads, lambda task=task: progress.advance(task))
+    return rows
+
+
 def model_options(*, classes: bool = True, conv_type: bool = False) -> Callable:
     """Decorator of a verb: its one parameter typed ModelChoice becomes the model options
     (--model, --variant, --resolution, [--classes,] --checkpoint, --demo[, --conv-type]) at

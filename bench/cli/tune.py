@@ -2,9 +2,8 @@
 
 Every setting of a grid (optimization level x execution mode x intra-op spinning) gets its own
 session of one artifact, per thread count. All of a thread count's sessions stay open and are
-timed in alternating rounds, each round a block of calls of every setting in turn (the order
-rotating from round to round), so drift of the machine (clock, other load) hits every setting
-alike. A call is timed by the runtime base class (`Session.step_ns`: the engine call alone).
+timed side by side in alternating rounds (bench.scenarios.interleaved), so drift of the
+machine hits every setting alike.
 Each setting's logits on the same frames are checked against those of the default settings,
 which are always measured as the reference.
 """
@@ -24,20 +23,18 @@ from rich.table import Table
 
 from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, console,
-    model_options, parse_int_list, stdout,
+    model_options, parse_int_list, per_thread_count, stdout,
 )
 from converters.errors import MovibenchError
 
 if TYPE_CHECKING:
+    from bench.scenarios.interleaved import Contender
     from runtimes.onnxruntime import OrtSettings
 
 app = typer.Typer(help="Choose a runtime's session settings by measurement.", no_args_is_help=True)
 
 ONNX_RUNTIME = "onnxruntime"
 SPINNING_WORDS = {"on": True, "off": False}
-# Distinct inputs the calls cycle through (and the equality check streams): enough that a call
-# is not a repeat of the one before, few enough to stay in memory for any model.
-INPUT_CALLS = 8
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
@@ -119,122 +116,66 @@ def applied_label(settings: dict[str, Any]) -> str:
                        settings["spinning"], settings["inter_op_threads"] or None).label
 
 
-def _calls(session, inputs: list[np.ndarray], states):
-    """Calls of `session` on `inputs` in order, each timed into `session.step_ns` by the base
-    class; a causal model's states carried from call to call. Returns (logits [calls,
-    classes], last states)."""
-    from runtimes.base import stream
-
-    if session.manifest.causal:
-        return stream(session, inputs, states)
-    return np.stack([np.asarray(session.predict(clip)).reshape(-1) for clip in inputs]), None
-
-
-@dataclass
-class _Measured:
-    """One open session of the grid and what it has run so far."""
-
-    row: TuneRow
-    session: Any = None
-    states: Any = None
-    next_input: int = 0
-    logits: np.ndarray | None = None
-    times_ns: list[int] = field(default_factory=list)
-
-    def run(self, inputs: list[np.ndarray], calls: int) -> None:
-        """`calls` more calls, continuing the chain of states and the cycle of inputs."""
-        if calls <= 0:
-            return
-        order = [inputs[(self.next_input + i) % len(inputs)] for i in range(calls)]
-        self.next_input = (self.next_input + calls) % len(inputs)
-        _, self.states = _calls(self.session, order, self.states)
-
-
 def measure_threads(path: Path, grid: list[OrtSettings], threads: int, frames_per_call: int, *,
                     warmup: int, iterations: int, rounds: int, atol: float,
                     on_block: Callable[[], None] | None = None) -> list[TuneRow]:
     """Time every setting of `grid` (the default first) at `threads` intra-op threads on the
     ONNX artifact at `path`, `frames_per_call` frames per call; one TuneRow per setting.
 
-    Every setting runs the same inputs (`INPUT_CALLS` calls' worth of frames, cycled). Each
-    session first streams them once from fresh states, untimed: these logits are the ones
-    checked against the default's (within `atol`). Then `warmup` untimed calls, then
-    `iterations` timed calls split over `rounds` rounds. Within a round each setting runs its
-    block after one untimed call, which lets the threads of the setting before go quiet (a
-    spinning pool busy-waits a while after its last op) and brings this session's weights back
-    into the caches. A setting that fails to open or run keeps its error and the others go on.
+    The settings are contenders of one side-by-side measurement
+    (bench.scenarios.interleaved): every session runs the same inputs, first once untimed
+    from fresh states (these logits are checked against the default's, within `atol`), then
+    `warmup` untimed calls, then `iterations` timed calls in `rounds` alternating rounds. A
+    setting that fails to open or run keeps its error and the others go on.
     """
-    from bench.scenarios.latency import step_input
-    from runtimes.base import chunks
+    from bench.scenarios.interleaved import Contender, measure_side_by_side
     from runtimes.loader import open_session
 
-    measured: list[_Measured] = []
-    inputs: list[np.ndarray] = []
-    try:
-        for setting in grid:
-            row = TuneRow(threads, setting.label, setting.optimization_level,
-                          setting.execution_mode, setting.spinning, setting.inter_op_threads,
-                          default=setting == grid[0])
-            entry = _Measured(row)
-            measured.append(entry)
-            try:
-                entry.session = session = open_session(path, threads=threads, **setting.to_dict())
-                row.settings = session.settings()
-                applied = applied_label(row.settings)
-                row.ran_as = "" if applied == setting.label else applied
-                if not inputs:  # reproducible frames (step_input's noise), the same for all
-                    frames = step_input(session, frames_per_call * INPUT_CALLS)
-                    inputs = list(chunks(frames, frames_per_call))
-                entry.logits, _ = _calls(session, inputs, None)
-                entry.states = session.init_states() if session.manifest.causal else None
-                entry.run(inputs, warmup)
-            except MovibenchError as exc:
-                row.error = str(exc)
-        for number, block in enumerate(np.array_split(np.arange(iterations), rounds)):
-            # Each round starts one setting later, so none always runs right after the same one.
-            for k in range(len(measured)):
-                entry = measured[(number + k) % len(measured)]
-                if not entry.row.error:
-                    try:
-                        entry.run(inputs, 1)
-                        entry.session.step_ns.clear()
-                        entry.run(inputs, len(block))
-                        entry.times_ns += entry.session.step_ns
-                    except MovibenchError as exc:
-                        entry.row.error = str(exc)
-                if on_block is not None:
-                    on_block()
-    finally:
-        for entry in measured:
-            if entry.session is not None:
-                entry.session.close()
-    return _summarise(measured, atol)
+    rows: dict[str, TuneRow] = {}
+    contenders = []
+    for setting in grid:
+        rows[setting.label] = TuneRow(threads, setting.label, setting.optimization_level,
+                                      setting.execution_mode, setting.spinning,
+                                      setting.inter_op_threads, default=setting == grid[0])
+        contenders.append(Contender(setting.label, lambda setting=setting: open_session(
+            path, threads=threads, **setting.to_dict())))
+
+    def read_back(entry: Contender) -> None:
+        row = rows[entry.label]
+        row.settings = entry.session.settings()
+        applied = applied_label(row.settings)
+        row.ran_as = "" if applied == row.setting else applied
+
+    measure_side_by_side(contenders, warmup=warmup, iterations=iterations, rounds=rounds,
+                         frames_per_call=frames_per_call, on_open=read_back, on_block=on_block)
+    return _summarise([(rows[c.label], c) for c in contenders], atol)
 
 
-def _summarise(measured: list[_Measured], atol: float) -> list[TuneRow]:
+def _summarise(measured: list[tuple[TuneRow, Contender]], atol: float) -> list[TuneRow]:
     """Percentiles, ratios to the default, the logits check and the fastest of one thread count."""
     from bench.trackers.latency import LatencyStats
 
-    reference = measured[0]
-    for entry in measured:
-        row = entry.row
+    reference = measured[0][1]
+    for row, entry in measured:
+        row.error = entry.error
         if row.error:
             continue
         stats = LatencyStats.from_ns(entry.times_ns)
         row.calls, row.p50_ms, row.p90_ms = stats.n, stats.p50_ms, stats.p90_ms
-        if reference.row.error:
+        if reference.error:
             continue
         row.max_abs_diff = float(np.abs(entry.logits - reference.logits).max())
         row.same_logits = row.max_abs_diff <= atol
-    if reference.row.error:  # nothing to compare with: no ratios, no fastest
-        return [e.row for e in measured]
-    for entry in measured:
-        if entry.row.p50_ms is not None:
-            entry.row.ratio_to_default = entry.row.p50_ms / reference.row.p50_ms
+    rows = [row for row, _ in measured]
+    if reference.error:  # nothing to compare with: no ratios, no fastest
+        return rows
+    for row in rows:
+        if row.p50_ms is not None:
+            row.ratio_to_default = row.p50_ms / rows[0].p50_ms
     # A setting ONNX Runtime replaced by another is that other one again: its difference is noise.
-    kept = [e.row for e in measured if e.row.ok and e.row.p50_ms is not None and not e.row.ran_as]
+    kept = [r for r in rows if r.ok and r.p50_ms is not None and not r.ran_as]
     min(kept, key=lambda r: r.p50_ms).fastest = True  # the default itself is always kept
-    return [e.row for e in measured]
+    return rows
 
 
 def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int | None) -> Path:
@@ -304,8 +245,6 @@ def onnxruntime_cmd(
     Exit 0 when every setting ran with the default's results, 1 when one failed or changed
     results, 2 on bad input.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from bench.scenarios.deployment import frames_per_call
     from runtimes.loader import load_manifest
     from runtimes.onnxruntime import EXECUTION_MODES, OPTIMIZATION_LEVELS
@@ -324,18 +263,16 @@ def onnxruntime_cmd(
     manifest = load_manifest(path)
     per_call = manifest.frames_per_call or frames_per_call(manifest.causal, clip_frames=clip_frames)
 
-    rows: list[TuneRow] = []
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        console=console, transient=True)
-    with progress:
-        for t in thread_counts:
-            task = progress.add_task(f"{t} thread(s): {len(grids[t])} settings x {rounds} rounds",
-                                     total=len(grids[t]) * rounds)
-            rows += measure_threads(path, grids[t], t, per_call, warmup=warmup,
-                                    iterations=iterations, rounds=rounds, atol=atol,
-                                    on_block=lambda task=task: progress.advance(task))
+    rows: list[TuneRow] = per_thread_count(
+        thread_counts, max(len(g) for g in grids.values()), "settings", rounds,
+        lambda t, on_block: measure_threads(path, grids[t], t, per_call, warmup=warmup,
+                                            iterations=iterations, rounds=rounds, atol=atol,
+                                            on_block=on_block))
     if out is not None:
-        _write_table(rows, out)
+        from bench.evaluation.evaluate import write_table
+
+        write_table([{**r.to_dict(), "settings": json.dumps(r.settings, sort_keys=True)}
+                     for r in rows], out)
     failed = [r for r in rows if not r.ok]
     if as_json:
         print(json.dumps({"artifact": str(path), "model": manifest.model_id,
@@ -347,18 +284,6 @@ def onnxruntime_cmd(
         _print_table(rows, f"{manifest.model_id}/{manifest.variant}@{manifest.resolution} onnx: "
                            f"{per_call} frame(s) per call, {iterations} timed calls per setting")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-
-
-def _write_table(rows: list[TuneRow], out: Path) -> None:
-    import pandas as pd
-
-    table = pd.DataFrame([{**r.to_dict(), "settings": json.dumps(r.settings, sort_keys=True)}
-                          for r in rows])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        table.to_csv(out, index=False)
-    else:
-        table.to_parquet(out, index=False)
 
 
 def _print_table(rows: list[TuneRow], title: str) -> None:

@@ -1,0 +1,94 @@
+"""`movibench race`: deployments timed side by side in one process (bench.scenarios.interleaved),
+on the real tiny T0 exports; what is checked is the bookkeeping, never the speed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from test_cli import run_cli
+from test_cli_model_options import run_main
+
+QUICK = ["--iterations", "4", "--warmup", "1", "--rounds", "2"]
+
+
+def test_race_times_each_deployment_per_thread_count(t0_stream_onnx, t0_stream_tflite,
+                                                     tmp_path):
+    out = tmp_path / "race.csv"
+    result = run_cli("race", str(t0_stream_tflite.path), str(t0_stream_onnx.path),
+                     "--threads", "1,2", *QUICK, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [(r["threads"], r["label"]) for r in rows] == [
+        (t, f"t0/stream {fmt}") for t in (1, 2) for fmt in ("tflite-fp32", "onnx")]
+    for row in rows:
+        assert not row["error"] and row["calls"] == 4 and row["frames_per_call"] == 1
+        assert 0 < row["call_p50_ms"] <= row["call_p90_ms"]
+        assert row["frame_p50_ms"] == row["call_p50_ms"] and row["ratio_to_fastest"] >= 1.0
+        assert row["settings"]["threads"] == row["threads"]
+    assert [r["runtime"] for r in rows[:2]] == ["litert", "onnxruntime"]
+    for t in (1, 2):
+        mine = [r for r in rows if r["threads"] == t]
+        assert sum(r["fastest"] for r in mine) == 1
+        assert next(r for r in mine if r["fastest"])["ratio_to_fastest"] == 1.0
+        # The same weights in two formats: the same logits as the first, on the same inputs.
+        assert mine[0]["max_abs_diff_to_first"] == 0.0
+        assert mine[1]["max_abs_diff_to_first"] < 1e-4
+    assert len(pd.read_csv(out)) == 4
+
+
+def _run_with(tmp_path: Path, artifacts: dict[tuple[str, str], str]) -> Path:
+    """A copy of the committed default run whose latency cells of (variant, format) point at
+    `artifacts` (the session's T0 exports), every other artifact left where it was made."""
+    run = tmp_path / "run"
+    shutil.copytree("results/default", run, ignore=shutil.ignore_patterns("report", "parts"))
+    cells = pd.read_parquet(run / "cells.parquet")
+    for (variant, fmt), path in artifacts.items():
+        cells.loc[(cells["variant"] == variant) & (cells["format"] == fmt), "artifact"] = path
+    cells.to_parquet(run / "cells.parquet", index=False)
+    return run
+
+
+def test_race_takes_the_artifacts_of_a_runs_latency_cells(t0_stream_onnx, t0_stream_tflite,
+                                                          tmp_path):
+    run = _run_with(tmp_path, {("stream", "onnx"): str(t0_stream_onnx.path),
+                               ("stream", "tflite-fp32"): str(t0_stream_tflite.path)})
+    result = run_cli("race", "--run", str(run), "--only", "variant=stream,format=onnx|tflite-fp32",
+                     "--threads", "1", *QUICK, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    # Once per artifact, in the run's order, labelled like the run's report.
+    assert sorted(r["label"] for r in rows) == ["t0/stream onnx", "t0/stream tflite-fp32"]
+    assert all(r["calls"] == 4 and not r["error"] for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "error: give artifact paths or --run, one of the two"),
+    (["--run", "results/default", "--only", "format=onnx", "x.onnx"],
+     "error: give artifact paths or --run, one of the two"),
+    (["x.onnx", "--only", "format=onnx"], "error: --only needs --run"),
+    (["x.onnx", "y.onnx"], "error: artifact not found: x.onnx"),
+    (["--run", "results/default", "--out", "race.txt"],
+     "error: --out must end in .csv or .parquet, got race.txt"),
+    (["--run", "results/default", "--only", "format=onxx"],
+     # the run's 12 latency cells that have an artifact (the TF reference has none)
+     "error: --only 'format=onxx' matches none of the 12 cells (format values: onnx, "
+     "tflite-fp32, tflite-int8)"),
+    (["--run", "results/default", "--only", "variant=stream,format=onnx|tflite-int8"],
+     "error: 2 artifact(s) of results/default are not on this machine (first: "),
+], ids=["none", "both", "only-without-run", "missing-file", "out", "bad-filter", "not-here"])
+def test_race_refuses_bad_input_in_one_line(args, message, monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "race", *args)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+def test_a_race_needs_two_deployments(t0_stream_onnx, monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "race", str(t0_stream_onnx.path))
+    assert code == 2
+    assert err.strip() == "error: a race needs two deployments or more, got 1"
