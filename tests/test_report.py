@@ -46,11 +46,11 @@ def _cell(fmt: str, threads: int, protocol: str = "", kind: str = "", **kw) -> C
 
 
 def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution: bool = True,
-             seed: int = 0, cpus: dict[int, str] | None = None) -> Path:
+             race: bool = True, seed: int = 0, cpus: dict[int, str] | None = None) -> Path:
     """A run of t0/stream over 5 formats x 2 threads x 4 protocols (+ a memory sweep): rows,
     raw samples and per-video predictions written through ResultsStore like the runner does.
     `execution`: latency cells carry their runtime's EXECUTION columns. `cpus` maps thread
-    counts to the CPU model (node_cpu) their cells ran on."""
+    counts to the CPU model (node_cpu) their cells ran on. `race`: a race.csv beside it."""
     rng = np.random.default_rng(seed)
     store = ResultsStore(root)
     environment = {"cpu_model": "Test CPU", "logical_cores": 2,
@@ -140,6 +140,13 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution:
                               "peak_rss_delta_mb": 140 + (7.6 * frames if grows else 3),
                               "sweep_s": (0.19 if grows else 0.02) * frames})
     store.consolidate()
+    if race:
+        pd.DataFrame([{"threads": 2, "label": f"t0/stream {fmt}", "frames_per_call": 1,
+                       "calls": 300, "call_p50_ms": ms, "call_p90_ms": ms * 1.1,
+                       "frame_p50_ms": ms, "ratio_to_fastest": ms / 4.0,
+                       "max_abs_diff_to_first": 0.0, "error": ""}
+                      for fmt, ms in (("onnx", 8.0), ("tflite-fp32", 4.0))]
+                     ).to_csv(root / "race.csv", index=False)
     return root
 
 
@@ -392,10 +399,10 @@ def test_cells_on_two_cpu_models_are_reported_apart(tmp_path):
 
 
 def test_missing_pieces_are_omitted_with_a_note(tmp_path):
-    run = make_run(tmp_path / "bare", memory=False, traces=False, execution=False)
+    run = make_run(tmp_path / "bare", memory=False, traces=False, execution=False, race=False)
     paths = build_report(run, tmp_path / "out")
     assert set(paths.omitted) == {"Peak memory and time vs clip length", "Prediction trace of one video",
-                                  "Where the time goes"}
+                                  "Where the time goes", "Side by side in one process"}
     text = paths.markdown.read_text()
     assert "no memory-sweep cells" in text and "no stream cell with a recorded per-step trace" in text
     assert "no latency cell recorded how its runtime runs the artifact" in text
@@ -449,3 +456,34 @@ def test_committed_reference_report_regenerates_from_its_results(tmp_path, monke
     assert (tmp_path / "report.md").read_text() == (committed / "report" / "report.md").read_text()
     page = parse(tmp_path / "report.html")
     assert page.tables and page.images
+
+
+def test_a_race_beside_the_run_gets_its_own_section(tmp_path):
+    """`movibench race --run RUN --out RUN/race.csv`: the report shows its ratios per thread
+    count, fastest first, and a failed deployment with its reason; without it, says so."""
+    import shutil
+
+    from bench.report.build import section_race
+    from bench.report.render import render_markdown
+    from bench.results.rundir import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree("results/default", run, ignore=shutil.ignore_patterns("report", "parts"))
+    assert section_race(load_run(run)).omitted
+    pd.DataFrame([
+        {"threads": 2, "label": "t0/stream onnx", "frames_per_call": 1, "calls": 300,
+         "call_p50_ms": 8.0, "call_p90_ms": 9.0, "frame_p50_ms": 8.0, "ratio_to_fastest": 2.0,
+         "max_abs_diff_to_first": 0.0, "error": ""},
+        {"threads": 2, "label": "t0/stream tflite-fp32", "frames_per_call": 1, "calls": 300,
+         "call_p50_ms": 4.0, "call_p90_ms": 4.5, "frame_p50_ms": 4.0, "ratio_to_fastest": 1.0,
+         "max_abs_diff_to_first": 2e-6, "error": ""},
+        {"threads": 2, "label": "t0/stream tflite-int8", "frames_per_call": 1, "calls": 0,
+         "call_p50_ms": None, "call_p90_ms": None, "frame_p50_ms": None,
+         "ratio_to_fastest": None, "max_abs_diff_to_first": None, "error": "worker crashed"},
+    ]).to_csv(run / "race.csv", index=False)
+    text = render_markdown("", "", [section_race(load_run(run))])
+    rows = [line for line in text.splitlines() if line.startswith("| t0/")]
+    assert rows == [
+        "| t0/stream tflite-fp32 | 1 | 300 | 4.000 | 4.500 | 4.000 | 1.00 | 2.00e-06 |",
+        "| t0/stream onnx | 1 | 300 | 8.000 | 9.000 | 8.000 | 2.00 | 0.00e+00 |",
+        "| t0/stream tflite-int8 | 1 | 0 | – | – | failed: worker crashed | – | – |"]

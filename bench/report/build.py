@@ -564,6 +564,36 @@ def section_precision(run: RunData) -> Section:
     return section
 
 
+def section_race(run: RunData) -> Section:
+    section = Section("Side by side in one process")
+    race = run.race
+    if race is None or race.empty:
+        return section.omit("the run has no race.csv (`movibench race --run RUN --out "
+                            "RUN/race.csv` times its deployments side by side).")
+    for threads, rows in race.groupby("threads", sort=True):
+        table = []
+        for _, r in rows.sort_values("frame_p50_ms", kind="stable").iterrows():
+            failed = isinstance(r["error"], str) and r["error"]
+            table.append({
+                "deployment": r["label"], "frames / call": str(r["frames_per_call"]),
+                "calls": str(r["calls"]),
+                "p50 per call (ms)": num(r["call_p50_ms"], 3),
+                "p90 per call (ms)": num(r["call_p90_ms"], 3),
+                "p50 per frame (ms)": "failed: " + r["error"] if failed else num(r["frame_p50_ms"], 3),
+                "× the fastest": num(r["ratio_to_fastest"], 2),
+                "max |Δlogit| to the first": sci(r["max_abs_diff_to_first"])})
+        section.blocks.append(_table(table, f"{threads} thread(s)"))
+    section.blocks.insert(0, (
+        "The latency cells above ran one after another, each in its own process; a machine "
+        "whose speed drifts puts that drift into their ratios. Here the same artifacts were "
+        "opened together in one process and timed in alternating rounds (`movibench race`, "
+        "docs/tuning.md), so drift hits them alike: quote these ratios. × the fastest = this "
+        "per-frame p50 / the lowest of the same thread count. The logit difference is to the "
+        "race's first deployment on the same noise frames (empty for another input shape). "
+        "Memory is not measured here: every engine is loaded in the one process."))
+    return section
+
+
 def section_overhead(run: RunData) -> Section:
     section = Section("Harness overhead")
     ok = _ok(run.cells, LATENCY).dropna(subset=["harness_step_ms", "bare_step_ms"])
@@ -745,7 +775,7 @@ def build_sections(run: RunData, out_dir: Path) -> list[Section]:
             *per_hardware(run, out_dir, section_memory),
             section_trace(run, out_dir), section_equivalence(run),
             *per_hardware(run, out_dir, section_speedup),
-            *per_hardware(run, out_dir, lambda r, _: section_precision(r)),
+            *per_hardware(run, out_dir, lambda r, _: section_precision(r)), section_race(run),
             *per_hardware(run, out_dir, lambda r, _: section_overhead(r)),
             *per_hardware(run, out_dir, lambda r, _: section_execution(r)),
             section_failures(run), section_environment(run)]

@@ -18,6 +18,8 @@ from bench.results.store import CELLS, PREDICTIONS, SAMPLES, load_cells
 from converters.errors import MovibenchError
 
 VALIDATION = "validation"  # optional cross-runtime validation table: validation.parquet
+# Optional: `movibench race --run RUN --out RUN/race.csv`, the run's deployments timed side by side.
+RACE = "race"
 
 
 class RunDirError(MovibenchError, ValueError):
@@ -35,6 +37,7 @@ class RunData:
     meta: dict
     config_text: str
     validation: pd.DataFrame | None
+    race: pd.DataFrame | None = None
 
     @property
     def name(self) -> str:
@@ -69,6 +72,7 @@ def load_run(path: str | Path) -> RunData:
         meta=meta,
         config_text=config_path.read_text() if config_path.exists() else "",
         validation=pd.read_parquet(validation_path) if validation_path.exists() else None,
+        race=pd.read_csv(root / f"{RACE}.csv") if (root / f"{RACE}.csv").exists() else None,
     )
 
 
