@@ -47,7 +47,8 @@ class RaceRow:
     frame_p50_ms: float | None = None  # call p50 / frames per call
     # frame p50 / the fastest deployment's of this thread count (1 = the fastest)
     ratio_to_fastest: float | None = None
-    # largest |logit - the first deployment's| on the same inputs (None: other input shape)
+    # largest |logit - the first deployment's of the same model| on the same inputs: the
+    # race's first of the same model id, variant, classes and input shape (0 for that one)
     max_abs_diff_to_first: float | None = None
     fastest: bool = False
     error: str = ""
@@ -133,7 +134,7 @@ def race_threads(entries: list[Entry], threads: int, *, warmup: int, iterations:
 
     measure_side_by_side(contenders, warmup=warmup, iterations=iterations, rounds=rounds,
                          on_open=describe, on_block=on_block)
-    first = contenders[0]
+    firsts: dict[tuple, Contender] = {}  # the first contender that ran, per model and input
     for entry in contenders:
         row = rows[entry.label]
         row.error = entry.error
@@ -142,9 +143,10 @@ def race_threads(entries: list[Entry], threads: int, *, warmup: int, iterations:
         stats = LatencyStats.from_ns(entry.times_ns)
         row.calls, row.call_p50_ms, row.call_p90_ms = stats.n, stats.p50_ms, stats.p90_ms
         row.frame_p50_ms = stats.p50_ms / row.frames_per_call
-        if not first.error and first.logits.shape == entry.logits.shape \
-                and first.inputs[0].shape == entry.inputs[0].shape:
-            row.max_abs_diff_to_first = float(np.abs(entry.logits - first.logits).max())
+        m = entry.session.manifest
+        first = firsts.setdefault((m.model_id, m.variant, m.num_classes, entry.inputs[0].shape),
+                                  entry)
+        row.max_abs_diff_to_first = float(np.abs(entry.logits - first.logits).max())
     timed = [r for r in rows.values() if r.frame_p50_ms is not None]
     if timed:
         fastest = min(timed, key=lambda r: r.frame_p50_ms)
@@ -180,7 +182,7 @@ def race_cmd(
     block of calls of every deployment in turn, so the machine's drift hits them alike: the
     ratios are the ones to quote. Reported per deployment: median and p90 call latency, the
     median per frame, its ratio to the fastest of that thread count, and the largest logit
-    difference to the first deployment on the same inputs. Exit 0 when every deployment ran,
+    difference to the first deployment of the same model on the same inputs. Exit 0 when every deployment ran,
     1 when one failed to open or run, 2 on bad input.
     """
     thread_counts = parse_int_list(threads, "--threads")

@@ -589,7 +589,8 @@ def section_race(run: RunData) -> Section:
         "opened together in one process and timed in alternating rounds (`movibench race`, "
         "docs/tuning.md), so drift hits them alike: quote these ratios. × the fastest = this "
         "per-frame p50 / the lowest of the same thread count. The logit difference is to the "
-        "race's first deployment on the same noise frames (empty for another input shape). "
+        "race's first deployment of the same model and input shape, on noise frames: far from "
+        "what int8 was calibrated on, so no accuracy figure (the accuracy cells are). "
         "Memory is not measured here: every engine is loaded in the one process."))
     return section
 
