@@ -61,8 +61,9 @@ def test_race_takes_the_artifacts_of_a_runs_latency_cells(t0_stream_onnx, t0_str
                      "--threads", "1", *QUICK, "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
-    # Once per artifact, in the run's order, labelled like the run's report.
-    assert sorted(r["label"] for r in rows) == ["t0/stream onnx", "t0/stream tflite-fp32"]
+    # Once per artifact, in the format registry's order, labelled like the run's report.
+    assert [r["label"] for r in rows] == ["t0/stream onnx", "t0/stream tflite-fp32"]
+    assert rows[0]["max_abs_diff_to_first"] == 0.0 and rows[1]["max_abs_diff_to_first"] < 1e-4
     assert all(r["calls"] == 4 and not r["error"] for r in rows)
 
 

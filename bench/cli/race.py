@@ -85,10 +85,12 @@ def entries_from_paths(paths: list[Path]) -> list[Entry]:
 
 def entries_from_run(run: Path, only: str | None) -> list[Entry]:
     """The artifacts of a matrix run's latency cells that ran (those matching `only`, a
-    `matrix run --only` filter), once each, labelled like the run's report."""
+    `matrix run --only` filter), once each, labelled like the run's report, ordered by model,
+    frames per call and format."""
     from bench.matrix.config import Cell, apply_filter
     from bench.results.rundir import load_run
     from bench.scenarios import LATENCY, OWN_SOURCE, deployment_format
+    from converters.formats import FORMATS
 
     cells = load_run(run).cells
     rows = cells[(cells["kind"] == LATENCY) & (cells["status"] == "ok")
@@ -101,6 +103,12 @@ def entries_from_run(run: Path, only: str | None) -> list[Entry]:
                                "protocol": values.get("protocol") or ""})
         cells_and_rows.append((cell, values))
     kept = {id(cell) for cell in apply_filter([c for c, _ in cells_and_rows], only)}
+    # Per model and input, the registry's order of formats (onnx, fp32 first; movibench's own
+    # before a foreign file): each model's first deployment, the logits' reference, is fp32.
+    order = list(FORMATS)
+    cells_and_rows.sort(key=lambda pair: (
+        pair[0].model, pair[0].variant, pair[1].get("frames_per_call") or 1,
+        order.index(pair[0].format) if pair[0].format in order else len(order), pair[0].source))
     entries: dict[str, Entry] = {}
     for cell, values in cells_and_rows:
         if id(cell) not in kept:
