@@ -38,7 +38,6 @@ from converters.formats import CAUSAL_POOL_STEP, INT8_HARD_SWISH, FormatSpec
 from converters.zoo import ModelConfig
 
 
-
 @dataclass(frozen=True)
 class Optimization:
     """One exact rewrite: where it applies, and how the model is built with it."""
