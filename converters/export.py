@@ -268,9 +268,11 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
         details["onnx_source"] = str(source.path)
         return details, source.manifest
     if spec.family == "openvino":
-        # OpenVINO reads the ONNX export itself: the artifact is that file, under its own
-        # format name so its manifest (and the loader) pick the OpenVINO runtime.
-        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_call=frames,
+        # OpenVINO reads the ONNX export itself: the artifact is that file ('onnx+opt' for
+        # 'openvino+opt'), under its own format name so its manifest (and the loader) pick the
+        # OpenVINO runtime.
+        source = export_model(config, spec.onnx_source, checkpoint=checkpoint,
+                              frames_per_call=frames,
                               options=options, cache=cache)
         shutil.copyfile(source.path, target)
         return {"onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
@@ -286,7 +288,8 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                 from converters.export_onnx import export_onnx
 
                 details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
-                                      simplify=options.simplify)
+                                      simplify=options.simplify,
+                                      optimizations=applied_optimizations(config, spec))
             else:
                 from converters.export_tflite import export_tflite
 

@@ -100,7 +100,7 @@ def validate_onnx(model):
 
 
 def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path, *,
-                opset: int, simplify: bool) -> dict:
+                opset: int, simplify: bool, optimizations: tuple[str, ...] = ()) -> dict:
     """Convert `model`'s step function to ONNX at `target`.
 
     Args:
@@ -110,10 +110,13 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
         target: the .onnx file to write.
         opset: ONNX opset for tf2onnx.
         simplify: run onnxslim after conversion and record its effect.
+        optimizations: names of the ONNX graph rewrites to apply (converters.optimize), after
+            conversion and before onnxslim.
 
     Returns:
         details: conversion seconds, node count, op histogram, opset, file size and, with
-        `simplify`, the before/after node counts and sizes.
+        `simplify`, the before/after node counts and sizes; with `optimizations`, the sites each
+        rewrite changed.
 
     Raises:
         UnsupportedExportError when tf2onnx cannot produce a valid graph with contract names.
@@ -133,6 +136,10 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
     pin_io_shapes(proto, manifest, frames)
     details: dict = {"convert_seconds": round(convert_seconds, 3), "opset": opset,
                      "dynamic_frames": frames is None}
+    if optimizations:
+        from converters.optimize import rewrite_onnx
+
+        details["optimization_sites"] = rewrite_onnx(proto, optimizations)
     if simplify:
         proto, details["simplify"] = simplify_model(proto)
         check_contract_names(proto, manifest)

@@ -32,6 +32,12 @@ class FormatSpec:
         return self.name.split("+", 1)[0]
 
     @property
+    def onnx_source(self) -> str:
+        """The ONNX format an OpenVINO (or TensorRT) artifact is made from: 'onnx+opt' for
+        'openvino+opt'. TensorRT builds from the plain ONNX."""
+        return "onnx" + self.name[len(self.plain):] if self.family == "openvino" else "onnx"
+
+    @property
     def exported(self) -> bool:
         """False for the TensorFlow reference, built from the model config and checkpoint."""
         return self.family != TENSORFLOW
@@ -46,6 +52,8 @@ OPTIMIZED_SUFFIX = "+opt"
 # The graph optimizations by name (what each does: converters.optimize).
 INT8_HARD_SWISH = "int8-hard-swish"
 CAUSAL_POOL_STEP = "causal-pool-step"
+HARD_SWISH_OP = "hard-swish-op"
+HARD_SIGMOID_GATE_FOLD = "hard-sigmoid-gate-fold"
 
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
@@ -53,8 +61,17 @@ FORMATS: dict[str, FormatSpec] = {
         # The reference: the Model Garden model itself, run by TF through a traced step function.
         FormatSpec(TENSORFLOW, TENSORFLOW, "fp32", TENSORFLOW, ""),
         FormatSpec("onnx", "onnx", "fp32", "onnxruntime", ".onnx"),
+        # With exact ONNX graph rewrites that ONNX Runtime fuses (converters.onnx_rewrites):
+        # all that fit, and one format per rewrite for each one's before/after.
+        FormatSpec("onnx" + OPTIMIZED_SUFFIX, "onnx", "fp32", "onnxruntime", ".onnx",
+                   optimized=True),
+        *(FormatSpec(f"onnx+{name}", "onnx", "fp32", "onnxruntime", ".onnx",
+                     optimized=True, only=(name,))
+          for name in (HARD_SWISH_OP, HARD_SIGMOID_GATE_FOLD)),
         # The same ONNX graph, run by OpenVINO's CPU plugin (which reads ONNX itself).
         FormatSpec("openvino", "openvino", "fp32", "openvino", ".onnx"),
+        FormatSpec("openvino" + OPTIMIZED_SUFFIX, "openvino", "fp32", "openvino", ".onnx",
+                   optimized=True),
         FormatSpec("tflite-fp32", "tflite", "fp32", "litert", ".tflite"),
         # fp16 weights; LiteRT's x86 kernels dequantize them to fp32 at load.
         FormatSpec("tflite-fp16", "tflite", "fp16", "litert", ".tflite"),

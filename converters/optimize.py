@@ -2,10 +2,14 @@
 
 Each optimization is kept only where a measurement showed it speeds something up, and applies
 to the (model, format) pairs where it does. An optimized format ('tflite-int8+opt',
-converters.formats) is the plain one with every optimization that fits the model; a format
-named after one optimization ('tflite-int8+causal-pool-step') applies that one alone. The
-names of those applied go into the artifact's cache key and its manifest
+'onnx+opt', converters.formats) is the plain one with every optimization that fits the model;
+a format named after one optimization ('tflite-int8+causal-pool-step') applies that one alone.
+The names of those applied go into the artifact's cache key and its manifest
 (`StateManifest.optimizations`). Nothing here imports TensorFlow until a model is built.
+
+An optimization either patches Model Garden's layers while the Keras model is built (`patch`:
+the TFLite ones) or rewrites the exported ONNX graph (`onnx_pass`: converters.onnx_rewrites,
+where the ONNX ones are explained).
 
 - `int8-hard-swish` (TFLite full int8 of models with hard-swish): XNNPACK has no int8
   HARD_SWISH kernel, and the TFLite converter fuses Model Garden's hard-swish
@@ -25,6 +29,12 @@ names of those applied go into the artifact's cache key and its manifest
   and reciprocal ops sit at the graph's inputs and the pool itself is MEAN, ADD and MUL, which
   XNNPACK runs in int8. The states keep Model Garden's names, shapes, dtypes and values; calls
   of more than one frame take Model Garden's own path.
+- `hard-swish-op` (ONNX of models with hard-swish; ONNX Runtime and OpenVINO): each hard-swish
+  chain of four elementwise nodes becomes one ONNX HardSwish, which ONNX Runtime fuses into
+  the convolution before it.
+- `hard-sigmoid-gate-fold` (ONNX of models whose squeeze-excitation gates with hard-sigmoid):
+  the gate's `+3` and `*a` move into its convolution's constants, leaving a Clip the runtime
+  fuses.
 """
 
 from __future__ import annotations
@@ -34,18 +44,23 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-from converters.formats import CAUSAL_POOL_STEP, INT8_HARD_SWISH, FormatSpec
+from converters.formats import (
+    CAUSAL_POOL_STEP, HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, INT8_HARD_SWISH, FormatSpec,
+)
 from converters.zoo import ModelConfig
 
 
 @dataclass(frozen=True)
 class Optimization:
-    """One exact rewrite: where it applies, and how the model is built with it."""
+    """One exact rewrite: where it applies, and how the model is built or its graph rewritten."""
 
     name: str
     where: str  # in words: the models and formats it applies to
     applies: Callable[[ModelConfig, FormatSpec], bool]
-    patch: Callable[[], object]  # a context manager active while the Keras model is built
+    # A context manager active while the Keras model is built, or None.
+    patch: Callable[[], object] | None = None
+    # Rewrites an exported ONNX ModelProto in place and returns how many sites it changed.
+    onnx_pass: Callable[[object], int] | None = None
 
 
 def _uses_hard_swish(config: ModelConfig) -> bool:
@@ -116,13 +131,38 @@ def _full_int8_tflite(spec: FormatSpec) -> bool:
     return spec.family == "tflite" and spec.precision == "int8"
 
 
+def _onnx_graph(spec: FormatSpec) -> bool:
+    # The ONNX file ONNX Runtime runs, and the same file OpenVINO reads.
+    return spec.family in ("onnx", "openvino")
+
+
+def _hard_swish_op(model) -> int:
+    from converters.onnx_rewrites import fuse_hard_swish
+
+    return fuse_hard_swish(model)
+
+
+def _hard_sigmoid_gate_fold(model) -> int:
+    from converters.onnx_rewrites import fold_hard_sigmoid_gates
+
+    return fold_hard_sigmoid_gates(model)
+
+
 OPTIMIZATIONS: tuple[Optimization, ...] = (
     Optimization(INT8_HARD_SWISH, "full-int8 TFLite of models with hard-swish",
                  lambda config, spec: _full_int8_tflite(spec) and _uses_hard_swish(config),
-                 _unfused_hard_swish),
+                 patch=_unfused_hard_swish),
     Optimization(CAUSAL_POOL_STEP, "full-int8 TFLite of causal models, one frame per call",
                  lambda config, spec: _full_int8_tflite(spec) and config.causal,
-                 _causal_pool_step),
+                 patch=_causal_pool_step),
+    Optimization(HARD_SWISH_OP, "ONNX of models with hard-swish",
+                 lambda config, spec: _onnx_graph(spec) and _uses_hard_swish(config),
+                 onnx_pass=_hard_swish_op),
+    Optimization(HARD_SIGMOID_GATE_FOLD,
+                 "ONNX of models whose squeeze-excitation gates with hard-sigmoid",
+                 lambda config, spec: (_onnx_graph(spec) and config.se_type != "none"
+                                       and config.gating_activation == "hard_sigmoid"),
+                 onnx_pass=_hard_sigmoid_gate_fold),
 )
 
 
@@ -143,6 +183,23 @@ def optimized_build(names: tuple[str, ...]) -> Iterator[None]:
     """Within the block, models are built with the optimizations `names`."""
     with ExitStack() as stack:
         for optimization in OPTIMIZATIONS:
-            if optimization.name in names:
+            if optimization.name in names and optimization.patch is not None:
                 stack.enter_context(optimization.patch())
         yield
+
+
+def rewrite_onnx(model, names: tuple[str, ...]) -> dict[str, int]:
+    """Apply the ONNX graph passes among `names` to `model` in place; return the sites each
+    changed. A pass that finds nothing to rewrite raises UnsupportedExportError: the
+    artifact would otherwise claim an optimization it does not hold."""
+    from converters.errors import UnsupportedExportError
+
+    sites = {}
+    for optimization in OPTIMIZATIONS:
+        if optimization.name in names and optimization.onnx_pass is not None:
+            sites[optimization.name] = optimization.onnx_pass(model)
+            if not sites[optimization.name]:
+                raise UnsupportedExportError(
+                    f"optimization {optimization.name} found nothing to rewrite in the ONNX "
+                    f"graph ({optimization.where})")
+    return sites

@@ -318,11 +318,13 @@ def test_support_rows_cover_every_combination_and_say_why_not():
     refused = [r for r in rows if not r.supported]
     # Every model id, variant and conv type exports to every fixed-shape plain format; the
     # refusals are a dynamic T for clip models and an optimized format whose optimizations fit
-    # no layer of the variant (hard-swish: stream only; the causal pool: stream and mobile),
-    # each with the exporter's own reason.
+    # no layer of the variant (hard-swish and hard-sigmoid gates: stream only; the causal pool:
+    # stream and mobile), each with the exporter's own reason.
+    stream_only = {"tflite-int8+int8-hard-swish", "onnx+opt", "onnx+hard-swish-op",
+                   "onnx+hard-sigmoid-gate-fold", "openvino+opt"}
     assert {(r.variant, r.target) for r in refused} == {
-        ("base", DYNAMIC_ONNX), ("base", "tflite-int8+opt"), ("base", "tflite-int8+int8-hard-swish"),
-        ("base", "tflite-int8+causal-pool-step"), ("mobile", "tflite-int8+int8-hard-swish")}
+        ("base", DYNAMIC_ONNX), ("base", "tflite-int8+opt"), ("base", "tflite-int8+causal-pool-step"),
+        *(("base", fmt) for fmt in stream_only), *(("mobile", fmt) for fmt in stream_only)}
     dynamic = next(r for r in refused if r.target == DYNAMIC_ONNX)
     assert "causal" in dynamic.how
     with pytest.raises(UnsupportedExportError, match=re.escape(dynamic.how)):
