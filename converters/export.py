@@ -142,15 +142,16 @@ def artifact_key(config: ModelConfig, spec: FormatSpec, checkpoint: str | Path |
         "options": options.key(spec),
         "versions": versions,
     }
-    optimizations = applied_optimizations(config, spec)
+    optimizations = applied_optimizations(config, spec, frames)
     if optimizations:  # absent otherwise, so the keys of plain artifacts stay what they were
         parts["optimizations"] = list(optimizations)
     return cache_key(parts), artifact_filename(config, spec, frames)
 
 
-def applied_optimizations(config: ModelConfig, spec: FormatSpec) -> tuple[str, ...]:
-    """The graph optimizations an export to `spec` applies: those of converters.optimize that
-    fit the model, for an optimized format ('+opt'); none otherwise.
+def applied_optimizations(config: ModelConfig, spec: FormatSpec,
+                          frames: int | None = 1) -> tuple[str, ...]:
+    """The graph optimizations an export to `spec` of `frames` frames per call applies: those
+    of converters.optimize that fit the model, for an optimized format ('+opt'); none otherwise.
 
     Raises UnsupportedExportError for an optimized format none of whose optimizations fits
     the model (its artifact would be the plain format's under another name).
@@ -159,12 +160,13 @@ def applied_optimizations(config: ModelConfig, spec: FormatSpec) -> tuple[str, .
         return ()
     from converters.optimize import applicable, describe
 
-    names = applicable(config, spec)
+    names = applicable(config, spec, frames)
     if not names:
+        per_call = "any number of" if frames is None else str(frames)
         raise UnsupportedExportError(
             f"{spec.name}: no graph optimization applies to a {config.variant} model with "
-            f"{config.activation} activations ({describe()}); export "
-            f"{spec.plain}")
+            f"{config.activation} activations at {per_call} frame(s) per call ({describe()}); "
+            f"export {spec.plain}")
     return names
 
 
@@ -224,7 +226,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         details, manifest = _build(config, spec, checkpoint, frames, options, cache, target)
         manifest = manifest.with_format(spec.name, spec.precision, frames,
                                         {k: v for k, v in versions.items() if v != "absent"},
-                                        applied_optimizations(config, spec))
+                                        applied_optimizations(config, spec, frames))
         manifest.save(manifest_path_for(target))
         build_seconds = time.perf_counter() - start
         entry = slot.commit({
@@ -280,7 +282,7 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
     from converters.rewrite3d import exportable
 
     # The optimizations patch how layers are built: the reference and any convertible twin.
-    with optimized_build(applied_optimizations(config, spec)):
+    with optimized_build(applied_optimizations(config, spec, frames)):
         model, manifest = build_reference(config, checkpoint, options.seed, frames)
         # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
         with exportable(model, config) as graph:
@@ -289,7 +291,7 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
 
                 details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
                                       simplify=options.simplify,
-                                      optimizations=applied_optimizations(config, spec))
+                                      optimizations=applied_optimizations(config, spec, frames))
             else:
                 from converters.export_tflite import export_tflite
 

@@ -61,6 +61,9 @@ class Optimization:
     patch: Callable[[], object] | None = None
     # Rewrites an exported ONNX ModelProto in place and returns how many sites it changed.
     onnx_pass: Callable[[object], int] | None = None
+    # Rewrites a path only a one-frame call takes: an export of more frames per call (or of a
+    # symbolic T) would carry the name without the change.
+    one_frame_only: bool = False
 
 
 def _uses_hard_swish(config: ModelConfig) -> bool:
@@ -154,7 +157,7 @@ OPTIMIZATIONS: tuple[Optimization, ...] = (
                  patch=_unfused_hard_swish),
     Optimization(CAUSAL_POOL_STEP, "full-int8 TFLite of causal models, one frame per call",
                  lambda config, spec: _full_int8_tflite(spec) and config.causal,
-                 patch=_causal_pool_step),
+                 patch=_causal_pool_step, one_frame_only=True),
     Optimization(HARD_SWISH_OP, "ONNX of models with hard-swish",
                  lambda config, spec: _onnx_graph(spec) and _uses_hard_swish(config),
                  onnx_pass=_hard_swish_op),
@@ -166,11 +169,13 @@ OPTIMIZATIONS: tuple[Optimization, ...] = (
 )
 
 
-def applicable(config: ModelConfig, spec: FormatSpec) -> tuple[str, ...]:
-    """Names of the optimizations that change `config` exported to `spec` (empty: none)."""
+def applicable(config: ModelConfig, spec: FormatSpec, frames: int | None = 1) -> tuple[str, ...]:
+    """Names of the optimizations that change `config` exported to `spec` for `frames` frames
+    per call (None: a symbolic T); empty when none does."""
     config = config.resolved()
     return tuple(o.name for o in OPTIMIZATIONS
-                 if o.applies(config, spec) and (not spec.only or o.name in spec.only))
+                 if o.applies(config, spec) and (not spec.only or o.name in spec.only)
+                 and (frames == 1 or not o.one_frame_only))
 
 
 def describe() -> str:

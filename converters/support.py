@@ -75,8 +75,9 @@ def support_row(model_id: str, variant: str, conv_type: str, target: ExportTarge
     spec = target.spec
     frames = None if config.causal else PROBE_CLIP_FRAMES
     try:
-        resolve_frames(config, spec, frames, ExportOptions(dynamic_frames=target.dynamic_frames))
-        optimizations = applied_optimizations(config, spec)
+        frames = resolve_frames(config, spec, frames,
+                                ExportOptions(dynamic_frames=target.dynamic_frames))
+        optimizations = applied_optimizations(config, spec, frames)
         route = route_for(config.conv_type)
     except UnsupportedExportError as exc:
         return SupportRow(model_id, variant, conv_type, target.label, False, "", str(exc))

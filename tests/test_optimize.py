@@ -59,6 +59,14 @@ def test_each_optimization_has_a_format_of_its_own_beside_all_of_them(variant, f
     assert get_format(fmt).plain == "tflite-int8"
 
 
+def test_the_causal_pool_rewrite_is_named_only_where_a_one_frame_call_takes_it():
+    # More frames per call take Model Garden's own pool: the manifest must not claim the rewrite.
+    stream = ModelConfig("t0", "stream", 64, 5)
+    assert applied_optimizations(stream, get_format("tflite-int8+opt"), 4) == (INT8_HARD_SWISH,)
+    with pytest.raises(UnsupportedExportError, match="at 4 frame"):
+        export_model(stream, "tflite-int8+causal-pool-step", frames_per_call=4)
+
+
 def test_a_format_of_one_optimization_that_does_not_fit_is_refused():
     with pytest.raises(UnsupportedExportError, match="export tflite-int8$"):
         applied_optimizations(ModelConfig("t0", "mobile", 64, 5),

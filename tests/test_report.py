@@ -333,6 +333,16 @@ def test_where_the_time_goes_per_deployment(report):
     # The TOP_OPS largest, then how many more.
     assert ort[0]["share of node time (%)"] == "Conv 40.0, Mul 20.0, Reshape 10.0, Add 10.0, Clip 10.0, +2 more"
     assert ort[0]["providers (% of node time)"] == "CPUExecutionProvider 100.0"
+    # The same facts read out in words, once per deployment (at its highest thread count).
+    why = {r["deployment"]: r["what the facts above say"]
+           for r in page.table_with("what the facts above say")}
+    assert set(why) == {"t0/stream onnx t2"} | {f"t0/stream tflite-{p} t2"
+                                                for p in ("fp16", "fp32", "int8")}
+    assert why["t0/stream tflite-fp32 t2"].startswith(
+        "2 XNNPACK partitions; 44 nodes run on LiteRT's built-in kernels (most: ADD int32, 15)")
+    assert why["t0/stream onnx t2"].startswith(
+        "0.0 % of node time converts layouts (ReorderInput, ReorderOutput, Transpose), 40.0 % is "
+        "convolution")
 
 
 def test_reduced_precision_table_pairs_each_cell_with_its_fp32_twin(report, run_dir):

@@ -655,6 +655,41 @@ PROFILERS = {
 }
 
 
+# ONNX Runtime nodes that move data between layouts (its blocked NCHWc convolutions and the
+# plain NCHW/NHWC of everything else) rather than compute.
+LAYOUT_NODES = ("ReorderInput", "ReorderOutput", "Transpose")
+
+
+def execution_reading(r) -> str | None:
+    """What a latency cell's exec_* facts say keeps its deployment off its runtime's fast
+    kernels, in one sentence; None when the cell has no such facts."""
+    if r["runtime"] == "litert" and pd.notna(r["exec_partitions"]):
+        builtin = json.loads(r["exec_builtin_ops"])
+        left, partitions = sum(builtin.values()), int(r["exec_partitions"])
+        if not left:
+            return (f"all {num(r['exec_nodes'], 0)} nodes run on XNNPACK "
+                    f"({partitions} partition{'s' if partitions > 1 else ''}): nothing falls back")
+        top, count = next(iter(builtin.items()))
+        return (f"{partitions} XNNPACK partition{'s' if partitions > 1 else ''}; {left} nodes "
+                f"run on LiteRT's built-in kernels (most: {top}, {count}), and every partition "
+                "boundary hands tensors over between the two")
+    if pd.isna(r["exec_op_time"]):
+        return None
+    shares = json.loads(r["exec_op_time"])
+    top, share = next(iter(shares.items()), ("none", float("nan")))
+    if r["runtime"] == "onnxruntime":
+        layout = sum(shares.get(op, 0.0) for op in LAYOUT_NODES)
+        return (f"{pct(layout)} % of node time converts layouts ({', '.join(LAYOUT_NODES)}), "
+                f"{pct(shares.get('Conv', 0.0))} % is convolution; the rest is elementwise and "
+                "shape nodes the runtime did not fuse into them")
+    if r["runtime"] == "openvino":
+        kernels = json.loads(r["exec_provider_time"])
+        reference = sum(v for k, v in kernels.items() if k.startswith("ref"))
+        return (f"{pct(reference)} % of layer time on reference (non-JIT) kernels; the largest "
+                f"layer type is {top} at {pct(share)} %")
+    return None
+
+
 def section_execution(run: RunData) -> Section:
     section = Section("Where the time goes")
     cells = _ok(run.cells, LATENCY)
@@ -688,6 +723,16 @@ def section_execution(run: RunData) -> Section:
                 for _, r in mine.iterrows()]
         section.blocks += [text, _table(rows, f"{name}: share of node time per op type, "
                                                "largest first")]
+    # One reading per deployment, at its highest thread count and fewest frames per call.
+    ordered = cells.sort_values(["threads", "frames_per_call"], ascending=[False, True],
+                                kind="stable")
+    ordered = ordered.assign(key=[deployment(r).rsplit(" t", 1)[0] for _, r in ordered.iterrows()])
+    readings = [{"deployment": deployment(r), "what the facts above say": text}
+                for _, r in ordered.drop_duplicates("key").sort_values("key", kind="stable").iterrows()
+                if (text := execution_reading(r))]
+    if readings:
+        section.blocks.append(_table(readings, "Why, in the facts above: what keeps each "
+                                               "deployment off its runtime's fast kernels"))
     return section
 
 
