@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +278,17 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                               options=options, cache=cache)
         shutil.copyfile(source.path, target)
         return {"onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
+    if spec.family == "onnx" and spec.optimized:
+        # The ONNX rewrites work on the exported graph: they start from the plain export (from
+        # the cache when it is there) instead of converting the model again.
+        from converters.export_onnx import rewrite_onnx_file
+
+        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_call=frames,
+                              options=replace(options, simplify=False), cache=cache)
+        details = rewrite_onnx_file(source.path, target,
+                                    applied_optimizations(config, spec, frames),
+                                    simplify=options.simplify)
+        return {**details, "onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
     from converters.optimize import optimized_build
     from converters.rewrite3d import exportable
 
@@ -290,8 +301,7 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
                 from converters.export_onnx import export_onnx
 
                 details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
-                                      simplify=options.simplify,
-                                      optimizations=applied_optimizations(config, spec, frames))
+                                      simplify=options.simplify)
             else:
                 from converters.export_tflite import export_tflite
 

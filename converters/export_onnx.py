@@ -100,7 +100,7 @@ def validate_onnx(model):
 
 
 def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path, *,
-                opset: int, simplify: bool, optimizations: tuple[str, ...] = ()) -> dict:
+                opset: int, simplify: bool) -> dict:
     """Convert `model`'s step function to ONNX at `target`.
 
     Args:
@@ -110,13 +110,10 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
         target: the .onnx file to write.
         opset: ONNX opset for tf2onnx.
         simplify: run onnxslim after conversion and record its effect.
-        optimizations: names of the ONNX graph rewrites to apply (converters.optimize), after
-            conversion and before onnxslim.
 
     Returns:
         details: conversion seconds, node count, op histogram, opset, file size and, with
-        `simplify`, the before/after node counts and sizes; with `optimizations`, the sites each
-        rewrite changed.
+        `simplify`, the before/after node counts and sizes.
 
     Raises:
         UnsupportedExportError when tf2onnx cannot produce a valid graph with contract names.
@@ -136,15 +133,39 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
     pin_io_shapes(proto, manifest, frames)
     details: dict = {"convert_seconds": round(convert_seconds, 3), "opset": opset,
                      "dynamic_frames": frames is None}
-    if optimizations:
-        from converters.optimize import rewrite_onnx
-
-        details["optimization_sites"] = rewrite_onnx(proto, optimizations)
     if simplify:
         proto, details["simplify"] = simplify_model(proto)
         check_contract_names(proto, manifest)
     proto = validate_onnx(proto)
     onnx.save(proto, str(target))
     details.update(nodes=len(proto.graph.node), op_histogram=op_histogram(proto),
+                   file_bytes=Path(target).stat().st_size)
+    return details
+
+
+def rewrite_onnx_file(source: Path, target: Path, optimizations: tuple[str, ...], *,
+                      simplify: bool) -> dict:
+    """Write `source` with the ONNX graph rewrites `optimizations` (converters.optimize) applied
+    to `target`, then onnxslim if `simplify`, checked as a fresh export is.
+
+    Returns the sites each rewrite changed, the seconds it took, the node count, op histogram
+    and file size (and onnxslim's effect). Raises UnsupportedExportError when a rewrite finds
+    nothing to change or the result is not a valid graph.
+    """
+    import onnx
+
+    from converters.optimize import rewrite_onnx
+
+    start = time.perf_counter()
+    proto = onnx.load(str(source))
+    details: dict = {"optimization_sites": rewrite_onnx(proto, optimizations)}
+    # Shapes inferred for the source's tensors: some are gone, the rest are inferred again.
+    del proto.graph.value_info[:]
+    if simplify:
+        proto, details["simplify"] = simplify_model(proto)
+    proto = validate_onnx(proto)
+    onnx.save(proto, str(target))
+    details.update(rewrite_seconds=round(time.perf_counter() - start, 3),
+                   nodes=len(proto.graph.node), op_histogram=op_histogram(proto),
                    file_bytes=Path(target).stat().st_size)
     return details

@@ -9,7 +9,8 @@ The names of those applied go into the artifact's cache key and its manifest
 
 An optimization either patches Model Garden's layers while the Keras model is built (`patch`:
 the TFLite ones) or rewrites the exported ONNX graph (`onnx_pass`: converters.onnx_rewrites,
-where the ONNX ones are explained).
+where the ONNX ones are explained); an optimized ONNX format is made from the plain ONNX
+export's file, so it costs no second conversion.
 
 - `int8-hard-swish` (TFLite full int8 of models with hard-swish): XNNPACK has no int8
   HARD_SWISH kernel, and the TFLite converter fuses Model Garden's hard-swish
@@ -194,17 +195,22 @@ def optimized_build(names: tuple[str, ...]) -> Iterator[None]:
 
 
 def rewrite_onnx(model, names: tuple[str, ...]) -> dict[str, int]:
-    """Apply the ONNX graph passes among `names` to `model` in place; return the sites each
-    changed. A pass that finds nothing to rewrite raises UnsupportedExportError: the
-    artifact would otherwise claim an optimization it does not hold."""
+    """Apply the ONNX graph passes `names` to `model` in place; return the sites each changed.
+
+    Raises UnsupportedExportError for a name that is no ONNX graph pass, and for a pass that
+    finds nothing to rewrite: the artifact would otherwise claim an optimization it lacks."""
     from converters.errors import UnsupportedExportError
 
     sites = {}
     for optimization in OPTIMIZATIONS:
-        if optimization.name in names and optimization.onnx_pass is not None:
-            sites[optimization.name] = optimization.onnx_pass(model)
-            if not sites[optimization.name]:
-                raise UnsupportedExportError(
-                    f"optimization {optimization.name} found nothing to rewrite in the ONNX "
-                    f"graph ({optimization.where})")
+        if optimization.name not in names:
+            continue
+        if optimization.onnx_pass is None:
+            raise UnsupportedExportError(
+                f"optimization {optimization.name} patches the model's build, not its ONNX graph")
+        sites[optimization.name] = optimization.onnx_pass(model)
+        if not sites[optimization.name]:
+            raise UnsupportedExportError(
+                f"optimization {optimization.name} found nothing to rewrite in the ONNX "
+                f"graph ({optimization.where})")
     return sites

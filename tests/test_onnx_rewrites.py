@@ -104,6 +104,9 @@ def test_onnx_opt_is_exact_against_the_tensorflow_reference_over_a_streamed_clip
         t0_onnx_opt, t0_stream_session):
     artifact = t0_onnx_opt
     assert artifact.manifest.optimizations == [HARD_SWISH_OP, HARD_SIGMOID_GATE_FOLD]
+    # Made from the plain export's file, which the cache now serves: no second conversion.
+    plain = export_model(T0_STREAM, "onnx")
+    assert plain.cached and artifact.details["onnx_source"] == str(plain.path)
     sites = artifact.details["optimization_sites"]
     assert sites[HARD_SWISH_OP] > 0 and sites[HARD_SIGMOID_GATE_FOLD] > 0, sites
     histogram = artifact.details["op_histogram"]
