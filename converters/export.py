@@ -263,8 +263,8 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
     if spec.family == "tensorrt":
         from converters.export_tensorrt import build_engine
 
-        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_call=frames,
-                              options=options, cache=cache)
+        source = export_model(config, spec.onnx_source, checkpoint=checkpoint,
+                              frames_per_call=frames, options=options, cache=cache)
         details = build_engine(source.path, source.manifest, spec.precision, options.tensorrt,
                                target, calibration=options.calibration)
         details["onnx_source"] = str(source.path)
@@ -283,7 +283,7 @@ def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None
         # the cache when it is there) instead of converting the model again.
         from converters.export_onnx import rewrite_onnx_file
 
-        source = export_model(config, "onnx", checkpoint=checkpoint, frames_per_call=frames,
+        source = export_model(config, spec.plain, checkpoint=checkpoint, frames_per_call=frames,
                               options=replace(options, simplify=False), cache=cache)
         details = rewrite_onnx_file(source.path, target,
                                     applied_optimizations(config, spec, frames),

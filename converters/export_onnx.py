@@ -118,7 +118,6 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
     Raises:
         UnsupportedExportError when tf2onnx cannot produce a valid graph with contract names.
     """
-    import onnx
     import tf2onnx
 
     from converters.build import input_signature, step_function
@@ -136,6 +135,14 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
     if simplify:
         proto, details["simplify"] = simplify_model(proto)
         check_contract_names(proto, manifest)
+    return save_checked(proto, target, details)
+
+
+def save_checked(proto, target: Path, details: dict) -> dict:
+    """Validate `proto` (validate_onnx), write it to `target`, and return `details` with its
+    node count, op histogram and file size added."""
+    import onnx
+
     proto = validate_onnx(proto)
     onnx.save(proto, str(target))
     details.update(nodes=len(proto.graph.node), op_histogram=op_histogram(proto),
@@ -163,9 +170,5 @@ def rewrite_onnx_file(source: Path, target: Path, optimizations: tuple[str, ...]
     del proto.graph.value_info[:]
     if simplify:
         proto, details["simplify"] = simplify_model(proto)
-    proto = validate_onnx(proto)
-    onnx.save(proto, str(target))
-    details.update(rewrite_seconds=round(time.perf_counter() - start, 3),
-                   nodes=len(proto.graph.node), op_histogram=op_histogram(proto),
-                   file_bytes=Path(target).stat().st_size)
-    return details
+    details["rewrite_seconds"] = round(time.perf_counter() - start, 3)
+    return save_checked(proto, target, details)

@@ -48,6 +48,7 @@ from typing import Callable
 from converters.formats import (
     CAUSAL_POOL_STEP, HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, INT8_HARD_SWISH, FormatSpec,
 )
+from converters.onnx_rewrites import fold_hard_sigmoid_gates, fuse_hard_swish
 from converters.zoo import ModelConfig
 
 
@@ -140,18 +141,6 @@ def _onnx_graph(spec: FormatSpec) -> bool:
     return spec.family in ("onnx", "openvino")
 
 
-def _hard_swish_op(model) -> int:
-    from converters.onnx_rewrites import fuse_hard_swish
-
-    return fuse_hard_swish(model)
-
-
-def _hard_sigmoid_gate_fold(model) -> int:
-    from converters.onnx_rewrites import fold_hard_sigmoid_gates
-
-    return fold_hard_sigmoid_gates(model)
-
-
 OPTIMIZATIONS: tuple[Optimization, ...] = (
     Optimization(INT8_HARD_SWISH, "full-int8 TFLite of models with hard-swish",
                  lambda config, spec: _full_int8_tflite(spec) and _uses_hard_swish(config),
@@ -161,12 +150,12 @@ OPTIMIZATIONS: tuple[Optimization, ...] = (
                  patch=_causal_pool_step, one_frame_only=True),
     Optimization(HARD_SWISH_OP, "ONNX of models with hard-swish",
                  lambda config, spec: _onnx_graph(spec) and _uses_hard_swish(config),
-                 onnx_pass=_hard_swish_op),
+                 onnx_pass=fuse_hard_swish),
     Optimization(HARD_SIGMOID_GATE_FOLD,
                  "ONNX of models whose squeeze-excitation gates with hard-sigmoid",
                  lambda config, spec: (_onnx_graph(spec) and config.se_type != "none"
                                        and config.gating_activation == "hard_sigmoid"),
-                 onnx_pass=_hard_sigmoid_gate_fold),
+                 onnx_pass=fold_hard_sigmoid_gates),
 )
 
 
