@@ -309,6 +309,11 @@ class Session(ABC):
         """
         return {}
 
+    def multiply_adds(self) -> int | None:
+        """Multiply-adds one call does in the artifact's convolutions and matrix products,
+        counted from its graph (elementwise ops not counted); None: the runtime cannot tell."""
+        return None
+
     def execution_facts(self, frames: np.ndarray) -> ExecutionFacts | None:
         """How the engine runs calls on `frames` (a timed call's input); None: nothing to tell.
 

@@ -8,18 +8,23 @@ user brings without a manifest runs too (`manifest_from_tflite`).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converters.errors import ArtifactError, first_line
+from converters.errors import ArtifactError, MovibenchError, first_line
 from converters.manifest import (
-    IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, manifest_from_signature,
+    IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, manifest_from_signature,
     state_name_from_tensor, state_output_name,
 )
 from runtimes.base import ExecutionFacts, Session, States, TensorInfo
+from runtimes.state_buffers import STATE_IO, STATE_IO_BUFFERS, STATE_IO_HOST, StateBuffers
 
 SIGNATURE_KEY = "serving_default"
 DELEGATE_OP = "DELEGATE"  # the node a delegate kernel puts in place of one partition
@@ -63,10 +68,12 @@ def _signature_io(path, runner) -> tuple[dict[str, TensorInfo], dict[str, Tensor
 
 
 def _tensor_infos(details: dict) -> dict[str, TensorInfo]:
-    """Signature tensor details → TensorInfo by signature name (-1 in a shape → None)."""
+    """Signature tensor details (an interpreter's or a CompiledModel's, which has no
+    `shape_signature`) → TensorInfo by signature name (-1 in a shape → None)."""
     infos = {}
     for name, d in details.items():
-        dims = d["shape_signature"] if len(d["shape_signature"]) else d["shape"]
+        signature = d.get("shape_signature", ())
+        dims = signature if len(signature) else d["shape"]
         infos[name] = TensorInfo(name, tuple(None if int(x) < 0 else int(x) for x in dims),
                                  np.dtype(d["dtype"]).name)
     return infos
@@ -174,6 +181,32 @@ def delegation_facts(interpreter) -> ExecutionFacts:
                           builtin_ops=dict(builtin.most_common()))
 
 
+# Op -> (weight operand, how many of the weight's dims after the first are summed per output):
+# CONV_2D [Cout, kh, kw, Cin/groups]; DEPTHWISE_CONV_2D [1, kh, kw, Cout] (kh·kw per output);
+# FULLY_CONNECTED [Cout, Cin]; CONV_3D [kd, kh, kw, Cin, Cout].
+_WEIGHTED_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "fc",
+                 "CONV_3D": "conv3d", "BATCH_MATMUL": "matmul"}
+
+
+def multiply_adds(interpreter) -> int:
+    """Multiply-adds one call of an allocated interpreter's main graph does in its
+    convolutions and matrix products, counted from the ops and their tensors' shapes
+    (delegated or not: the node table keeps every op); elementwise ops are not counted."""
+    shapes = {t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
+    total = 0
+    for op in interpreter._get_ops_details():
+        kind = _WEIGHTED_OPS.get(op["op_name"])
+        if kind is None:
+            continue
+        out = int(np.prod(shapes[int(op["outputs"][0])], dtype=np.int64))
+        w = shapes[int(op["inputs"][1])]
+        per_output = {"conv": lambda: np.prod(w[1:]), "depthwise": lambda: w[1] * w[2],
+                      "fc": lambda: w[-1], "conv3d": lambda: np.prod(w[:4]),
+                      "matmul": lambda: shapes[int(op["inputs"][0])][-1]}[kind]()
+        total += out * int(per_output)
+    return total
+
+
 def _op_key(op: dict) -> str:
     """'CAST int32': an op type alone does not say why it was left out (float ADD is
     delegated, int32 ADD is not)."""
@@ -182,61 +215,206 @@ def _op_key(op: dict) -> str:
 
 
 class LiteRTSession(Session):
-    """A LiteRT interpreter behind the streaming interface, called through its signature.
+    """A LiteRT model behind the streaming interface.
 
     Options (keywords of `open`, besides `threads`: CPU threads, None for LiteRT's default):
         xnnpack: apply LiteRT's default XNNPACK delegate (default True; False: builtin
             kernels only, to tell what XNNPACK contributes).
+        state_io: 'buffers' (the default with XNNPACK): the file runs as a LiteRT
+            `CompiledModel` whose states stay in its own tensor buffers from step to step
+            (runtimes.state_buffers), bit-identical to 'host', where the interpreter's
+            signature runner takes and returns numpy arrays, as a user's own loop over it does.
     """
 
     runtime = "litert"
     artifact_kind = "TFLite"
-    engine_modules = ("ai_edge_litert.interpreter",)
+    engine_modules = ("ai_edge_litert.interpreter", "ai_edge_litert.compiled_model")
 
-    def __init__(self, interpreter, runner, manifest: StateManifest, path: Path,
-                 threads: int | None = None, xnnpack: bool = True):
+    def __init__(self, manifest: StateManifest, path: Path, engine, threads: int | None,
+                 xnnpack: bool):
         super().__init__(manifest)
-        self.interpreter = interpreter
-        self._runner = runner
+        self.path = path
+        self._engine = engine
         self._threads, self._xnnpack = threads, xnnpack  # as opened: LiteRT does not report them
-        # The signature is read once: a damaged one that still loaded fails here, by name.
-        inputs, outputs = _signature_io(path, runner)
-        self._outputs = state_outputs(inputs, outputs)  # short state name -> output tensor
-        self._declared = (list(inputs.values()), _as_contract(outputs, self._outputs))
 
     @classmethod
     def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
-              xnnpack: bool = True) -> LiteRTSession:
-        """The interpreter of the .tflite file at `path` (its manifest may come from
-        `manifest_from_tflite`), with the options in the class docstring."""
-        interpreter, runner = load_interpreter(path, threads, xnnpack)
-        return cls(interpreter, runner, manifest, path, threads, xnnpack)
+              xnnpack: bool = True, state_io: str | None = None) -> LiteRTSession:
+        """The .tflite file at `path` (its manifest may come from `manifest_from_tflite`)
+        loaded for the state I/O asked, with the options in the class docstring."""
+        state_io = state_io or (STATE_IO_BUFFERS if xnnpack else STATE_IO_HOST)
+        if state_io not in STATE_IO:
+            raise MovibenchError(f"unknown LiteRT state_io {state_io!r}; known: {', '.join(STATE_IO)}")
+        if state_io == STATE_IO_BUFFERS and not xnnpack:
+            raise MovibenchError("LiteRT state_io='buffers' runs a CompiledModel, which always "
+                                 "delegates to XNNPACK: use state_io='host' with xnnpack=False")
+        engine = (CompiledEngine(path, manifest, threads) if state_io == STATE_IO_BUFFERS
+                  else SignatureEngine(path, threads, xnnpack))
+        return cls(manifest, path, engine, threads, xnnpack)
 
     def settings(self) -> dict[str, Any]:
-        """The threads (None: LiteRT's default) and XNNPACK choice the interpreter was made
-        with, as `open`'s keywords; LiteRT's Python API does not report them back."""
-        return {"threads": self._threads, "xnnpack": self._xnnpack}
+        """The threads (None: LiteRT's default), XNNPACK choice and state I/O the session was
+        opened with, as `open`'s keywords; LiteRT's Python API does not report them back."""
+        return {"threads": self._threads, "xnnpack": self._xnnpack,
+                "state_io": self._engine.state_io}
 
     def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """The signature's inputs and outputs; a next state named like its input (the official
         binaries' convention) is listed as `next_state_*`."""
-        return self._declared
+        return self._engine.declared
+
+    def _prepare(self, path: Path) -> None:
+        if isinstance(self._engine, CompiledEngine):
+            self._engine.prepare(self.manifest)
 
     def execution_facts(self, frames: np.ndarray) -> ExecutionFacts:
-        """XNNPACK's partitions of this interpreter (`delegation_facts`); they do not depend on
+        """XNNPACK's partitions of the file (`delegation_facts`), read off an interpreter
+        opened like this session (a CompiledModel shows no node table); they do not depend on
         the input, so `frames` is not run."""
+        interpreter = (self._engine.interpreter if isinstance(self._engine, SignatureEngine)
+                       else load_interpreter(self.path, self._threads, self._xnnpack)[0])
         # LiteRT applies its default delegate when tensors are first allocated, which the
         # signature runner does at every call: a session not run yet is partitioned here. The
         # wrapper's own call, since Interpreter.allocate_tensors refuses while a runner exists;
         # once allocated it returns at once.
-        self.interpreter._interpreter.AllocateTensors()
-        return delegation_facts(self.interpreter)
+        interpreter._interpreter.AllocateTensors()
+        return delegation_facts(interpreter)
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds per call, counted from the file's graph (`multiply_adds`)."""
+        interpreter = (self._engine.interpreter if isinstance(self._engine, SignatureEngine)
+                       else load_interpreter(self.path, self._threads, xnnpack=False)[0])
+        interpreter._interpreter.AllocateTensors()
+        return multiply_adds(interpreter)
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        feeds = {IMAGE_INPUT: frames}
-        feeds.update({s.input_name: np.asarray(states[s.name]) for s in self.manifest.states})
-        out = self._runner(**feeds)
-        return out[LOGITS_OUTPUT], {s.name: out[self._outputs[s.name]] for s in self.manifest.states}
+        return self._engine.step(self.manifest, frames, states)
 
     def _predict(self, clip: np.ndarray) -> np.ndarray:
+        return self._engine.predict(clip)
+
+
+class SignatureEngine:
+    """The interpreter's signature runner: numpy arrays in, new numpy arrays out (`host`)."""
+
+    state_io = STATE_IO_HOST
+
+    def __init__(self, path: Path, threads: int | None, xnnpack: bool):
+        self.interpreter, self._runner = load_interpreter(path, threads, xnnpack)
+        # The signature is read once: a damaged one that still loaded fails here, by name.
+        inputs, outputs = _signature_io(path, self._runner)
+        self._outputs = state_outputs(inputs, outputs)  # short state name -> output tensor
+        self.declared = (list(inputs.values()), _as_contract(outputs, self._outputs))
+
+    def step(self, manifest: StateManifest, frames: np.ndarray, states: States):
+        feeds = {IMAGE_INPUT: frames}
+        feeds.update({s.input_name: np.asarray(states[s.name]) for s in manifest.states})
+        out = self._runner(**feeds)
+        return out[LOGITS_OUTPUT], {s.name: out[self._outputs[s.name]] for s in manifest.states}
+
+    def predict(self, clip: np.ndarray) -> np.ndarray:
         return self._runner(**{IMAGE_INPUT: clip})[LOGITS_OUTPUT]
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null: LiteRT's C++ environment logs a score of INFO lines
+    (accelerator registry, vendor plugins it cannot find) at every CompiledModel it creates.
+    Its failures still arrive as Python exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    """One LiteRT environment for the process: every CompiledModel shares it (creating one
+    registers the accelerators again)."""
+    from ai_edge_litert.environment import Environment
+
+    with _native_stderr_silenced():
+        return Environment.create()
+
+
+class CompiledEngine:
+    """A LiteRT CompiledModel whose states stay in its own tensor buffers (`buffers`)."""
+
+    state_io = STATE_IO_BUFFERS
+
+    def __init__(self, path: Path, manifest: StateManifest, threads: int | None):
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.cpu_options import CpuOptions
+        from ai_edge_litert.options import Options
+
+        # CompiledModel.from_file crashes the process on a damaged file where the interpreter
+        # raises: the interpreter (no delegate, no tensors allocated: a few ms) checks it first.
+        load_interpreter(path, threads, xnnpack=False)
+        options = Options(cpu_options=CpuOptions(num_threads=int(threads or 0)))
+        try:
+            with _native_stderr_silenced():
+                self.model = model = CompiledModel.from_file(
+                    str(path), environment=_environment(), options=options)
+            signatures = model.get_signature_list()
+            self._key = key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else (
+                next(iter(signatures)) if len(signatures) == 1 else None)
+            if key is None:
+                raise ArtifactError(f"{path} has no {SIGNATURE_KEY!r} signature to run "
+                                    f"(signatures: {sorted(signatures) or 'none'})")
+            inputs = _tensor_infos(model.get_input_tensor_details(key))
+            outputs = _tensor_infos(model.get_output_tensor_details(key))
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"cannot load TFLite model {path}: {first_line(exc)}") from None
+        self._outputs = naming = state_outputs(inputs, outputs)
+        self.declared = (list(inputs.values()), _as_contract(outputs, naming))
+        self._image = model.create_input_buffer_by_name(key, IMAGE_INPUT)
+        with _native_stderr_silenced():  # the first write sets up the buffers' own environment
+            self._image.write(np.zeros([d or 1 for d in inputs[IMAGE_INPUT].shape], np.float32))
+        self._logits = model.create_output_buffer_by_name(key, LOGITS_OUTPUT)
+        self._logits_size = int(np.prod(outputs[LOGITS_OUTPUT].shape))
+        self._scratch: dict[str, Any] = {}  # state input name -> buffer for host values
+        self._states: StateBuffers | None = None
+
+    def prepare(self, manifest: StateManifest) -> None:
+        """The two sets of state buffers, once the file's I/O is known to match `manifest`."""
+        if manifest.causal:
+            model, key, naming = self.model, self._key, self._outputs
+            self._states = StateBuffers(
+                manifest.states,
+                new_buffer=lambda spec: model.create_output_buffer_by_name(key, naming[spec.name]),
+                read=lambda buffer, spec: buffer.read(int(np.prod(spec.shape)), spec.dtype).reshape(
+                    spec.shape),
+                host_input=self._host_input)
+
+    def _host_input(self, spec: StateSpec, value: np.ndarray):
+        buffer = self._scratch.get(spec.input_name)
+        if buffer is None:
+            buffer = self._scratch[spec.input_name] = self.model.create_input_buffer_by_name(
+                self._key, spec.input_name)
+        buffer.write(value)
+        return buffer
+
+    def step(self, manifest: StateManifest, frames: np.ndarray, states: States):
+        buffers, slot = self._states.inputs(states)
+        self._image.write(frames)
+        inputs = {IMAGE_INPUT: self._image}
+        inputs.update({s.input_name: buffers[s.name] for s in manifest.states})
+        written = self._states.outputs(slot)
+        outputs = {LOGITS_OUTPUT: self._logits}
+        outputs.update({self._outputs[s.name]: written[s.name] for s in manifest.states})
+        self.model.run_by_name(self._key, inputs, outputs)
+        return self._read_logits(), self._states.issue(slot)
+
+    def predict(self, clip: np.ndarray) -> np.ndarray:
+        self._image.write(clip)
+        self.model.run_by_name(self._key, {IMAGE_INPUT: self._image},
+                               {LOGITS_OUTPUT: self._logits})
+        return self._read_logits()
+
+    def _read_logits(self) -> np.ndarray:
+        return self._logits.read(self._logits_size, np.float32).reshape(1, -1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from converters.errors import ArtifactError, first_line
 from converters.manifest import StateManifest, manifest_from_signature
 from runtimes.base import TensorInfo
@@ -71,3 +73,44 @@ def manifest_from_onnx(path: str | Path) -> StateManifest:
             raise ArtifactError(f"{path}: state input {state.input_name!r} has no output "
                                 f"{state.output_name!r} carrying its next value")
     return manifest
+
+
+def onnx_multiply_adds(path: str | Path) -> int:
+    """Multiply-adds one call of the `.onnx` file at `path` does in its convolutions and
+    matrix products (Conv, ConvInteger, QLinearConv, MatMul, MatMulInteger, QLinearMatMul,
+    Gemm), counted from the graph with the shapes ONNX shape inference gives; elementwise ops
+    are not counted. Raises ArtifactError when a counted node's shapes are not static.
+    """
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    shapes = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+
+    def shape(name: str, node) -> tuple[int, ...]:
+        dims = shapes.get(name)
+        if not dims or any(d is None for d in dims):
+            raise ArtifactError(f"{path}: {node.op_type} node {node.name!r} has no static shape "
+                                f"for {name!r}, so its multiply-adds cannot be counted")
+        return dims
+
+    total = 0
+    for node in graph.node:
+        op = node.op_type
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            weight = node.input[3 if op == "QLinearConv" else 1]
+            out = shape(node.output[0], node)
+            w = shape(weight, node)  # [Cout, Cin / groups, k...]
+            total += int(np.prod(out, dtype=np.int64)) * int(np.prod(w[1:], dtype=np.int64))
+        elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"):
+            a = shape(node.input[0], node)
+            transposed = op == "Gemm" and any(
+                attr.name == "transA" and attr.i for attr in node.attribute)
+            k = a[-2] if transposed else a[-1]
+            total += int(np.prod(shape(node.output[0], node), dtype=np.int64)) * int(k)
+    return total

@@ -268,6 +268,13 @@ class OnnxRuntimeSession(Session):
         """The graph's inputs and outputs as ONNX Runtime reads them."""
         return _tensor_infos(self.session.get_inputs()), _tensor_infos(self.session.get_outputs())
 
+    def multiply_adds(self) -> int:
+        """Multiply-adds per call, counted from the ONNX file's graph
+        (runtimes.onnx_file.onnx_multiply_adds)."""
+        from runtimes.onnx_file import onnx_multiply_adds
+
+        return onnx_multiply_adds(self.path)
+
     def execution_facts(self, frames: np.ndarray, calls: int = PROFILE_CALLS) -> ExecutionFacts:
         """Where a call's time goes by op type and provider, from ONNX Runtime's own profiler
         (`profile_facts`) over `calls` calls on `frames`, states carried from call to call.

@@ -1,10 +1,10 @@
 """OpenVINO: runs the ONNX graph of an `openvino` artifact; imports openvino only, never TF.
 
 OpenVINO reads the ONNX file itself (its ONNX frontend) and compiles it for the CPU plugin at
-load, so a cell's load time includes that compilation. States stay `ov.Tensor`s between
-calls: each step binds the previous step's output tensors as its inputs and fresh tensors as
-its outputs, the way ONNX Runtime's IO binding does, so carrying 40-odd stream buffers costs
-no copy and a state handed out is never overwritten by a later step.
+load, so a cell's load time includes that compilation. By default (`state_io='buffers'`)
+states stay in two sets of `ov.Tensor`s that the steps write in turn (runtimes.state_buffers):
+each step binds the previous step's output tensors as its inputs, so carrying 40-odd stream
+buffers costs no copy, and a state handed out is never overwritten by a later step.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import numpy as np
 
 from converters.errors import ArtifactError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
-from runtimes.base import (
-    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, run_calls,
-)
+from runtimes.base import PROFILE_CALLS, ExecutionFacts, Session, States, TensorInfo, run_calls
+from runtimes.state_buffers import STATE_IO, STATE_IO_BUFFERS, StateBuffers
 
 DEVICE = "CPU"
 # PERFORMANCE_HINT=LATENCY with one stream: one request at a time, all threads on it (a
@@ -26,18 +25,6 @@ DEVICE = "CPU"
 # support the plugin would otherwise run fp32 models in bf16, and an fp32 cell would not be fp32.
 COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
                   "INFERENCE_PRECISION_HINT": "f32"}
-
-
-class OpenVinoState(StateHandle):
-    """A state held as an ov.Tensor written by the compiled model."""
-
-    def __init__(self, tensor):
-        self.tensor = tensor
-        self.shape = tuple(tensor.shape)
-        self.dtype = np.dtype(tensor.element_type.to_dtype())
-
-    def numpy(self) -> np.ndarray:
-        return np.array(self.tensor.data, copy=True)
 
 
 def _port_name(port, wanted: set[str]) -> str:
@@ -106,13 +93,16 @@ class OpenVinoSession(Session):
     Options (keywords of `open`, besides `threads`: INFERENCE_NUM_THREADS, None for the
     plugin's default of every core):
         config: more CPU plugin properties, over COMPILE_CONFIG.
+        state_io: 'buffers' (default): states stay in the session's own `ov.Tensor`s from
+            step to step (runtimes.state_buffers); 'host': numpy arrays in, copies out.
     """
 
     runtime = "openvino"
     artifact_kind = "OpenVINO"
     engine_modules = ("openvino",)
 
-    def __init__(self, compiled, manifest: StateManifest, path: Path, properties: dict):
+    def __init__(self, compiled, manifest: StateManifest, path: Path, properties: dict,
+                 state_io: str = STATE_IO_BUFFERS):
         super().__init__(manifest)
         self.compiled = compiled
         self.path = path
@@ -123,21 +113,41 @@ class OpenVinoSession(Session):
         self._declared = ([i for i, _ in inputs], [o for o, _ in outputs])
         # Manifest tensor name → the compiled model's port.
         self._ports = {info.name: port for info, port in inputs + outputs}
+        self.state_io = state_io
+        self._states: StateBuffers | None = None
 
     @classmethod
     def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
-              config: dict | None = None) -> OpenVinoSession:
+              config: dict | None = None, state_io: str = STATE_IO_BUFFERS) -> OpenVinoSession:
         """The ONNX file at `path` read and compiled for the CPU plugin, with the options in
         the class docstring."""
+        if state_io not in STATE_IO:
+            raise MovibenchError(f"unknown OpenVINO state_io {state_io!r}; known: "
+                                 f"{', '.join(STATE_IO)}")
         properties = {**COMPILE_CONFIG, **(config or {})}
         if threads:
             properties["INFERENCE_NUM_THREADS"] = int(threads)
-        return cls(_compile(path, properties), manifest, path, properties)
+        return cls(_compile(path, properties), manifest, path, properties, state_io)
 
     def declared_io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """The compiled model's inputs and outputs, each under the name the manifest uses
         (an ONNX output port also carries internal names)."""
         return self._declared
+
+    def _prepare(self, path: Path) -> None:
+        """The two sets of state tensors of `state_io='buffers'`, shaped like the outputs."""
+        if not (self.manifest.causal and self.state_io == STATE_IO_BUFFERS):
+            return
+        import openvino as ov
+
+        def new_buffer(spec):
+            port = self._ports[spec.output_name]
+            return ov.Tensor(port.get_element_type(), port.get_shape())
+
+        self._states = StateBuffers(
+            self.manifest.states, new_buffer,
+            read=lambda tensor, spec: np.array(tensor.data, copy=True),
+            host_input=lambda spec, value: ov.Tensor(np.ascontiguousarray(value)))
 
     @property
     def properties(self) -> dict[str, str]:
@@ -151,8 +161,16 @@ class OpenVinoSession(Session):
 
     def settings(self) -> dict[str, str]:
         """The compiled model's `properties` (performance hint, streams, threads, inference
-        precision) as the plugin reports them, under its own names (the keys of `config`)."""
-        return dict(self.properties)
+        precision) as the plugin reports them, under its own names (the keys of `config`),
+        and the session's `state_io`."""
+        return {**self.properties, "state_io": self.state_io}
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds per call, counted from the ONNX file's graph
+        (runtimes.onnx_file.onnx_multiply_adds)."""
+        from runtimes.onnx_file import onnx_multiply_adds
+
+        return onnx_multiply_adds(self.path)
 
     def execution_facts(self, frames: np.ndarray, calls: int = PROFILE_CALLS) -> ExecutionFacts:
         """Where a call's time goes by layer type and kernel implementation (e.g.
@@ -163,7 +181,8 @@ class OpenVinoSession(Session):
         to every layer, and this session, the timed one, never counts.
         """
         twin = type(self)(_compile(self.path, {**self._properties, "PERF_COUNT": True}),
-                          self.manifest, self.path, self._properties)
+                          self.manifest, self.path, self._properties, self.state_io)
+        twin._prepare(self.path)
         counters = []
         # The counters describe the request's last call only: read them after each.
         run_calls(twin, frames, calls, lambda: counters.append(twin.request.get_profiling_info()))
@@ -172,22 +191,23 @@ class OpenVinoSession(Session):
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         import openvino as ov
 
-        request, ports = self.request, self._ports
+        request, ports, specs = self.request, self._ports, self.manifest.states
         request.set_tensor(ports[IMAGE_INPUT], ov.Tensor(np.ascontiguousarray(frames)))
-        for spec in self.manifest.states:
-            value = states[spec.name]
-            tensor = value.tensor if isinstance(value, OpenVinoState) else \
-                ov.Tensor(np.ascontiguousarray(value))
-            request.set_tensor(ports[spec.input_name], tensor)
-        # Fresh output tensors every step: the states returned last step are this step's
-        # inputs, and a caller may still hold them.
-        next_states = {}
-        for spec in self.manifest.states:
-            port = ports[spec.output_name]
-            tensor = ov.Tensor(port.get_element_type(), port.get_shape())
-            request.set_tensor(port, tensor)
-            next_states[spec.name] = OpenVinoState(tensor)
-        request.infer()
+        if self._states is None:  # host: numpy in, copies out
+            for spec in specs:
+                request.set_tensor(ports[spec.input_name],
+                                   ov.Tensor(np.ascontiguousarray(states[spec.name])))
+            request.infer()
+            next_states = {spec.name: np.array(request.get_tensor(ports[spec.output_name]).data,
+                                               copy=True) for spec in specs}
+        else:
+            buffers, slot = self._states.inputs(states)
+            written = self._states.outputs(slot)
+            for spec in specs:
+                request.set_tensor(ports[spec.input_name], buffers[spec.name])
+                request.set_tensor(ports[spec.output_name], written[spec.name])
+            request.infer()
+            next_states = self._states.issue(slot)
         logits = np.array(request.get_tensor(ports[LOGITS_OUTPUT]).data, copy=True)
         return logits, next_states
 

@@ -64,6 +64,14 @@ def t0_stream_tflite():
     return export_model(T0_STREAM, "tflite-fp32")
 
 
+@pytest.fixture(scope="session")
+def t0_stream_openvino(t0_stream_onnx):
+    """The `openvino` artifact of T0_STREAM: the cached ONNX export under its own format."""
+    from converters.export import export_model
+
+    return export_model(T0_STREAM, "openvino")
+
+
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """TensorRT 10 and cuda-python replaced, for one test, by the ONNX Runtime-backed double.

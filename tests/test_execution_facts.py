@@ -91,7 +91,8 @@ def test_latency_cell_records_its_exec_columns_and_runtime_settings(t0_stream_tf
     assert sum(json.loads(ort["exec_op_time"]).values()) == pytest.approx(1.0)
     assert ort["exec_nodes"] > 0 and ort["step_p50_ms"] > 0
     # How each runtime was set up, as its session reports it (the runtime_settings column).
-    assert json.loads(litert["runtime_settings"]) == {"threads": 1, "xnnpack": True}
+    assert json.loads(litert["runtime_settings"]) == \
+        {"threads": 1, "xnnpack": True, "state_io": "buffers"}
     ort_settings = json.loads(ort["runtime_settings"])
     assert ort_settings == open_session(t0_stream_onnx.path, threads=1).settings()
     assert (ort_settings["threads"], ort_settings["execution_mode"]) == (1, "sequential")

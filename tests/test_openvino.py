@@ -11,17 +11,10 @@ from converters.errors import ArtifactError, StateError
 from converters.manifest import manifest_path_for
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
-from runtimes.openvino import OpenVinoSession, OpenVinoState
+from runtimes.openvino import OpenVinoSession
+from runtimes.state_buffers import BufferedState
 
 from conftest import T0_STREAM
-
-
-@pytest.fixture(scope="module")
-def t0_stream_openvino(t0_stream_onnx):
-    """The `openvino` artifact of T0_STREAM: the cached ONNX export under its own format."""
-    from converters.export import export_model
-
-    return export_model(T0_STREAM, "openvino")
 
 
 def frames(n: int, seed: int = 0) -> np.ndarray:
@@ -45,10 +38,10 @@ def test_streams_like_onnx_runtime_with_states_kept_as_openvino_tensors(
         assert session.properties["INFERENCE_NUM_THREADS"] == "2"
         assert session.properties["INFERENCE_PRECISION_HINT"] == "f32"
         # What a results row records of it (runtime_settings): the plugin's own report.
-        assert session.settings() == session.properties
+        assert session.settings() == {**session.properties, "state_io": "buffers"}
         assert session.settings()["PERFORMANCE_HINT"] == "LATENCY"
         logits, states = stream(session, chunks(clip, 1))
-        assert all(isinstance(v, OpenVinoState) for v in states.values())
+        assert all(isinstance(v, BufferedState) for v in states.values())
     np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 

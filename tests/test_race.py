@@ -13,7 +13,7 @@ import pytest
 from test_cli import run_cli
 from test_cli_model_options import run_main
 
-QUICK = ["--iterations", "4", "--warmup", "1", "--rounds", "2"]
+QUICK = ["--iterations", "4", "--warmup", "1", "--rounds", "2", "--no-roofline"]
 
 
 def test_race_times_each_deployment_per_thread_count(t0_stream_onnx, t0_stream_tflite,
@@ -39,6 +39,46 @@ def test_race_times_each_deployment_per_thread_count(t0_stream_onnx, t0_stream_t
         assert mine[0]["max_abs_diff_to_first"] == 0.0
         assert mine[1]["max_abs_diff_to_first"] < 1e-4
     assert len(pd.read_csv(out)) == 4
+
+
+def test_race_varies_a_runtime_option_against_a_baseline_with_roofline_shares(
+        t0_stream_onnx, t0_stream_tflite, tmp_path):
+    out = tmp_path / "race.csv"
+    result = run_cli("race", str(t0_stream_tflite.path), str(t0_stream_onnx.path),
+                     "--vary", "litert:state_io=host,buffers", "--baseline", "state_io=host",
+                     "--threads", "1", "--iterations", "4", "--warmup", "1", "--rounds", "2",
+                     "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = report["rows"]
+    assert [r["label"] for r in rows] == ["t0/stream tflite-fp32 [state_io=host]",
+                                          "t0/stream tflite-fp32 [state_io=buffers]",
+                                          "t0/stream onnx"]
+    assert [r["settings"].get("state_io") for r in rows] == ["host", "buffers", None]
+    assert [r["baseline"] for r in rows] == [True, False, False]
+    assert rows[0]["speedup_vs_baseline"] == 1.0 and rows[1]["speedup_vs_baseline"] > 0
+    # One model in three deployments: the same graph, the same multiply-adds, the same logits
+    # bit for bit between the two state I/O modes of one file.
+    assert len({r["macs_per_frame"] for r in rows}) == 1 and rows[0]["macs_per_frame"] > 0
+    assert rows[1]["max_abs_diff_to_first"] == 0.0
+    (peak,) = report["gemm_peaks"]
+    assert peak["threads"] == 1 and peak["fp32_gmacs"] > 0 and peak["int8_gmacs"] > 0
+    for row in rows:
+        assert row["peak_gmacs"] == peak["fp32_gmacs"]
+        assert row["roofline_share"] == pytest.approx(
+            row["macs_per_frame"] / (row["frame_p50_ms"] * 1e6) / peak["fp32_gmacs"])
+    written = json.loads(out.with_name("race.csv.json").read_text())
+    assert written["gemm_peaks"] == report["gemm_peaks"] and written["environment"]["cpu_flags"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--vary", "litert:state_io"], "--vary takes RUNTIME:OPTION=VALUE"),
+    (["--vary", "litert:state_io=host", "--vary", "litert:xnnpack=true"], "names runtime 'litert' twice"),
+    (["--baseline", "nothing-like-it"], "--baseline 'nothing-like-it' must match exactly one"),
+])
+def test_race_refuses_bad_vary_and_baseline(t0_stream_tflite, t0_stream_onnx, args, message):
+    result = run_cli("race", str(t0_stream_tflite.path), str(t0_stream_onnx.path), *args, *QUICK)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def _run_with(tmp_path: Path, artifacts: dict[tuple[str, str], str]) -> Path:

@@ -50,9 +50,9 @@ def test_ort_settings_are_read_back_from_the_session(t0_stream_onnx):
 
 def test_litert_settings_say_threads_and_xnnpack(t0_stream_tflite):
     assert open_session(t0_stream_tflite.path, threads=2).settings() == \
-        {"threads": 2, "xnnpack": True}
+        {"threads": 2, "xnnpack": True, "state_io": "buffers"}
     assert open_session(t0_stream_tflite.path, xnnpack=False).settings() == \
-        {"threads": None, "xnnpack": False}
+        {"threads": None, "xnnpack": False, "state_io": "host"}
 
 
 def test_tune_times_each_setting_per_thread_count_against_the_default(t0_stream_onnx, tmp_path):
