@@ -374,7 +374,8 @@ class CompiledEngine:
         self.declared = (list(inputs.values()), _as_contract(outputs, naming))
         self._image = model.create_input_buffer_by_name(key, IMAGE_INPUT)
         with _native_stderr_silenced():  # the first write sets up the buffers' own environment
-            self._image.write(np.zeros([d or 1 for d in inputs[IMAGE_INPUT].shape], np.float32))
+            image = inputs[IMAGE_INPUT]
+            self._image.write(np.zeros([d or 1 for d in image.shape], np.dtype(image.dtype)))
         self._logits = model.create_output_buffer_by_name(key, LOGITS_OUTPUT)
         self._logits_size = int(np.prod(outputs[LOGITS_OUTPUT].shape))
         self._scratch: dict[str, Any] = {}  # state input name -> buffer for host values

@@ -581,8 +581,17 @@ def section_race(run: RunData) -> Section:
                 "p90 per call (ms)": num(r["call_p90_ms"], 3),
                 "p50 per frame (ms)": "failed: " + r["error"] if failed else num(r["frame_p50_ms"], 3),
                 "× the fastest": num(r["ratio_to_fastest"], 2),
+                **_race_extras(r),
                 "max |Δlogit| to the first": sci(r["max_abs_diff_to_first"])})
         section.blocks.append(_table(table, f"{threads} thread(s)"))
+    if "roofline_share" in race.columns:
+        section.blocks.append(
+            "Speedup = the baseline's per-frame p50 / this one's (`race --baseline`). Roofline = "
+            "multiply-adds per frame (counted from the artifact's graph: convolutions and matrix "
+            "products) per second at this p50, over the CPU's measured matrix-product peak of "
+            "the deployment's precision at this thread count (int8 for full int8, fp32 else; "
+            "bench/trackers/roofline.py, the peaks in race.csv.json). Top-1 is the run's "
+            "accuracy cell on the same artifact.")
     section.blocks.insert(0, (
         "The latency cells above ran one after another, each in its own process; a machine "
         "whose speed drifts puts that drift into their ratios. Here the same artifacts were "
@@ -593,6 +602,19 @@ def section_race(run: RunData) -> Section:
         "what int8 was calibrated on, so no accuracy figure (the accuracy cells are). "
         "Memory is not measured here: every engine is loaded in the one process."))
     return section
+
+
+def _race_extras(r: pd.Series) -> dict[str, str]:
+    """The columns a race written with --baseline and the roofline adds (older ones lack them)."""
+    extras = {}
+    if "speedup_vs_baseline" in r.index:
+        extras["speedup vs the baseline"] = num(r["speedup_vs_baseline"], 2)
+    if "roofline_share" in r.index:
+        extras["M multiply-adds / frame"] = num(r["macs_per_frame"] / 1e6, 1)
+        extras["roofline (%)"] = pct(r["roofline_share"])
+    if "top1" in r.index:
+        extras["top-1 (%)"] = pct(r["top1"])
+    return extras
 
 
 def section_overhead(run: RunData) -> Section:
