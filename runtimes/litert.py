@@ -8,6 +8,7 @@ user brings without a manifest runs too (`manifest_from_tflite`).
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections import Counter
@@ -189,9 +190,12 @@ _WEIGHTED_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CON
 
 
 def multiply_adds(interpreter) -> int:
-    """Multiply-adds one call of an allocated interpreter's main graph does in its
-    convolutions and matrix products, counted from the ops and their tensors' shapes
-    (delegated or not: the node table keeps every op); elementwise ops are not counted."""
+    """Multiply-adds one call of an interpreter's main graph does in its convolutions and
+    matrix products, counted from the ops and their tensors' shapes (delegated or not: the
+    node table keeps every op); elementwise ops are not counted."""
+    # Intermediate shapes are known once tensors are allocated; the wrapper's own call, since
+    # Interpreter.allocate_tensors refuses while a signature runner exists.
+    interpreter._interpreter.AllocateTensors()
     shapes = {t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
     total = 0
     for op in interpreter._get_ops_details():
@@ -284,7 +288,6 @@ class LiteRTSession(Session):
         """Multiply-adds per call, counted from the file's graph (`multiply_adds`)."""
         interpreter = (self._engine.interpreter if isinstance(self._engine, SignatureEngine)
                        else load_interpreter(self.path, self._threads, xnnpack=False)[0])
-        interpreter._interpreter.AllocateTensors()
         return multiply_adds(interpreter)
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
@@ -339,7 +342,17 @@ def _environment():
     from ai_edge_litert.environment import Environment
 
     with _native_stderr_silenced():
-        return Environment.create()
+        environment = Environment.create()
+    # Its destruction at interpreter shutdown logs a line per accelerator: by then everything
+    # the process had to say (a traceback included) has been written.
+    atexit.register(_silence_native_stderr_at_exit)
+    return environment
+
+
+def _silence_native_stderr_at_exit() -> None:
+    sys.stderr.flush()
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
 
 
 class CompiledEngine:

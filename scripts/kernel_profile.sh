@@ -32,7 +32,7 @@ PY
     echo "# bash scripts/kernel_profile.sh ARTIFACT OUT $threads $seconds  (ARTIFACT: $(basename "$artifact"))"
     echo "$summary"
     echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|amx|fma)' | sort | xargs)"
-    perf report -i "$data" --no-children --sort symbol --fields overhead,sym --stdio 2>/dev/null \
-        | grep -E '^ +[0-9.]+%' | head -40 | sed -E 's/ +$//'
+    perf report -i "$data" --no-children --sort symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -40 | sed -E 's/ +- +- *$//; s/ +$//'
 } > "$out"
 echo "wrote $out"

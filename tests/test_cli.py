@@ -81,9 +81,9 @@ def test_validate_equivalence_fails_at_zero_tolerance_with_exit_1():
     args = ["validate", "equivalence", "--model", "t0", "--resolution", "64", "--classes", "5",
             "--frames", "8", "--chunks", "1,4", "--synthetic", "1", "--json"]
     # One process (a model build and three traces): frame by frame reassociates float sums,
-    # so the last bits differ and atol 0 FAILs (exit 1) while every row is within 1e-4 (the
-    # exit-0 path of validate verbs: tests/test_export_cli.py).
-    failed = run_cli(*args, "--atol", "0")
+    # so the last bits differ and a zero tolerance FAILs (exit 1) while every row is within
+    # 1e-4 (the exit-0 path of validate verbs: tests/test_export_cli.py).
+    failed = run_cli(*args, "--atol", "0", "--rtol", "0")
     assert failed.returncode == 1, failed.stderr
     report = json.loads(failed.stdout)
     assert report["passed"] is False and len(report["rows"]) == 2

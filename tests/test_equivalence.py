@@ -56,3 +56,24 @@ def test_compare_logits_metrics():
     assert diff.top1_agreement == 0.5
     assert not diff.passed
     assert compare_logits("x", ref, cand, Tolerance(atol=None, min_top1_agreement=0.5)).passed
+
+
+def test_the_bound_scales_with_the_reference_logits():
+    """Float rounding grows with the logits: the same relative error passes at any scale when
+    the tolerance has a relative term, and an absolute-only bound fails the large-scale one."""
+    from bench.evaluation.compare_logits import PRECISION_TOLERANCES
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(4, 6))
+    noise = rng.normal(size=small.shape) * 1e-6
+    large = small * 200
+    relative = Tolerance(atol=1e-4, rtol=1e-5)
+    assert compare_logits("small", small, small + noise, relative).passed
+    assert compare_logits("large", large, large + 200 * noise * 2, relative).passed
+    assert not compare_logits("large", large, large + 200 * noise * 2, Tolerance(atol=1e-4)).passed
+    # A real difference stays one at every scale.
+    assert not compare_logits("large", large, large * 1.001, relative).passed
+    bound = relative.bound(float(np.abs(large).max()))
+    assert bound == pytest.approx(1e-4 + 1e-5 * np.abs(large).max())
+    assert relative.describe() == "max|Δ| ≤ 0.0001 + 1e-05·max|ref|"
+    assert PRECISION_TOLERANCES["fp32"].rtol > 0 and PRECISION_TOLERANCES["int8"].rtol == 0

@@ -50,14 +50,18 @@ def validate_equivalence_cmd(
     chunk_sizes: Annotated[str, typer.Option("--chunks", help="Chunk sizes to stream with, e.g. 1,4,8.")] = "1,4,8",
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips when --videos is not given.", min=1)] = 2,
-    atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed.")] = 1e-4,
+    atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed, plus --rtol of the logit scale.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(
+        help="Share of the full clip's largest |logit| added to --atol (float rounding grows "
+             "with the logits: trained weights reach hundreds).", min=0.0)] = 1e-5,
     threads: ThreadsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of random-init weights and synthetic clips.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Stream a causal MoViNet frame by frame and in chunks; compare with one full-clip call.
 
-    PASS when every chunk size gives the full clip's logits within --atol. Exit 0 on PASS,
+    PASS when every chunk size gives the full clip's logits within --atol + --rtol × the
+    largest |logit|. Exit 0 on PASS,
     1 on FAIL, 2 on bad input.
     """
     from bench.evaluation.compare_logits import Tolerance
@@ -71,7 +75,7 @@ def validate_equivalence_cmd(
     clips = load_clips(videos, synthetic, frames, config.resolution, seed)
     with console.status(f"building {config.model_id}/{config.variant} and streaming {len(clips)} clip(s)"):
         session = TensorFlowSession.from_config(config, checkpoint, threads=threads, seed=seed)
-        report = validate_equivalence(session, clips, sizes, Tolerance(atol=atol))
+        report = validate_equivalence(session, clips, sizes, Tolerance(atol=atol, rtol=rtol))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

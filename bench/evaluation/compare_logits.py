@@ -9,24 +9,39 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Tolerance:
-    """When two sets of logits count as the same: absolute bound and/or top-1 agreement."""
+    """When two sets of logits count as the same: an absolute plus a relative bound, and/or
+    top-1 agreement.
+
+    The bound on max|Δ| is `atol + rtol * scale`, where scale is the reference's largest
+    |logit| (Polygraphy's atol/rtol, with the relative term taken on the logit scale rather
+    than per element, so logits near zero do not loosen it): float rounding grows with the
+    logits' magnitude, and trained weights reach logits in the hundreds where random-init ones
+    stay near 1.
+    """
 
     atol: float | None = 1e-4
     min_top1_agreement: float | None = None
+    rtol: float = 0.0
 
     def describe(self) -> str:
         parts = []
         if self.atol is not None:
-            parts.append(f"max|Δ| ≤ {self.atol:g}")
+            relative = f" + {self.rtol:g}·max|ref|" if self.rtol else ""
+            parts.append(f"max|Δ| ≤ {self.atol:g}{relative}")
         if self.min_top1_agreement is not None:
             parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
         return " and ".join(parts) or "always"
 
-    def accepts(self, max_abs: float, top1_agreement: float) -> bool:
-        """True when a difference of `max_abs` with this top-1 agreement is within bounds."""
+    def bound(self, scale: float = 0.0) -> float | None:
+        """The largest |Δ| accepted against a reference whose largest |logit| is `scale`."""
+        return None if self.atol is None else self.atol + self.rtol * scale
+
+    def accepts(self, max_abs: float, top1_agreement: float, scale: float = 0.0) -> bool:
+        """True when a difference of `max_abs` with this top-1 agreement is within bounds,
+        against a reference of largest |logit| `scale`."""
         ok = True
         if self.atol is not None:
-            ok &= bool(max_abs <= self.atol)
+            ok &= bool(max_abs <= self.bound(scale))
         if self.min_top1_agreement is not None:
             ok &= bool(top1_agreement >= self.min_top1_agreement)
         return ok
@@ -65,20 +80,23 @@ def compare_logits(label: str, reference: np.ndarray, candidate: np.ndarray,
     scale = float(np.abs(ref).max()) if ref.size else 0.0
     agree = float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1))) if len(ref) else 1.0
     return Difference(label, len(ref), max_abs, float(delta.mean()) if delta.size else 0.0,
-                      max_abs / scale if scale else 0.0, agree, tolerance.accepts(max_abs, agree),
-                      tolerance.describe())
+                      max_abs / scale if scale else 0.0, agree,
+                      tolerance.accepts(max_abs, agree, scale), tolerance.describe())
 
 
 # Per-precision bounds for an exported model against the TF reference, the one place they live
 # (cross-runtime validation, the equivalence table of reports). fp32 differs only by float
-# reordering (measured ≤ 4e-6 on a0 stream at 172²). fp16 weights move logits by ~2e-3 on a0
-# (measured), so 2e-2 leaves a 10x margin while still catching a broken conversion. Integer
-# quantization changes logits by O(1) (0.96-1.77 measured), so it is judged by whether it keeps
-# the reference's decision: top-1 agreement over every streamed frame. Reports apply the same
-# bounds to softmax probabilities, which move at most half as far as the largest logit.
+# reordering: ≤ 4e-6 on random-init a0 stream at 172² (logits near 1), 3.4e-4 on the trained
+# a0-stream-synth weights whose logits reach ±235 (1.4e-6 of that scale), hence 1e-4 plus 1e-5
+# of the logit scale. fp16 weights move logits by ~2e-3 on random-init a0 (measured), so 2e-2
+# (plus 1e-3 of the scale) leaves a 10x margin while still catching a broken conversion.
+# Integer quantization changes logits by O(1) (0.96-1.77 measured), so it is judged by whether
+# it keeps the reference's decision: top-1 agreement over every streamed frame. Reports apply
+# the absolute bounds to softmax probabilities, which move at most half as far as the largest
+# logit (probabilities have scale 1: no relative term there).
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(atol=1e-4),
-    "fp16": Tolerance(atol=2e-2),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-5),
+    "fp16": Tolerance(atol=2e-2, rtol=1e-3),
     "dynamic": Tolerance(atol=None, min_top1_agreement=0.9),
     "int8": Tolerance(atol=None, min_top1_agreement=0.8),
 }

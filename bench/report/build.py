@@ -420,8 +420,9 @@ def section_equivalence(run: RunData) -> Section:
     section = Section("Equivalence with the TensorFlow reference")
     ok = _ok(run.cells, ACCURACY)
     compared = ok[(ok["format"] != TENSORFLOW) & ok["ref_max_abs_prob_diff"].notna()]
-    tolerance_rows = [{"precision": p, "tolerance": t.describe()}
-                      for p, t in PRECISION_TOLERANCES.items()]
+    # Probabilities have scale 1: the tolerances' absolute bounds alone apply to them.
+    tolerances = {p: replace(t, rtol=0.0) for p, t in PRECISION_TOLERANCES.items()}
+    tolerance_rows = [{"precision": p, "tolerance": t.describe()} for p, t in tolerances.items()]
     if compared.empty:
         section.blocks.append("No exported-format cell has a TF reference cell (same model, "
                               "weights, input and protocol) in this run: nothing to compare.")
@@ -433,7 +434,7 @@ def section_equivalence(run: RunData) -> Section:
         for (model, variant, fmt, source, precision, runtime), g in groups:
             worst_diff = float(g["ref_max_abs_prob_diff"].max())
             worst_agree = float(g["ref_top1_agreement"].min())
-            tol = PRECISION_TOLERANCES.get(precision)
+            tol = tolerances.get(precision)
             verdict = ("no tolerance" if tol is None
                        else "PASS" if tol.accepts(worst_diff, worst_agree) else "FAIL")
             rows.append({"model": f"{model}/{variant}", "format": deployment_format(fmt, source),
