@@ -1,9 +1,11 @@
 """LiteRT (ai-edge-litert): runs an exported .tflite artifact; imports ai_edge_litert, never TF.
 
-Calls go through the file's `serving_default` signature, by tensor name. Two naming conventions
-for next states are understood: ours (`next_state_<name>`) and the official MoViNet TFLite
-stream binaries' (outputs named exactly like the state inputs, `state_<name>`), so a file a
-user brings without a manifest runs too (`manifest_from_tflite`).
+Calls go through the file's `serving_default` signature, by tensor name: as a `CompiledModel`
+whose states stay in its own buffers from step to step (`state_io='buffers'`, the default), or
+through the interpreter's signature runner with numpy copies (`state_io='host'`). Two naming
+conventions for next states are understood: ours (`next_state_<name>`) and the official MoViNet
+TFLite stream binaries' (outputs named exactly like the state inputs, `state_<name>`), so a file
+a user brings without a manifest runs too (`manifest_from_tflite`).
 """
 
 from __future__ import annotations
