@@ -89,3 +89,27 @@ def test_validate_equivalence_fails_at_zero_tolerance_with_exit_1():
     assert report["passed"] is False and len(report["rows"]) == 2
     assert all(r["max_abs"] <= 1e-4 for r in report["rows"])
     assert any(r["max_abs"] > 0 for r in report["rows"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--demo", "t0-stream-synth", "--data", "x", "--threads", "-3"],
+     "Invalid value for '--threads'"),
+    (["eval", "--demo", "t0-stream-synth", "--data", "x", "--threads", "0"],
+     "Invalid value for '--threads'"),
+    (["eval", "--demo", "t0-stream-synth", "--data", "x", "--fps", "0"],
+     "'--fps': must be a finite number > 0, got 0.0"),
+    (["eval", "--demo", "t0-stream-synth", "--data", "x", "--fps", "-5"],
+     "'--fps': must be a finite number > 0, got -5.0"),
+    (["eval", "--demo", "t0-stream-synth", "--data", "x", "--fps", "nan"],
+     "'--fps': must be a finite number > 0, got nan"),
+    (["validate", "equivalence", "--model", "t0", "--threads", "-1"], "Invalid value for '--threads'"),
+    (["race", "a.onnx", "b.onnx", "--iterations", "0"], "Invalid value for '--iterations'"),
+    (["models", "--colour"], "No such option: --colour"),
+])
+def test_bad_option_values_are_one_line_exit_2(args, message):
+    """Out-of-range options are refused before any work, in one 'error:' line (a negative
+    thread count used to abort TensorFlow with exit 134, --fps 0 to fail every video)."""
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

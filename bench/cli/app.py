@@ -66,7 +66,9 @@ def main() -> None:
         console.print("aborted")
         sys.exit(130)
     except TyperException as exc:  # usage errors arrive here in non-standalone mode
-        exc.show()
+        # One line, like every other bad input (`VERB --help` shows the usage).
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.cli.options import (
-    FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options, stdout,
+    FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options, positive_finite,
+    stdout,
 )
 from converters.errors import MovibenchError
 
@@ -88,7 +89,8 @@ def eval_cmd(
     artifact: Annotated[Optional[Path], typer.Option(
         help="An exported artifact (opened with runtimes.loader) instead of a TF model.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only this split (e.g. val).")] = None,
-    fps: Annotated[Optional[float], typer.Option(help="Resample videos to this frame rate.")] = None,
+    fps: Annotated[Optional[float], typer.Option(
+        help="Resample videos to this frame rate (> 0).", callback=positive_finite)] = None,
     stride: Annotated[int, typer.Option(help="Keep every n-th decoded frame.", min=1)] = 1,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N videos.", min=1)] = None,
     out: Annotated[Optional[Path], typer.Option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ def parse_int_list(text: str, what: str) -> list[int]:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="Intra-op threads (default: the library's).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="Intra-op threads (default: the library's).", min=1)]
 ClipFramesOpt = Annotated[Optional[int], typer.Option(
     "--clip-frames", help="Frames per call: the clip length L of a base model (required there), "
                           "or T > 1 for a stream model fed in chunks.", min=1)]
@@ -168,3 +170,10 @@ def model_options(*, classes: bool = True, conv_type: bool = False) -> Callable:
         return verb
 
     return decorate
+
+
+def positive_finite(value: float | None) -> float | None:
+    """Option callback: None, or a finite number > 0 (click's float ranges let NaN through)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
