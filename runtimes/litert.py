@@ -27,7 +27,7 @@ from converters.manifest import (
     state_name_from_tensor, state_output_name,
 )
 from runtimes.base import ExecutionFacts, Session, States, TensorInfo
-from runtimes.state_buffers import STATE_IO, STATE_IO_BUFFERS, STATE_IO_HOST, StateBuffers
+from runtimes.state_buffers import STATE_IO_BUFFERS, STATE_IO_HOST, StateBuffers, check_state_io
 
 SIGNATURE_KEY = "serving_default"
 DELEGATE_OP = "DELEGATE"  # the node a delegate kernel puts in place of one partition
@@ -184,11 +184,16 @@ def delegation_facts(interpreter) -> ExecutionFacts:
                           builtin_ops=dict(builtin.most_common()))
 
 
-# Op -> (weight operand, how many of the weight's dims after the first are summed per output):
-# CONV_2D [Cout, kh, kw, Cin/groups]; DEPTHWISE_CONV_2D [1, kh, kw, Cout] (kh·kw per output);
-# FULLY_CONNECTED [Cout, Cin]; CONV_3D [kd, kh, kw, Cin, Cout].
-_WEIGHTED_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "fc",
-                 "CONV_3D": "conv3d", "BATCH_MATMUL": "matmul"}
+# Multiply-adds per output element of each weighted op, from its weight's shape `w` (and its
+# first input's `x` for BATCH_MATMUL): CONV_2D weights are [Cout, kh, kw, Cin/groups],
+# DEPTHWISE_CONV_2D [1, kh, kw, Cout], FULLY_CONNECTED [Cout, Cin], CONV_3D [kd, kh, kw, Cin, Cout].
+_MACS_PER_OUTPUT = {
+    "CONV_2D": lambda w, x: np.prod(w[1:]),
+    "DEPTHWISE_CONV_2D": lambda w, x: w[1] * w[2],
+    "FULLY_CONNECTED": lambda w, x: w[-1],
+    "CONV_3D": lambda w, x: np.prod(w[:4]),
+    "BATCH_MATMUL": lambda w, x: x[-1],
+}
 
 
 def multiply_adds(interpreter) -> int:
@@ -201,15 +206,11 @@ def multiply_adds(interpreter) -> int:
     shapes = {t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
     total = 0
     for op in interpreter._get_ops_details():
-        kind = _WEIGHTED_OPS.get(op["op_name"])
-        if kind is None:
-            continue
-        out = int(np.prod(shapes[int(op["outputs"][0])], dtype=np.int64))
-        w = shapes[int(op["inputs"][1])]
-        per_output = {"conv": lambda: np.prod(w[1:]), "depthwise": lambda: w[1] * w[2],
-                      "fc": lambda: w[-1], "conv3d": lambda: np.prod(w[:4]),
-                      "matmul": lambda: shapes[int(op["inputs"][0])][-1]}[kind]()
-        total += out * int(per_output)
+        per_output = _MACS_PER_OUTPUT.get(op["op_name"])
+        if per_output is not None:
+            x, w = (shapes[int(i)] for i in op["inputs"][:2])
+            out = int(np.prod(shapes[int(op["outputs"][0])], dtype=np.int64))
+            total += out * int(per_output(w, x))
     return total
 
 
@@ -248,9 +249,8 @@ class LiteRTSession(Session):
               xnnpack: bool = True, state_io: str | None = None) -> LiteRTSession:
         """The .tflite file at `path` (its manifest may come from `manifest_from_tflite`)
         loaded for the state I/O asked, with the options in the class docstring."""
-        state_io = state_io or (STATE_IO_BUFFERS if xnnpack else STATE_IO_HOST)
-        if state_io not in STATE_IO:
-            raise MovibenchError(f"unknown LiteRT state_io {state_io!r}; known: {', '.join(STATE_IO)}")
+        state_io = check_state_io("LiteRT", state_io or (STATE_IO_BUFFERS if xnnpack
+                                                          else STATE_IO_HOST))
         if state_io == STATE_IO_BUFFERS and not xnnpack:
             raise MovibenchError("LiteRT state_io='buffers' runs a CompiledModel, which always "
                                  "delegates to XNNPACK: use state_io='host' with xnnpack=False")
@@ -270,15 +270,19 @@ class LiteRTSession(Session):
         return self._engine.declared
 
     def _prepare(self, path: Path) -> None:
-        if isinstance(self._engine, CompiledEngine):
-            self._engine.prepare(self.manifest)
+        self._engine.prepare(self.manifest)
+
+    def _interpreter(self, xnnpack: bool):
+        """An interpreter of the file, for its node table: the session's own when it runs one,
+        else a new one (a CompiledModel shows no node table)."""
+        if isinstance(self._engine, SignatureEngine):
+            return self._engine.interpreter
+        return load_interpreter(self.path, self._threads, xnnpack)[0]
 
     def execution_facts(self, frames: np.ndarray) -> ExecutionFacts:
         """XNNPACK's partitions of the file (`delegation_facts`), read off an interpreter
-        opened like this session (a CompiledModel shows no node table); they do not depend on
-        the input, so `frames` is not run."""
-        interpreter = (self._engine.interpreter if isinstance(self._engine, SignatureEngine)
-                       else load_interpreter(self.path, self._threads, self._xnnpack)[0])
+        opened like this session; they do not depend on the input, so `frames` is not run."""
+        interpreter = self._interpreter(self._xnnpack)
         # LiteRT applies its default delegate when tensors are first allocated, which the
         # signature runner does at every call: a session not run yet is partitioned here. The
         # wrapper's own call, since Interpreter.allocate_tensors refuses while a runner exists;
@@ -288,9 +292,7 @@ class LiteRTSession(Session):
 
     def multiply_adds(self) -> int:
         """Multiply-adds per call, counted from the file's graph (`multiply_adds`)."""
-        interpreter = (self._engine.interpreter if isinstance(self._engine, SignatureEngine)
-                       else load_interpreter(self.path, self._threads, xnnpack=False)[0])
-        return multiply_adds(interpreter)
+        return multiply_adds(self._interpreter(xnnpack=False))
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         return self._engine.step(self.manifest, frames, states)
@@ -310,6 +312,9 @@ class SignatureEngine:
         inputs, outputs = _signature_io(path, self._runner)
         self._outputs = state_outputs(inputs, outputs)  # short state name -> output tensor
         self.declared = (list(inputs.values()), _as_contract(outputs, self._outputs))
+
+    def prepare(self, manifest: StateManifest) -> None:
+        """Nothing to set up: the signature runner allocates at its first call."""
 
     def step(self, manifest: StateManifest, frames: np.ndarray, states: States):
         feeds = {IMAGE_INPUT: frames}
@@ -395,6 +400,7 @@ class CompiledEngine:
         self._logits_size = int(np.prod(outputs[LOGITS_OUTPUT].shape))
         self._scratch: dict[str, Any] = {}  # state input name -> buffer for host values
         self._states: StateBuffers | None = None
+        self._output_maps: list[dict[str, Any]] = []  # per buffer set: output name -> buffer
 
     def prepare(self, manifest: StateManifest) -> None:
         """The two sets of state buffers, once the file's I/O is known to match `manifest`."""
@@ -406,6 +412,11 @@ class CompiledEngine:
                 read=lambda buffer, spec: buffer.read(int(np.prod(spec.shape)), spec.dtype).reshape(
                     spec.shape),
                 host_input=self._host_input)
+            # What a step writes into each set, named as run_by_name takes it, made once.
+            self._output_maps = [
+                {LOGITS_OUTPUT: self._logits, **{naming[s.name]: buffers[s.name]
+                                                 for s in manifest.states}}
+                for buffers in (self._states.outputs(0), self._states.outputs(1))]
 
     def _host_input(self, spec: StateSpec, value: np.ndarray):
         buffer = self._scratch.get(spec.input_name)
@@ -420,10 +431,7 @@ class CompiledEngine:
         self._image.write(frames)
         inputs = {IMAGE_INPUT: self._image}
         inputs.update({s.input_name: buffers[s.name] for s in manifest.states})
-        written = self._states.outputs(slot)
-        outputs = {LOGITS_OUTPUT: self._logits}
-        outputs.update({self._outputs[s.name]: written[s.name] for s in manifest.states})
-        self.model.run_by_name(self._key, inputs, outputs)
+        self.model.run_by_name(self._key, inputs, self._output_maps[slot])
         return self._read_logits(), self._states.issue(slot)
 
     def predict(self, clip: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from converters.errors import ArtifactError, MovibenchError, first_line
 from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import PROFILE_CALLS, ExecutionFacts, Session, States, TensorInfo, run_calls
-from runtimes.state_buffers import STATE_IO, STATE_IO_BUFFERS, StateBuffers
+from runtimes.state_buffers import STATE_IO_BUFFERS, StateBuffers, check_state_io
 
 DEVICE = "CPU"
 # PERFORMANCE_HINT=LATENCY with one stream: one request at a time, all threads on it (a
@@ -121,9 +121,7 @@ class OpenVinoSession(Session):
               config: dict | None = None, state_io: str = STATE_IO_BUFFERS) -> OpenVinoSession:
         """The ONNX file at `path` read and compiled for the CPU plugin, with the options in
         the class docstring."""
-        if state_io not in STATE_IO:
-            raise MovibenchError(f"unknown OpenVINO state_io {state_io!r}; known: "
-                                 f"{', '.join(STATE_IO)}")
+        check_state_io("OpenVINO", state_io)
         properties = {**COMPILE_CONFIG, **(config or {})}
         if threads:
             properties["INFERENCE_NUM_THREADS"] = int(threads)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.errors import MovibenchError
 from converters.manifest import StateSpec
 from runtimes.base import StateHandle
 
@@ -29,6 +30,13 @@ from runtimes.base import StateHandle
 STATE_IO_HOST = "host"
 STATE_IO_BUFFERS = "buffers"
 STATE_IO = (STATE_IO_HOST, STATE_IO_BUFFERS)
+
+
+def check_state_io(runtime: str, value: str) -> str:
+    """`value` if it is a state I/O mode, else a one-line MovibenchError naming `runtime`."""
+    if value not in STATE_IO:
+        raise MovibenchError(f"unknown {runtime} state_io {value!r}; known: {', '.join(STATE_IO)}")
+    return value
 
 
 class BufferedState(StateHandle):
