@@ -1,5 +1,6 @@
-"""Model zoo, Model Garden builds, exporters and the state manifest.
+"""Exporters, the artifact cache and the rewrites they apply.
 
-Importing this package is cheap: TensorFlow is imported only by the modules that build or
-convert models (`converters.build`, `converters.export_*`).
+Each exporter turns the traced step function (`core.build`) into one artifact with its state
+manifest beside it; runtimes read those files and never import this package. Importing it is
+cheap: TensorFlow is imported only by the modules that convert models (`converters.export_*`).
 """

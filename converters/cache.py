@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from converters.errors import CheckpointMismatchError
+from core.checkpoints import checkpoint_files_sha256
 from converters.filelock import FileLock
 
 log = logging.getLogger(__name__)
@@ -56,39 +56,6 @@ def library_versions(names: tuple[str, ...] = KEY_DISTRIBUTIONS) -> dict[str, st
         except PackageNotFoundError:
             found[name] = "absent"
     return found
-
-
-def resolve_checkpoint_prefix(path: str | Path) -> Path:
-    """Checkpoint directory or prefix → prefix, reading the 'checkpoint' state file as TF does."""
-    path = Path(path)
-    if path.is_dir():
-        state = path / "checkpoint"
-        if state.exists():
-            for line in state.read_text().splitlines():
-                if line.startswith("model_checkpoint_path:"):
-                    name = line.split(":", 1)[1].strip().strip('"')
-                    return Path(name) if Path(name).is_absolute() else path / name
-        indexes = sorted(path.glob("*.index"))
-        if len(indexes) != 1:
-            raise CheckpointMismatchError(
-                f"no checkpoint found in directory {path}" if not indexes else
-                f"{len(indexes)} checkpoints in {path} and no 'checkpoint' file: pass a prefix")
-        return indexes[0].with_suffix("")
-    if not Path(str(path) + ".index").exists():
-        raise CheckpointMismatchError(f"checkpoint not found: {path} (no {path.name}.index)")
-    return path
-
-
-def checkpoint_files_sha256(path: str | Path) -> str:
-    """SHA-256 over a checkpoint's index and data files (the manifest's checkpoint_sha256)."""
-    prefix = resolve_checkpoint_prefix(path)
-    digest = hashlib.sha256()
-    for file in sorted(prefix.parent.glob(prefix.name + ".*")):
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_identity(checkpoint: str | Path | None, seed: int) -> str:

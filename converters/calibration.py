@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import UnsupportedExportError
-from converters.manifest import IMAGE_INPUT, StateManifest
+from core.errors import UnsupportedExportError
+from core.manifest import IMAGE_INPUT, StateManifest
 
 
 def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -17,11 +17,11 @@ import numpy as np
 from converters.cache import (
     EXPORTER_VERSION, ArtifactCache, CacheEntry, cache_key, library_versions, weights_identity,
 )
-from converters.errors import UnsupportedExportError
-from converters.formats import FormatSpec, get_export_format
-from converters.manifest import StateManifest, manifest_path_for
+from core.errors import UnsupportedExportError
+from core.formats import FormatSpec, get_export_format
+from core.manifest import StateManifest, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 
 @dataclass(frozen=True)
 class CalibrationData:
@@ -189,7 +189,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
 
     Args:
         config: the model to export (zoo defaults fill unset fields).
-        fmt: a format name from converters.formats (e.g. 'onnx', 'tflite-int8').
+        fmt: a format name from core.formats (e.g. 'onnx', 'tflite-int8').
         checkpoint: tf.train.Checkpoint directory/prefix; None exports seeded random weights.
         frames_per_call: frames per call; defaults to 1 for causal variants; required (= clip
             length L) for the base variant.
@@ -216,7 +216,7 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
         return serve_entry(hit, spec, key, start)
 
     if spec.family == "tensorrt":
-        from runtimes.tensorrt_cuda import require_tensorrt
+        from core.tensorrt_cuda import require_tensorrt
 
         require_tensorrt()  # fail before spending a minute on the ONNX source
     with cache.build_slot(key, filename) as slot:
@@ -251,7 +251,7 @@ def serve_entry(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Ar
 def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: int,
                     frames: int | None):
     """Build the Keras model (restoring `checkpoint`) and its reference manifest."""
-    from converters.build import build_model, load_checkpoint, make_manifest
+    from core.build import build_model, load_checkpoint, make_manifest
 
     model = build_model(config, seed=seed)
     ckpt_hash = load_checkpoint(model, checkpoint) if checkpoint else ""

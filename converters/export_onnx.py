@@ -13,8 +13,8 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from converters.errors import UnsupportedExportError, first_line
-from converters.manifest import LOGITS_OUTPUT, StateManifest
+from core.errors import UnsupportedExportError, first_line
+from core.manifest import LOGITS_OUTPUT, StateManifest
 
 # Name given to the symbolic T axis of a dynamic-frames export (tf2onnx calls it 'unk__N').
 FRAMES_DIM = "frames"
@@ -120,7 +120,7 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
     """
     import tf2onnx
 
-    from converters.build import input_signature, step_function
+    from core.build import input_signature, step_function
 
     start = time.perf_counter()
     step = step_function(model, manifest, frames)

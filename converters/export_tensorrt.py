@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import UnsupportedExportError
-from converters.manifest import StateManifest
+from core.errors import UnsupportedExportError
+from core.manifest import StateManifest
 from converters.tensorrt_config import (
     EngineBuildPlan, TensorRTBuildConfig, plan_engine_build,
 )
-from runtimes.tensorrt_cuda import recording_logger, require_tensorrt
+from core.tensorrt_cuda import recording_logger, require_tensorrt
 
 
 def stream_calibrator(trt, plan: EngineBuildPlan, feeds: Iterable[dict[str, np.ndarray]],
@@ -29,7 +29,7 @@ def stream_calibrator(trt, plan: EngineBuildPlan, feeds: Iterable[dict[str, np.n
     One device buffer per network input is reused for every batch; TensorRT asks for inputs by
     name, so the order of `names` in get_batch decides the order of the returned pointers.
     """
-    from runtimes.tensorrt_cuda import DeviceBuffer
+    from core.tensorrt_cuda import DeviceBuffer
 
     class StreamCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
@@ -120,7 +120,7 @@ def build_engine(onnx_path: str | Path, manifest: StateManifest, precision: str,
         parser or builder refuses the model (naming TensorRT's error).
     """
     trt = require_tensorrt()
-    from runtimes.tensorrt_cuda import device_name
+    from core.tensorrt_cuda import device_name
 
     onnx_path, target = Path(onnx_path), Path(target)
     plan = plan_engine_build(config, precision, manifest, tensorrt_version=trt.__version__)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from converters.calibration import stream_feeds
-from converters.errors import ArtifactError, UnsupportedExportError, first_line
-from converters.manifest import IMAGE_INPUT, StateManifest
+from core.errors import ArtifactError, UnsupportedExportError, first_line
+from core.manifest import IMAGE_INPUT, StateManifest
 
 SIGNATURE_KEY = "serving_default"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -149,7 +149,7 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
         raise UnsupportedExportError("TFLite needs a static number of frames per call")
     import tensorflow as tf
 
-    from converters.build import step_function
+    from core.build import step_function
 
     step = step_function(model, manifest, frames)
     concrete = step.get_concrete_function()

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from converters.cache import (
     EXPORTER_VERSION, ArtifactCache, cache_key, library_versions, sha256_file, weights_identity,
 )
-from converters.errors import ArtifactError, UnsupportedExportError
+from core.errors import ArtifactError, UnsupportedExportError
 from converters.export import Artifact, serve_entry
-from converters.formats import get_export_format
-from converters.manifest import StateManifest, StateSpec, manifest_path_for, state_name_from_tensor
-from converters.zoo import ModelConfig
+from core.formats import get_export_format
+from core.manifest import StateManifest, StateSpec, manifest_path_for, state_name_from_tensor
+from core.zoo import ModelConfig
 
 FILE = "file"  # the source kind of a user's file
 MODEL_GARDEN_TFLITE = "model-garden-tflite"
@@ -140,15 +141,18 @@ def is_foreign_cached(request: ForeignRequest, cache: ArtifactCache | None = Non
     return (cache or ArtifactCache()).lookup(key, filename) is not None
 
 
-def foreign_artifact(request: ForeignRequest, cache: ArtifactCache | None = None) -> Artifact:
+def foreign_artifact(request: ForeignRequest, read_manifest: Callable[[Path], StateManifest],
+                     cache: ArtifactCache | None = None) -> Artifact:
     """The cache entry of `request`: copied or built once, its signature read and checked
     (`check_declared`), its manifest written beside it.
+
+    `read_manifest` reads a manifest off a bare file's signature; it is the runtimes' reader
+    (`runtimes.loader.load_manifest`), passed in because reading a signature takes the file's
+    own engine and converters import none.
 
     Raises ArtifactError for a file that is missing, unreadable or not what the matrix declares
     (naming the first difference); a recipe's own errors as they come.
     """
-    from runtimes.loader import load_manifest
-
     start = time.perf_counter()
     cache = cache or ArtifactCache()
     spec = get_export_format(request.format)
@@ -162,7 +166,7 @@ def foreign_artifact(request: ForeignRequest, cache: ArtifactCache | None = None
         target = slot.staging / filename
         details = request.produce(target)
         # Nothing lies beside the staged copy yet: the manifest is read off its signature.
-        manifest = check_declared(load_manifest(target), request)
+        manifest = check_declared(read_manifest(target), request)
         manifest.save(manifest_path_for(target))
         build_seconds = time.perf_counter() - start
         entry = slot.commit({"key": key, "format": spec.name, "build_seconds": build_seconds,

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from converters.cache import resolve_checkpoint_prefix
-from converters.errors import UnsupportedExportError
-from converters.zoo import ModelConfig
+from core.checkpoints import resolve_checkpoint_prefix
+from core.errors import UnsupportedExportError
+from core.zoo import ModelConfig
 
 
 def export_official_tflite(config: ModelConfig, checkpoint: str | Path | None, out: str | Path,
@@ -76,7 +76,7 @@ def save_random_init(config: ModelConfig, prefix: str | Path, seed: int = 0) -> 
     `prefix`; returns the prefix written."""
     import tensorflow as tf
 
-    from converters.build import build_model
+    from core.build import build_model
 
     # save() (not write()) stores save_counter too, as the official checkpoints do.
     return Path(tf.train.Checkpoint(model=build_model(config, seed=seed)).save(str(prefix)))

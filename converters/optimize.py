@@ -2,7 +2,7 @@
 
 Each optimization is kept only where a measurement showed it speeds something up, and applies
 to the (model, format) pairs where it does. An optimized format ('tflite-int8+opt',
-'onnx+opt', converters.formats) is the plain one with every optimization that fits the model;
+'onnx+opt', core.formats) is the plain one with every optimization that fits the model;
 a format named after one optimization ('tflite-int8+causal-pool-step') applies that one alone.
 The names of those applied go into the artifact's cache key and its manifest
 (`StateManifest.optimizations`). Nothing here imports TensorFlow until a model is built.
@@ -45,11 +45,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-from converters.formats import (
+from core.formats import (
     CAUSAL_POOL_STEP, HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, INT8_HARD_SWISH, FormatSpec,
 )
 from converters.onnx_rewrites import fold_hard_sigmoid_gates, fuse_hard_swish
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def rewrite_onnx(model, names: tuple[str, ...]) -> dict[str, int]:
 
     Raises UnsupportedExportError for a name that is no ONNX graph pass, and for a pass that
     finds nothing to rewrite: the artifact would otherwise claim an optimization it lacks."""
-    from converters.errors import UnsupportedExportError
+    from core.errors import UnsupportedExportError
 
     sites = {}
     for optimization in OPTIMIZATIONS:

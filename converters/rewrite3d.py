@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from converters.errors import UnsupportedExportError
+from core.errors import UnsupportedExportError
 
 # conv_type -> how `exportable` makes the traced graph convertible.
 ROUTES = {
@@ -267,7 +267,7 @@ def rebuild_as_2plus1d(model, config):
     Weights are paired in order (both conv types create their layers in the same order) and
     each is reshaped by `fit_weight`; a count or shape mismatch raises UnsupportedExportError.
     """
-    from converters.build import build_model, state_specs
+    from core.build import build_model, state_specs
 
     config = config.resolved()
     twin_config = replace(config, conv_type="2plus1d")

@@ -14,9 +14,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from converters.errors import UnsupportedExportError
-from converters.formats import FORMATS, FormatSpec, get_format
-from converters.zoo import CONV_TYPES, MODELS, VARIANTS, ModelConfig
+from core.errors import UnsupportedExportError
+from core.formats import FORMATS, FormatSpec, get_format
+from core.zoo import CONV_TYPES, MODELS, VARIANTS, ModelConfig
 
 # The clip length a base model is asked about: any L >= 1 gets the same answer.
 PROBE_CLIP_FRAMES = 8

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from converters.errors import UnsupportedExportError
-from converters.manifest import IMAGE_INPUT, StateManifest
+from core.errors import UnsupportedExportError
+from core.manifest import IMAGE_INPUT, StateManifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # TensorRT 11 removed weak typing: no BuilderFlag.FP16/INT8 and no calibrators; precision then

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from converters.errors import ArtifactError
+from core.errors import ArtifactError
 
 OPS_TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
 DEFAULT_DOMAINS = ("", "ai.onnx")

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import (
+from core.errors import (
     ArtifactError, MissingDependencyError, MovibenchError, StateError, first_line,
 )
-from converters.formats import FORMATS, get_format
-from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from core.formats import FORMATS, get_format
+from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
 # Calls a profiling session runs (Session.execution_facts); the first is left out of the shares.

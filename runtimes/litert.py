@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ArtifactError, MovibenchError, first_line
-from converters.manifest import (
+from core.errors import ArtifactError, MovibenchError, first_line
+from core.manifest import (
     IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, manifest_from_signature,
     state_name_from_tensor, state_output_name,
 )
@@ -133,7 +133,7 @@ def _detect_precision(interpreter, inputs: dict[str, TensorInfo]) -> str:
 def manifest_from_tflite(path: str | Path) -> StateManifest:
     """A manifest read off a `.tflite` file's own signature, for a file that came without one.
 
-    What converters.manifest.manifest_from_signature infers (resolution, frames per call,
+    What core.manifest.manifest_from_signature infers (resolution, frames per call,
     classes, states), the states' outputs in either naming convention, and the precision from
     the tensor dtypes. Model id is the file's stem.
 

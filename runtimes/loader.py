@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from converters.errors import ArtifactError, MissingDependencyError
-from converters.formats import get_format
-from converters.manifest import StateManifest, manifest_path_for
+from core.errors import ArtifactError, MissingDependencyError
+from core.formats import get_format
+from core.manifest import StateManifest, manifest_path_for
 from runtimes.base import Session
 from runtimes.registry import RUNTIME_SESSIONS
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ArtifactError, first_line
-from converters.manifest import StateManifest, manifest_from_signature
+from core.errors import ArtifactError, first_line
+from core.manifest import StateManifest, manifest_from_signature
 from runtimes.base import TensorInfo
 
 # Ops of a quantized graph (QDQ or integer kernels): the registry's ONNX formats are fp32.

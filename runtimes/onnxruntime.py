@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
-from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from core.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
+from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
     PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, run_calls,
 )

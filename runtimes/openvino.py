@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ArtifactError, MovibenchError, first_line
-from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from core.errors import ArtifactError, MovibenchError, first_line
+from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import PROFILE_CALLS, ExecutionFacts, Session, States, TensorInfo, run_calls
 from runtimes.state_buffers import STATE_IO_BUFFERS, StateBuffers, check_state_io
 

@@ -1,4 +1,4 @@
-"""Which Session class runs each runtime named in converters.formats.
+"""Which Session class runs each runtime named in core.formats.
 
 Targets are 'module:Class' strings imported on first use, so opening an ONNX artifact never
 imports TensorFlow or LiteRT, and a deployment box needs only the engine it runs.

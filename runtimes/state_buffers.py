@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import MovibenchError
-from converters.manifest import StateSpec
+from core.errors import MovibenchError
+from core.manifest import StateSpec
 from runtimes.base import StateHandle
 
 # A runtime's state I/O modes (the `state_io` option of LiteRT and OpenVINO sessions):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.manifest import StateManifest
-from converters.zoo import ModelConfig
+from core.manifest import StateManifest
+from core.zoo import ModelConfig
 from runtimes.base import Session, States
 
 
@@ -38,7 +38,7 @@ class TensorFlowSession(Session):
     engine_modules = ("tensorflow", "official.projects.movinet.modeling.movinet_model")
 
     def __init__(self, model, manifest: StateManifest):
-        from converters.build import step_function
+        from core.build import step_function
 
         super().__init__(manifest)
         self.model = model
@@ -50,7 +50,7 @@ class TensorFlowSession(Session):
                     threads: int | None = None, seed: int = 0) -> TensorFlowSession:
         """Build the model for `config`, optionally restoring `checkpoint`."""
         set_threads(threads)
-        from converters.build import build_model, load_checkpoint, make_manifest
+        from core.build import build_model, load_checkpoint, make_manifest
 
         config = config.resolved()
         model = build_model(config, seed=seed)

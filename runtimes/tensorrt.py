@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from converters.errors import ArtifactError, MovibenchError, StateError
-from converters.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from core.errors import ArtifactError, MovibenchError, StateError
+from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import DeviceMemoryInfo, Session, StateHandle, States, TensorInfo
 
 if TYPE_CHECKING:
-    from runtimes.tensorrt_cuda import DeviceBuffer
+    from core.tensorrt_cuda import DeviceBuffer
 
 
 class DeviceState(StateHandle):
@@ -93,7 +93,7 @@ class TensorRTSession(Session):
     def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
               cuda_graphs: bool = False) -> TensorRTSession:
         """The engine at `path` deserialized, with the options in the class docstring."""
-        from runtimes.tensorrt_cuda import recording_logger, require_tensorrt
+        from core.tensorrt_cuda import recording_logger, require_tensorrt
 
         trt = require_tensorrt()
         logger = recording_logger(trt)
@@ -112,7 +112,7 @@ class TensorRTSession(Session):
     def _prepare(self, path: Path) -> None:
         """The execution context, stream and device buffers: one per I/O tensor, two (ping-pong)
         per state, sized from the manifest the engine was just checked against."""
-        from runtimes.tensorrt_cuda import create_stream
+        from core.tensorrt_cuda import create_stream
 
         if any(None in t.shape for t in self._declared[0]):
             raise ArtifactError(f"{path} has dynamic input shapes; engines here are built static")
@@ -130,7 +130,7 @@ class TensorRTSession(Session):
             self._states[spec.name] = (self._allocate(spec.nbytes), self._allocate(spec.nbytes))
 
     def _allocate(self, nbytes: int) -> DeviceBuffer:
-        from runtimes.tensorrt_cuda import DeviceBuffer
+        from core.tensorrt_cuda import DeviceBuffer
 
         buffer = DeviceBuffer(nbytes)
         self._buffers.append(buffer)
@@ -139,7 +139,7 @@ class TensorRTSession(Session):
     @classmethod
     def device_memory(cls) -> DeviceMemoryInfo:
         """The GPU's free and total memory now (cudaMemGetInfo), e.g. before loading an engine."""
-        from runtimes.tensorrt_cuda import device_memory
+        from core.tensorrt_cuda import device_memory
 
         free, total = device_memory()
         return DeviceMemoryInfo(free, total)
@@ -196,7 +196,7 @@ class TensorRTSession(Session):
         self._bound = slots
 
     def _enqueue(self, slots: tuple[int, ...]) -> None:
-        from runtimes.tensorrt_cuda import cuda_call, cudart
+        from core.tensorrt_cuda import cuda_call, cudart
 
         graph = self._graphs.get(slots)
         if graph is not None:
@@ -209,7 +209,7 @@ class TensorRTSession(Session):
 
     def _capture(self, slots: tuple[int, ...]) -> None:
         """Record this binding's enqueue as a CUDA graph, after one plain run did lazy setup."""
-        from runtimes.tensorrt_cuda import cuda_call, cudart, synchronize
+        from core.tensorrt_cuda import cuda_call, cudart, synchronize
 
         rt = cudart()
         synchronize(self._stream)
@@ -220,7 +220,7 @@ class TensorRTSession(Session):
         self._graphs[slots] = (graph, cuda_call(rt.cudaGraphInstantiate(graph, 0)))
 
     def _step(self, frames: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        from runtimes.tensorrt_cuda import synchronize
+        from core.tensorrt_cuda import synchronize
 
         self.require_open()
         self._image.upload(frames, self._stream)
@@ -239,7 +239,7 @@ class TensorRTSession(Session):
 
     def close(self) -> None:
         """Free graphs, buffers and the stream; the session cannot run afterwards."""
-        from runtimes.tensorrt_cuda import cuda_call, cudart, destroy_stream
+        from core.tensorrt_cuda import cuda_call, cudart, destroy_stream
 
         if self._engine is None:
             return

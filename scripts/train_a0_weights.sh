@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the A0 demo checkpoints at 172x172 in converters/demo_weights/ (a0-<variant>-synth).
+# Reproduce the A0 demo checkpoints at 172x172 in core/demo_weights/ (a0-<variant>-synth).
 # Two stages per model, the same weights throughout (MoViNets end in a global pool, so nothing
 # in them depends on the input size): 400 steps at 96x96, where a step costs about a third of
 # one at 172x172, then 80 steps at 172x172 from that checkpoint, so batch-norm statistics and
@@ -23,7 +23,7 @@ for variant in ${VARIANTS[@]}; do
     $MB train "${common[@]}" --out "$WORK/a0-$variant-96" --resolution 96 --steps 400 --lr 1e-3
     $MB train "${common[@]}" --out "$WORK/a0-$variant" --resolution 172 --steps 80 --lr 3e-4 \
         --init-checkpoint "$WORK/a0-$variant-96"
-    dest="converters/demo_weights/a0-$variant-synth"
+    dest="core/demo_weights/a0-$variant-synth"
     mkdir -p "$dest"
     cp "$WORK/a0-$variant"/{checkpoint,ckpt-1.index,ckpt-1.data-00000-of-00001,movibench_model.json,classes.txt,history.csv,train_config.json} "$dest/"
     cp "$WORK/a0-$variant-96/history.csv" "$dest/history-96.csv"

@@ -15,7 +15,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import pytest  # noqa: E402
 
-from converters.zoo import ModelConfig  # noqa: E402
+from core.zoo import ModelConfig  # noqa: E402
 
 # t0 at 64² with a small head: the cheapest model that still has every kind of stream state.
 T0_STREAM = ModelConfig("t0", "stream", 64, 5)

@@ -21,10 +21,10 @@ import pytest
 
 from bench.matrix.config import MatrixConfigError, expand, load_config, parse_config
 from bench.matrix.run import plan_cells, prepare_data, run_matrix
-from converters.errors import ArtifactError, MovibenchError
+from core.errors import ArtifactError, MovibenchError
 from converters.foreign import ForeignRequest, check_declared, expected_states
-from converters.manifest import manifest_path_for
-from converters.zoo import ModelConfig
+from core.manifest import manifest_path_for
+from core.zoo import ModelConfig
 
 MODEL = """
 [[models]]

@@ -25,7 +25,7 @@ from converters.cache import (
     BUILD_INFO, CORRUPT, OK, UNVERIFIED, ArtifactCache, CacheIntegrityWarning, sha256_file,
 )
 from converters.filelock import FileLock
-from converters.manifest import manifest_path_for
+from core.manifest import manifest_path_for
 
 KEY = "ab" + "0" * 62
 NAME = "model.onnx"
@@ -110,7 +110,7 @@ def test_an_interrupted_build_leaves_nothing_servable(cache):
 BUILDER = textwrap.dedent("""
     import os, signal, sys, time
     from converters.cache import ArtifactCache
-    from converters.manifest import manifest_path_for
+    from core.manifest import manifest_path_for
     root, key, mode = sys.argv[1:4]
     cache = ArtifactCache(root, on_wait=lambda m: print("WAIT", m, flush=True))
     with cache.build_slot(key, "model.onnx") as slot:
@@ -255,7 +255,7 @@ def test_a_truncated_cached_artifact_is_rebuilt_and_the_export_says_so(t0_stream
         assert session.manifest.resolution == 64
     # A matrix run's export job (the worker's run_export) reports the rebuild too.
     from bench.launchers.worker import run_export
-    from converters.zoo import ModelConfig
+    from core.zoo import ModelConfig
 
     artifact.write_bytes(artifact.read_bytes()[:1000])
     job = {"config": ModelConfig("t0", "stream", 64, 5).resolved().to_dict(), "format": "onnx+opt"}
@@ -275,8 +275,8 @@ def test_two_export_processes_of_one_key_build_once(tmp_path):
     # Hold the key's lock until both processes queue on it, so the overlap is certain.
     from converters.cache import library_versions
     from converters.export import ExportOptions, artifact_key, resolve_frames
-    from converters.formats import get_format
-    from converters.zoo import ModelConfig
+    from core.formats import get_format
+    from core.zoo import ModelConfig
 
     config = ModelConfig("t0", "stream", 32, 2).resolved()
     spec = get_format("onnx")

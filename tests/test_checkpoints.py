@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.errors import CheckpointMismatchError
-from converters.zoo import ModelConfig, checkpoint_config, config_for
+from core.errors import CheckpointMismatchError
+from core.zoo import ModelConfig, checkpoint_config, config_for
 
 CFG = ModelConfig("t0", "mobile", 64, 5)
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    from converters.build import build_model, save_checkpoint
+    from core.build import build_model, save_checkpoint
 
     model = build_model(CFG, seed=123)
     directory = tmp_path_factory.mktemp("ckpt")
@@ -22,7 +22,7 @@ def saved(tmp_path_factory):
 
 
 def test_round_trip_restores_the_same_weights(saved):
-    from converters.build import build_model, load_checkpoint, weights_sha256
+    from core.build import build_model, load_checkpoint, weights_sha256
 
     directory, original = saved
     fresh = build_model(CFG, seed=7)
@@ -48,7 +48,7 @@ def test_asking_for_another_model_than_the_checkpoint_holds(saved):
 
 
 def test_head_of_wrong_size_is_a_mismatch(saved):
-    from converters.build import build_model, load_checkpoint
+    from core.build import build_model, load_checkpoint
 
     directory, _ = saved
     model = build_model(ModelConfig("t0", "mobile", 64, 7))
@@ -57,7 +57,7 @@ def test_head_of_wrong_size_is_a_mismatch(saved):
 
 
 def test_other_architecture_is_a_mismatch(saved):
-    from converters.build import build_model, load_checkpoint
+    from core.build import build_model, load_checkpoint
 
     directory, _ = saved
     with pytest.raises(CheckpointMismatchError, match="does not fit model"):
@@ -65,7 +65,7 @@ def test_other_architecture_is_a_mismatch(saved):
 
 
 def test_missing_checkpoint_is_named(tmp_path):
-    from converters.build import build_model, load_checkpoint
+    from core.build import build_model, load_checkpoint
 
     model = build_model(CFG)
     with pytest.raises(CheckpointMismatchError, match="checkpoint not found"):

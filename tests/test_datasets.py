@@ -15,7 +15,7 @@ from bench.data.datasets import (
 )
 from bench.data.synth import SynthConfig, class_names, generate, make_video
 from bench.data.video import read_clip
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 CONFIG = SynthConfig(classes=3, videos_per_class=4, frames=12, size=32, seed=7, val_fraction=0.25)
 

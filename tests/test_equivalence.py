@@ -7,7 +7,7 @@ import pytest
 
 from bench.evaluation.compare_logits import Tolerance, compare_logits
 from bench.evaluation.equivalence import synthetic_clips, validate_equivalence
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 from runtimes.base import chunks, stream
 
 

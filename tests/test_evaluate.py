@@ -13,8 +13,8 @@ from bench.evaluation.evaluate import compute_metrics, evaluate, summary_path, w
 from bench.evaluation.protocols import softmax
 from bench.data.synth import SynthConfig, generate
 from bench.data.video import read_clip
-from converters.errors import MovibenchError, UnknownModelError
-from converters.zoo import CONFIG_SIDECAR, DEMO_CHECKPOINTS, ModelConfig, config_for, demo_checkpoint
+from core.errors import MovibenchError, UnknownModelError
+from core.zoo import CONFIG_SIDECAR, DEMO_CHECKPOINTS, ModelConfig, config_for, demo_checkpoint
 
 RES = 32
 

@@ -14,7 +14,7 @@ import pytest
 from bench.matrix.config import Cell
 from bench.results.schema import CELL_COLUMNS, conform, frame
 from conftest import T0_STREAM
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from runtimes.litert import LiteRTSession
 from runtimes.loader import open_session
 

@@ -22,12 +22,12 @@ from typer.testing import CliRunner
 
 from bench.cli.app import app
 from bench.evaluation.equivalence import validate_cross_runtime
-from converters.build import (
+from core.build import (
     build_model, checkpoint_conv_type, load_checkpoint, make_manifest, step_function,
 )
-from converters.cache import resolve_checkpoint_prefix
+from core.checkpoints import resolve_checkpoint_prefix
 from converters.calibration import synthetic_clips
-from converters.errors import CheckpointMismatchError, UnsupportedExportError
+from core.errors import CheckpointMismatchError, UnsupportedExportError
 from converters.export import ExportOptions, export_model
 from converters.rewrite3d import (
     THREE_D_OPS, avg_pool3d_as_2d, conv3d_as_2d, fit_weight, graph_ops, rewritten_3d,
@@ -35,7 +35,7 @@ from converters.rewrite3d import (
 from converters.support import (
     DOCS_PATH, DYNAMIC_ONNX, TARGETS, render_markdown, support_row, support_rows,
 )
-from converters.zoo import CONV_TYPES, MODELS, VARIANTS, ModelConfig
+from core.zoo import CONV_TYPES, MODELS, VARIANTS, ModelConfig
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
 from runtimes.tensorflow import TensorFlowSession

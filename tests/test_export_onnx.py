@@ -18,12 +18,12 @@ from onnx import TensorProto, helper
 from bench.evaluation.compare_logits import Tolerance
 from bench.evaluation.equivalence import validate_equivalence
 from converters.calibration import synthetic_clips
-from converters.errors import ArtifactError, MissingDependencyError, MovibenchError, StateError
+from core.errors import ArtifactError, MissingDependencyError, MovibenchError, StateError
 from converters.export import ExportOptions, export_model
 from converters.export_onnx import FRAMES_DIM
-from converters.manifest import StateManifest, StateSpec, manifest_path_for
+from core.manifest import StateManifest, StateSpec, manifest_path_for
 from converters.trt_compat import check_tensorrt_compat
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
 from runtimes.onnxruntime import OnnxRuntimeSession, OrtState

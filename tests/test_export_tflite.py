@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from converters.calibration import synthetic_clips
-from converters.errors import ArtifactError, StateError, UnsupportedExportError
+from core.errors import ArtifactError, StateError, UnsupportedExportError
 from converters.export import CalibrationData, export_model
-from converters.manifest import StateManifest, StateSpec, manifest_path_for
-from converters.zoo import ModelConfig
+from core.manifest import StateManifest, StateSpec, manifest_path_for
+from core.zoo import ModelConfig
 from runtimes.base import chunks, stream
 from runtimes.litert import LiteRTSession, manifest_from_tflite
 from runtimes.loader import load_manifest, open_session

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from converters.errors import MovibenchError, StateError
-from converters.manifest import STATE_DTYPES, StateManifest, manifest_path_for
+from core.errors import MovibenchError, StateError
+from core.manifest import STATE_DTYPES, StateManifest, manifest_path_for
 from runtimes.loader import open_session
 
 # Example counts (docs/reliability.md reports these).

@@ -23,9 +23,9 @@ from bench.evaluation.protocols import parse_protocol
 from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
 from bench.matrix.run import plan_cells, planned_data
 from bench.scenarios import SWEEP_MODES
-from converters.errors import MovibenchError
-from converters.formats import FORMATS
-from converters.zoo import MODELS, VARIANTS
+from core.errors import MovibenchError
+from core.formats import FORMATS
+from core.zoo import MODELS, VARIANTS
 
 # Example counts (docs/reliability.md reports these).
 API_MUTATIONS = 400

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from converters.errors import ArtifactError, StateError
-from converters.manifest import (
+from core.errors import ArtifactError, StateError
+from core.manifest import (
     StateManifest, manifest_path_for, state_input_name, state_name_from_tensor, state_output_name,
 )
 

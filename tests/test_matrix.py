@@ -13,7 +13,7 @@ from bench.launchers.local import JobOutcome, LocalProcessExecutor
 from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
 from bench.matrix.run import run_matrix
 from bench.results.store import ResultsStore, load_cells
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from tiny_matrix import tiny_matrix
 
 CONFIG = tiny_matrix("tiny", ["tensorflow"], ["stream", "multi-clip:2x4", "full-clip"])

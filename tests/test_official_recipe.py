@@ -16,10 +16,10 @@ import tensorflow as tf
 
 from bench.evaluation.compare_logits import Tolerance
 from bench.evaluation.equivalence import compare_streams, synthetic_clips
-from converters.build import build_model
+from core.build import build_model
 from converters.export import export_model
 from converters.official_recipe import export_official_tflite
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 from runtimes.loader import open_session
 
 CONFIG = ModelConfig("t0", "stream", 64, 5).resolved()

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.errors import UnsupportedExportError
+from core.errors import UnsupportedExportError
 from converters.export import export_model
-from converters.formats import HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, get_format
+from core.formats import HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, get_format
 from converters.onnx_rewrites import fold_hard_sigmoid_gates, fuse_hard_swish
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from converters.errors import ArtifactError, StateError
-from converters.manifest import manifest_path_for
+from core.errors import ArtifactError, StateError
+from core.manifest import manifest_path_for
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
 from runtimes.openvino import OpenVinoSession
@@ -101,7 +101,7 @@ def test_a_corrupt_or_mismatched_file_is_an_artifact_error(tmp_path, t0_stream_o
 
 def test_layer_counters_name_executed_layers_and_kernels_and_leave_the_timed_session_alone(
         t0_stream_openvino):
-    from converters.errors import MovibenchError
+    from core.errors import MovibenchError
     from runtimes.openvino import counter_facts
 
     with open_session(t0_stream_openvino.path, threads=1) as session:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.errors import UnsupportedExportError
+from core.errors import UnsupportedExportError
 from converters.export import ExportOptions, applied_optimizations, export_model
-from converters.formats import get_format
+from core.formats import get_format
 from converters.optimize import CAUSAL_POOL_STEP, INT8_HARD_SWISH, optimized_build
-from converters.zoo import ModelConfig, config_for, demo_checkpoint
+from core.zoo import ModelConfig, config_for, demo_checkpoint
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
 

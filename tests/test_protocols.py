@@ -10,7 +10,7 @@ from bench.evaluation.protocols import (
     parse_protocol, run_protocol, softmax, spatial_views, subclip_starts, take_subclip,
 )
 from bench.evaluation.equivalence import synthetic_clips
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 from runtimes.base import chunks, stream
 
 RES = 32

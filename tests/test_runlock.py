@@ -21,7 +21,7 @@ from bench.matrix.config import expand, load_config, parse_config
 from bench.matrix.run import run_matrix
 from bench.matrix.runlock import LOCK_NAME, RunDirLockedError, RunLock
 from bench.results.store import ResultsStore, load_cells
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from tiny_matrix import tiny_matrix
 
 

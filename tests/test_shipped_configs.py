@@ -9,7 +9,7 @@ import pytest
 
 from bench.matrix.config import expand, load_config
 from bench.matrix.run import checkpoint_path
-from converters.zoo import CONFIG_SIDECAR, config_for
+from core.zoo import CONFIG_SIDECAR, config_for
 
 SHIPPED = sorted(Path(str(resources.files("bench") / "configs")).glob("*.toml"))
 

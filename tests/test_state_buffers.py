@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from runtimes.loader import open_session
 from runtimes.state_buffers import BufferedState
 

@@ -19,12 +19,12 @@ from bench.evaluation.compare_logits import Tolerance, compare_logits
 from bench.scenarios.latency import measure_latency
 from bench.trackers.gpu import COLUMNS, GpuMemoryTracker
 from converters.calibration import streamed_feeds, synthetic_clips
-from converters.errors import (
+from core.errors import (
     ArtifactError, MissingDependencyError, MovibenchError, StateError, UnsupportedExportError,
 )
 from converters.export import CalibrationData, ExportOptions, export_model
-from converters.formats import get_format
-from converters.manifest import StateManifest, StateSpec, manifest_path_for
+from core.formats import get_format
+from core.manifest import StateManifest, StateSpec, manifest_path_for
 from converters.tensorrt_config import TensorRTBuildConfig, plan_engine_build
 from runtimes.base import chunks, stream
 from runtimes.loader import load_manifest, open_session
@@ -136,7 +136,7 @@ def test_calibration_drops_a_partial_step_and_refuses_dynamic_t():
 
 # -- without TensorRT: clear refusals ------------------------------------------------------------
 def test_engine_paths_refuse_clearly_without_tensorrt_or_gpu(tmp_path):
-    from runtimes.tensorrt_cuda import require_tensorrt
+    from core.tensorrt_cuda import require_tensorrt
 
     try:
         require_tensorrt()
@@ -193,7 +193,7 @@ def test_engine_streams_like_onnx_runtime(fake_gpu, double_engine, onnx_referenc
 
 def test_a_graph_replaying_stale_addresses_gives_wrong_numbers(fake_gpu, double_engine, onnx_reference):
     from runtimes.tensorrt import TensorRTSession
-    from runtimes.tensorrt_cuda import cuda_call, cudart
+    from core.tensorrt_cuda import cuda_call, cudart
 
     class StaleGraphSession(TensorRTSession):
         """Graph bookkeeping broken on purpose: the first graph serves every slot binding."""
@@ -301,7 +301,7 @@ def test_without_a_gpu_the_engine_refuses_to_open(monkeypatch, double_engine):
 
 
 def test_device_buffers_catch_a_wrong_copy_kind_and_a_use_after_free(fake_gpu):
-    from runtimes.tensorrt_cuda import DeviceBuffer, cuda_call, cudart
+    from core.tensorrt_cuda import DeviceBuffer, cuda_call, cudart
 
     rt = cudart()
     data = np.arange(6, dtype=np.float32)
@@ -368,7 +368,7 @@ def test_gpu_memory_columns_are_empty_without_a_device():
 # -- real engines: TensorRT 10 and a CUDA GPU ----------------------------------------------------
 @pytest.fixture(scope="module")
 def tensorrt_ready():
-    from runtimes.tensorrt_cuda import require_tensorrt
+    from core.tensorrt_cuda import require_tensorrt
 
     try:
         return require_tensorrt()

@@ -12,7 +12,7 @@ from bench.cli.app import app
 from bench.data.datasets import load_folder
 from bench.data.synth import SynthConfig, generate
 from bench.train.trainer import TrainConfig, TrainError, decode_clips, train
-from converters.zoo import CONFIG_SIDECAR, checkpoint_config, config_for
+from core.zoo import CONFIG_SIDECAR, checkpoint_config, config_for
 
 RES, FRAMES = 32, 8
 

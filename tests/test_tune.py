@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from runtimes.loader import open_session
 from runtimes.onnxruntime import OrtSettings
 from test_cli import run_cli

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.data.video import CODEC_FOR_SUFFIX, iter_frames, list_videos, probe, read_clip, write_video
-from converters.errors import VideoError
+from core.errors import VideoError
 
 CONTAINERS = ("mp4", "webm", "avi", "mkv")
 

@@ -17,7 +17,7 @@ import pytest
 from bench.data.datasets import load_folder
 from bench.evaluation.evaluate import evaluate
 from bench.data.video import iter_frames, list_videos, probe, read_clip
-from converters.errors import VideoError
+from core.errors import VideoError
 
 FRAMES = 12
 RATE = 25

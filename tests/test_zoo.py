@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.errors import UnknownModelError
-from converters.zoo import MODELS, VARIANTS, ModelConfig, get_model
+from core.errors import UnknownModelError
+from core.zoo import MODELS, VARIANTS, ModelConfig, get_model
 
 
 def test_default_resolutions_match_model_garden():
@@ -59,7 +59,7 @@ def test_every_id_and_variant_builds_and_runs(model_id, variant):
     """
     import tensorflow as tf
 
-    from converters.build import build_model, make_manifest
+    from core.build import build_model, make_manifest
 
     cfg = ModelConfig(model_id, variant, 32, 3).resolved()
     model = build_model(cfg)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from bench.cli.options import EXIT_USAGE, console
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 app = typer.Typer(
     name="movibench",

@@ -32,7 +32,7 @@ def register(root: typer.Typer) -> None:
 def open_cache(path: Path | None):
     """The ArtifactCache at `path`; a path that is not a folder is a usage error."""
     from converters.cache import ArtifactCache
-    from converters.errors import MovibenchError
+    from core.errors import MovibenchError
 
     cache = ArtifactCache(path)
     if cache.root.exists() and not cache.root.is_dir():

@@ -17,7 +17,7 @@ from bench.cli.options import (
     FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options, positive_finite,
     stdout,
 )
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 
 def register(root: typer.Typer) -> None:
@@ -39,7 +39,7 @@ def _clip_frames(config, protocols, clip_frames: int | None) -> int | None:
 
 def _open_session(artifact, fmt, clip_frames, protocols, choice: ModelChoice, dataset, threads):
     from bench.scenarios.deployment import open_deployment
-    from converters.formats import get_format
+    from core.formats import get_format
 
     if artifact is not None:
         from runtimes.loader import open_session

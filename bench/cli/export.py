@@ -68,9 +68,9 @@ def export_cmd(
     exported, 1 when any failed, 2 on bad input.
     """
     from converters.cache import ArtifactCache, CacheIntegrityWarning
-    from converters.errors import MovibenchError
+    from core.errors import MovibenchError
     from converters.export import CalibrationData, ExportOptions, export_model
-    from converters.formats import parse_formats
+    from core.formats import parse_formats
 
     specs = parse_formats(formats)
     config, checkpoint = choice.config(), choice.checkpoint

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, stdout
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 app = typer.Typer(help="Plan and run a benchmark matrix (models x formats x threads x protocols).",
                   no_args_is_help=True)

@@ -22,7 +22,7 @@ def models_cmd(
         "--support", help="Show which variant x conv type exports to which format, and how.")] = False,
 ) -> None:
     """List model ids, default resolutions and variants."""
-    from converters.zoo import MODELS, VARIANTS
+    from core.zoo import MODELS, VARIANTS
 
     if support:
         support_cmd(as_json)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from converters.zoo import ModelConfig
+    from core.zoo import ModelConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -58,7 +58,7 @@ MODEL_OPTIONS: dict[str, object] = {
         help="tf.train.Checkpoint directory or prefix (official Kinetics-600 or a project checkpoint).")],
     "demo": Annotated[Optional[str], typer.Option(
         help="A shipped demo checkpoint instead of --checkpoint: t0-stream-synth, t0-base-synth, "
-             "a0-stream-synth, a0-mobile-synth, a0-base-synth (converters/demo_weights).")],
+             "a0-stream-synth, a0-mobile-synth, a0-base-synth (core/demo_weights).")],
     "conv_type": Annotated[Optional[str], typer.Option(
         "--conv-type", help="3d, 2plus1d or 3d_2plus1d (default: the variant's; a project "
                             "checkpoint records its own). 3d_2plus1d checkpoints export rebuilt "
@@ -89,8 +89,8 @@ class ModelChoice:
                      conv_type: str | None = None) -> ModelChoice:
         """The choice the options name. An unknown model id or variant, an unknown demo, or
         --demo with --checkpoint is a MovibenchError here, before the verb does any work."""
-        from converters.errors import MovibenchError
-        from converters.zoo import demo_checkpoint, get_model, get_variant
+        from core.errors import MovibenchError
+        from core.zoo import demo_checkpoint, get_model, get_variant
 
         if demo is not None:
             if checkpoint is not None:
@@ -104,8 +104,8 @@ class ModelChoice:
 
     def config(self) -> ModelConfig:
         """The ModelConfig to build: the zoo's defaults under the options, the architecture
-        fixed by a project checkpoint's sidecar (converters.zoo.config_for)."""
-        from converters.zoo import config_for
+        fixed by a project checkpoint's sidecar (core.zoo.config_for)."""
+        from core.zoo import config_for
 
         return config_for(self.model, self.variant, self.resolution, self.classes,
                           self.checkpoint, self.conv_type)

@@ -22,7 +22,7 @@ from rich.table import Table
 from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, JsonOpt, parse_int_list, per_thread_count, stdout,
 )
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 
@@ -111,7 +111,7 @@ def _option_value(text: str) -> Any:
 def varied_entries(entries: list[Entry], varied: dict[str, tuple[str, list[Any]]]) -> list[Entry]:
     """Each entry whose runtime `varied` names, once per value (label + ' [option=value]')."""
     from runtimes.loader import load_manifest
-    from converters.formats import get_format
+    from core.formats import get_format
 
     out = []
     for entry in entries:
@@ -148,7 +148,7 @@ def entries_from_run(run: Path, only: str | None) -> list[Entry]:
     from bench.matrix.config import Cell, apply_filter
     from bench.results.rundir import load_run
     from bench.scenarios import ACCURACY, LATENCY, OWN_SOURCE, deployment_format
-    from converters.formats import FORMATS
+    from core.formats import FORMATS
 
     cells = load_run(run).cells
     rows = cells[(cells["kind"] == LATENCY) & (cells["status"] == "ok")
@@ -202,7 +202,7 @@ def race_threads(entries: list[Entry], threads: int, *, warmup: int, iterations:
     """
     from bench.scenarios.interleaved import Contender, measure_side_by_side
     from bench.trackers.latency import LatencyStats
-    from converters.formats import get_format
+    from core.formats import get_format
     from runtimes.loader import open_session
 
     contenders = [Contender(e.label, lambda e=e: open_session(e.path, threads=threads,

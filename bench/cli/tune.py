@@ -25,7 +25,7 @@ from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, console,
     model_options, parse_int_list, per_thread_count, stdout,
 )
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 if TYPE_CHECKING:
     from bench.scenarios.interleaved import Contender
@@ -182,7 +182,7 @@ def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int |
     """The ONNX artifact to tune: `artifact`, or the model the options name exported to
     'onnx' (through the artifact cache). Raises MovibenchError for both or for a file that
     ONNX Runtime does not run."""
-    from converters.formats import get_format
+    from core.formats import get_format
     from runtimes.loader import load_manifest
 
     if artifact is not None:

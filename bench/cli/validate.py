@@ -14,7 +14,7 @@ from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
     ThreadsOpt, console, model_options, parse_int_list, stdout,
 )
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 app = typer.Typer(help="Check that streamed and exported models say what the original says, "
                        "and that the ONNX export suits TensorRT.",
@@ -120,7 +120,7 @@ def validate_cross_runtime_cmd(
     """
     from bench.evaluation.equivalence import validate_cross_runtime
     from converters.export import ExportOptions, export_model
-    from converters.formats import parse_formats
+    from core.formats import parse_formats
     from runtimes.loader import open_session
     from runtimes.tensorflow import TensorFlowSession
 

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from bench.data.video import read_clip
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from converters.export import CalibrationData, ExportOptions
 
 
@@ -34,7 +34,7 @@ def calibration_from_videos(paths: list[Path], frames: int) -> CalibrationData:
 def export_options(fmt: str, calibration_videos: list[str] | tuple[str, ...],
                    frames: int) -> ExportOptions:
     """The ExportOptions the matrix builds `fmt` with: int8 calibrates on the given videos."""
-    from converters.formats import get_format
+    from core.formats import get_format
 
     if get_format(fmt).precision != "int8" or not calibration_videos:
         return ExportOptions()

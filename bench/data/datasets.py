@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.data.video import VIDEO_EXTENSIONS
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 # Split folder names recognised in `DIR/<split>/<class>/*`, and the names they mean.
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",

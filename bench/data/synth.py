@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.video import CODEC_FOR_SUFFIX, write_video
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 FLASH_FRAMES = 2
 # A flash occupies a slot of FLASH_FRAMES frames plus a gap, so two flashes never merge.

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from converters.errors import VideoError, first_line
+from core.errors import VideoError, first_line
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".m2ts", ".mts", ".flv", ".ogv", ".3gp", ".wmv")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.evaluation.compare_logits import Difference, Tolerance, compare_logits
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 # Re-exported: callers import it from here; it lives in converters for int8 calibration.
 from converters.calibration import synthetic_clips  # noqa: F401
 from runtimes.base import Session, chunks, stream
@@ -109,7 +109,7 @@ def validate_cross_runtime(reference: Session, formats: list[str], clips: list[n
 
     Args:
         reference: the TF session of the model the artifacts were exported from.
-        formats: format names (converters.formats).
+        formats: format names (core.formats).
         clips: clips [T, H, W, 3] float32, all of one length T.
         export: `export(fmt, frames_per_call) -> Artifact` (cached exporter).
         open_artifact: `open_artifact(path) -> Session` (runtimes.loader.open_session).
@@ -124,7 +124,7 @@ def validate_cross_runtime(reference: Session, formats: list[str], clips: list[n
     artifact's precision. A format that fails to export or run becomes a failed row.
     """
     from bench.evaluation.compare_logits import tolerance_for
-    from converters.formats import get_format
+    from core.formats import get_format
 
     frames = int(clips[0].shape[0])
     causal = reference.manifest.causal

@@ -20,7 +20,7 @@ import numpy as np
 from bench.data.datasets import Sample
 from bench.evaluation.protocols import Protocol, check_supported, parse_protocol, run_protocol
 from bench.data.video import iter_frames, read_clip
-from converters.errors import MovibenchError, first_line
+from core.errors import MovibenchError, first_line
 from runtimes.base import Session
 
 

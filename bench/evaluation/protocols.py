@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from runtimes.base import Session
 
 STREAM, FULL_CLIP, MULTI_CLIP = "stream", "full-clip", "multi-clip"

@@ -52,7 +52,7 @@ def _job_runtime(job: dict) -> str | None:
     fmt = (job.get("cell") or {}).get("format")
     if not fmt:
         return None
-    from converters.formats import get_format
+    from core.formats import get_format
 
     return get_format(fmt).runtime
 

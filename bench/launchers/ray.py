@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.launchers.local import JobOutcome, LocalProcessExecutor
-from converters.errors import MovibenchError, first_line
+from core.errors import MovibenchError, first_line
 
 # Ray must not phone home from a benchmark run; a user who wants usage stats sets it to 1.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -57,17 +57,18 @@ def run_export(job: dict) -> dict:
 
     A job with a `source` is an [[artifacts]] entry: a user's file copied into the cache, or
     a recipe's build, with the manifest read off the file's signature (converters.foreign)."""
-    from converters.zoo import ModelConfig
+    from core.zoo import ModelConfig
 
     start = time.perf_counter()
     config = ModelConfig.from_dict(job["config"])
     if job.get("source"):
         from converters.foreign import ForeignRequest, foreign_artifact
+        from runtimes.loader import load_manifest
 
         request = ForeignRequest.from_source(
             job["source"], config, job["format"], checkpoint=job.get("checkpoint") or None,
             path=job.get("source_path") or "", frames=job.get("frames_per_call"))
-        artifact = foreign_artifact(request)
+        artifact = foreign_artifact(request, load_manifest)
     else:
         from bench.data.calibration_clips import export_options
         from converters.export import export_model
@@ -86,8 +87,8 @@ def run_export(job: dict) -> dict:
 def run_cell(job: dict) -> dict:
     """Measure one cell; the returned dict uses bench.results.schema column names."""
     from bench.scenarios.deployment import open_deployment
-    from converters.formats import get_format
-    from converters.zoo import ModelConfig
+    from core.formats import get_format
+    from core.zoo import ModelConfig
     from runtimes.loader import session_class
 
     cell = job["cell"]
@@ -128,7 +129,7 @@ def run_cell(job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
-    from converters.errors import first_line
+    from core.errors import first_line
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     job_path, result_path = (argv or sys.argv[1:])[:2]

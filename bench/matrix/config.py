@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from bench.scenarios import ACCURACY, LATENCY, MEMORY, SWEEP_MODES, cell_label
-from converters.errors import MovibenchError
-from converters.formats import TENSORFLOW
+from core.errors import MovibenchError
+from core.formats import TENSORFLOW
 
 
 class MatrixConfigError(MovibenchError, ValueError):
@@ -243,7 +243,7 @@ def _optional_int(table: dict, key: str, name: str, lo: int, hi: int) -> int | N
 
 
 def _model(entry, name: str) -> ModelEntry:
-    from converters.zoo import get_model, get_variant
+    from core.zoo import get_model, get_variant
 
     entry = _table(entry, name, {f.name for f in fields(ModelEntry)})
     if "model" not in entry:
@@ -267,7 +267,7 @@ MODEL_SELECTORS = ("resolution", "classes", "checkpoint")
 def _artifact(entry, index: int, models: tuple[ModelEntry, ...], base: Path | None) -> ArtifactEntry:
     """One [[artifacts]] table: its name, the [[models]] entry it is, and a recipe or a file."""
     from converters.foreign import RECIPES, check_format_fits, default_format
-    from converters.formats import get_format
+    from core.formats import get_format
 
     where = f"[[artifacts]] #{index}"
     entry = _table(entry, where, {"name", "model", "variant", *MODEL_SELECTORS, "recipe", "path",
@@ -300,7 +300,7 @@ def _artifact(entry, index: int, models: tuple[ModelEntry, ...], base: Path | No
     if fmt is not None:
         fmt = _registered(get_format)(fmt, f"{where} format")
     if recipe:
-        from converters.zoo import get_variant
+        from core.zoo import get_variant
 
         if recipe not in RECIPES:
             raise _Bad(f"{where}: unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
@@ -408,7 +408,7 @@ def parse_config(raw: dict, text: str = "", where: str = "config",
 
 def _parse(raw: dict, text: str, base: Path | None = None) -> MatrixConfig:
     from bench.evaluation.protocols import parse_protocol
-    from converters.formats import get_format
+    from core.formats import get_format
 
     known = {"name", "models", "axes", "timing", "data", "memory_sweep", "include", "exclude",
              "artifacts"}
@@ -545,7 +545,7 @@ def _common(config: MatrixConfig, m: ModelEntry, **extra) -> dict:
 def _deployment_cells(config: MatrixConfig, m: ModelEntry, fmt: str, **extra) -> list[Cell]:
     """Latency cells (threads x frames per call) and accuracy cells (threads x protocol) of one
     deployment of `m` in `fmt`."""
-    from converters.zoo import get_variant
+    from core.zoo import get_variant
 
     common = _common(config, m, **extra)
     per_call = latency_frames(config, get_variant(m.variant).causal)

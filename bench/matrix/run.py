@@ -26,15 +26,15 @@ from bench.results.environment import environment
 from bench.results.store import ResultsStore
 from bench.scenarios import LATENCY, OWN_SOURCE
 from converters.cache import default_cache_dir
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from converters.filelock import FileLock
-from converters.formats import get_format
+from core.formats import get_format
 
 
 def checkpoint_path(ref: str) -> str:
     """'demo:<name>' -> the shipped demo checkpoint; a path stays a path; '' = random init."""
     if ref.startswith("demo:"):
-        from converters.zoo import demo_checkpoint
+        from core.zoo import demo_checkpoint
 
         return str(demo_checkpoint(ref[len("demo:"):]))
     return ref
@@ -125,7 +125,7 @@ def cell_frames(cell: Cell, data: DataSource | None) -> int:
     or the fixed video length for full-clip."""
     from bench.evaluation.protocols import parse_protocol
     from bench.scenarios.deployment import frames_per_call
-    from converters.zoo import get_variant
+    from core.zoo import get_variant
 
     return frames_per_call(
         get_variant(cell.variant).causal,
@@ -151,7 +151,7 @@ class CellPlan:
 
 def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> list[CellPlan]:
     """Resolve model configs (from checkpoint sidecars, no TF import) and artifact shapes."""
-    from converters.zoo import config_for
+    from core.zoo import config_for
 
     plans = []
     # Cells share artifacts, and a cache lookup hashes the artifact's files: look each up once.

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from converters.filelock import FileLock
 
 LOCK_NAME = ".movibench-run.lock"

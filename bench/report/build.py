@@ -21,7 +21,7 @@ from bench.report.render import Code, Figure, Section, Table, render_html, rende
 from bench.results.rundir import RunData, cell_label, load_run
 from bench.results.schema import CELL_COLUMNS
 from bench.scenarios import ACCURACY, LATENCY, MEMORY, deployment_format
-from converters.formats import TENSORFLOW
+from core.formats import TENSORFLOW
 from runtimes.base import PROFILE_CALLS
 
 UNITS = {c.name: c.unit for c in CELL_COLUMNS}
@@ -108,7 +108,7 @@ def call_frames(row) -> float:
     """Frames per call of an accuracy cell's deployment: the artifact's fixed T, else (TF,
     any T) what its latency cell times: 1 for a causal model, L for a base model's multi-clip
     or full-clip."""
-    from converters.zoo import get_variant
+    from core.zoo import get_variant
 
     if pd.notna(row["frames_per_call"]):
         return float(row["frames_per_call"])

@@ -27,7 +27,7 @@ import pandas as pd
 
 from bench.results.rundir import RunData, cell_label
 from bench.scenarios import LATENCY
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 REGRESSED, IMPROVED, UNCHANGED, NOISY = "regressed", "improved", "unchanged", "noisy/insufficient"
 VERDICTS = (REGRESSED, IMPROVED, NOISY, UNCHANGED)  # most to least urgent

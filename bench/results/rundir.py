@@ -15,7 +15,7 @@ import pandas as pd
 from bench.results.schema import PREDICTION_COLUMNS, SAMPLE_COLUMNS, frame
 from bench.scenarios import cell_label as scenario_cell_label
 from bench.results.store import CELLS, PREDICTIONS, SAMPLES, load_cells
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 
 VALIDATION = "validation"  # optional cross-runtime validation table: validation.parquet
 # Optional: `movibench race --run RUN --out RUN/race.csv`, the run's deployments timed side by side.

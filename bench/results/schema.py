@@ -30,7 +30,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("variant", "string", "", "base, stream or mobile"),
     Column("checkpoint", "string", "", "checkpoint given in the config ('' = random init)"),
     Column("resolution", "Int64", "px", "input height = width"),
-    Column("format", "string", "", "tensorflow, onnx, tflite-fp32, ... (converters.formats)"),
+    Column("format", "string", "", "tensorflow, onnx, tflite-fp32, ... (core.formats)"),
     Column("precision", "string", "", "fp32, fp16, dynamic, int8"),
     Column("runtime", "string", "", "tensorflow, onnxruntime, litert, tensorrt"),
     Column("threads", "Int64", "", "intra-op threads given to the runtime"),

@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench.results.schema import CELL_COLUMNS, PREDICTION_COLUMNS, SAMPLE_COLUMNS, conform, frame
 from bench.scenarios import ACCURACY
-from converters.formats import TENSORFLOW
+from core.formats import TENSORFLOW
 
 CELLS, SAMPLES, PREDICTIONS = "cells", "samples", "predictions"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.evaluation.protocols import FULL_CLIP, MULTI_CLIP, Protocol
-from converters.errors import MovibenchError
-from converters.formats import get_format
-from converters.zoo import ModelConfig
+from core.errors import MovibenchError
+from core.formats import get_format
+from core.zoo import ModelConfig
 from runtimes.base import Session
 
 

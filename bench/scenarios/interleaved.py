@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from runtimes.base import Session
 
 # Distinct inputs the calls cycle through (and the untimed first pass streams): enough that a

@@ -14,7 +14,7 @@ import numpy as np
 from bench.scenarios import FULL_CLIP_MODE
 from bench.trackers import CellTrackers
 from bench.trackers.memory import WARM
-from converters.errors import MovibenchError
+from core.errors import MovibenchError
 from runtimes.base import Session, chunks, stream
 
 

@@ -5,7 +5,7 @@ Small datasets are decoded once and held in memory as uint8; a seeded per-epoch 
 Stream (causal) variants train on whole clips with zero initial states — the same network that
 later streams frame by frame with those states carried. Two checkpoints are kept in `out`:
 
-- `out/ckpt.*` + `movibench_model.json`: the model alone (converters.build.save_checkpoint),
+- `out/ckpt.*` + `movibench_model.json`: the model alone (core.build.save_checkpoint),
   what `eval`, `validate` and the exporters load;
 - `out/train_state/`: model + optimizer + step, what `--resume` continues from.
 """
@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.data.datasets import Dataset, Sample, normalise_split
 from bench.data.video import iter_frames
-from converters.errors import MovibenchError, VideoError
-from converters.zoo import ModelConfig, checkpoint_config
+from core.errors import MovibenchError, VideoError
+from core.zoo import ModelConfig, checkpoint_config
 
 TRAIN_STATE_DIR = "train_state"
 TRAIN_CONFIG_JSON = "train_config.json"
@@ -164,7 +164,7 @@ def _lr_schedule(config: TrainConfig, total_steps: int):
 
 def _load_init_checkpoint(model, model_config: ModelConfig, path: str) -> str:
     """Restore `path` into `model`; with a different class count, restore the backbone only."""
-    from converters.build import build_model, load_checkpoint
+    from core.build import build_model, load_checkpoint
 
     saved = checkpoint_config(path)
     source_classes = saved.num_classes if saved else 600
@@ -206,7 +206,7 @@ def train(config: TrainConfig, dataset: Dataset, out: str | Path, *, resume: boo
     import tensorflow as tf
     import tf_keras
 
-    from converters.build import build_model, save_checkpoint
+    from core.build import build_model, save_checkpoint
     from runtimes.tensorflow import set_threads
 
     set_threads(threads)

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import pytest
 
-from converters.zoo import ModelConfig
+from core.zoo import ModelConfig
 
 MODEL = os.environ.get("MOVIBENCH_BENCH_MODEL", "t0")
 RESOLUTION = int(os.environ.get("MOVIBENCH_BENCH_RESOLUTION", "64"))
@@ -50,7 +50,7 @@ def test_tensorflow_step(benchmark):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_artifact_step(benchmark, fmt):
-    from converters.errors import MissingDependencyError
+    from core.errors import MissingDependencyError
     from converters.export import export_model
     from runtimes.loader import open_session
 

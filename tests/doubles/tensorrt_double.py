@@ -1,7 +1,7 @@
 """A test double of TensorRT 10 and cuda-python's runtime module, with ONNX Runtime inside.
 
 `install(monkeypatch)` puts fake `tensorrt` and `cuda.bindings.runtime` modules into
-sys.modules, so runtimes/tensorrt.py and runtimes/tensorrt_cuda.py run unmodified against them.
+sys.modules, so runtimes/tensorrt.py and core/tensorrt_cuda.py run unmodified against them.
 Only the part of both APIs that those modules call exists, with the real signatures and return
 conventions: cuda-python returns (cudaError_t, *values); TensorRT returns None or False and
 logs the reason to its ILogger.

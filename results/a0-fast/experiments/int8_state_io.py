@@ -33,14 +33,14 @@ def convert(target: Path) -> None:
     import tensorflow as tf
 
     from bench.data.calibration_clips import calibration_from_videos
-    from converters.build import step_function
+    from core.build import step_function
     from converters.calibration import stream_feeds
     from converters.export import build_reference
     from converters.export_tflite import function_holder
-    from converters.formats import CAUSAL_POOL_STEP, INT8_HARD_SWISH
-    from converters.manifest import IMAGE_INPUT
+    from core.formats import CAUSAL_POOL_STEP, INT8_HARD_SWISH
+    from core.manifest import IMAGE_INPUT
     from converters.optimize import optimized_build
-    from converters.zoo import config_for, demo_checkpoint
+    from core.zoo import config_for, demo_checkpoint
 
     checkpoint = demo_checkpoint("a0-stream-synth")
     config = config_for("a0", "stream", None, None, checkpoint).resolved()

@@ -18,12 +18,12 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 from official.projects.movinet.modeling import movinet, movinet_model  # noqa: E402
 
-from converters.cache import checkpoint_files_sha256, resolve_checkpoint_prefix  # noqa: E402
-from converters.errors import CheckpointMismatchError, first_line  # noqa: E402
-from converters.manifest import (  # noqa: E402
+from core.checkpoints import checkpoint_files_sha256, resolve_checkpoint_prefix  # noqa: E402
+from core.errors import CheckpointMismatchError, first_line  # noqa: E402
+from core.manifest import (  # noqa: E402
     IMAGE_INPUT, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
 )
-from converters.zoo import CONFIG_SIDECAR, ModelConfig  # noqa: E402
+from core.zoo import CONFIG_SIDECAR, ModelConfig  # noqa: E402
 
 
 

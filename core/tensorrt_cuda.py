@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from converters.errors import MissingDependencyError, MovibenchError
+from core.errors import MissingDependencyError, MovibenchError
 
 
 def cudart():

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from converters.errors import CheckpointMismatchError, UnknownModelError
+from core.errors import CheckpointMismatchError, UnknownModelError
 
 
 @dataclass(frozen=True)

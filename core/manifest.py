@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import ArtifactError
+from core.errors import ArtifactError
 
 IMAGE_INPUT = "image"
 LOGITS_OUTPUT = "logits"

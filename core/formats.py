@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from converters.errors import UnknownFormatError
+from core.errors import UnknownFormatError
 
 
 @dataclass(frozen=True)

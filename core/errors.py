@@ -30,7 +30,7 @@ class VideoError(MovibenchError):
 
 
 class UnknownFormatError(MovibenchError, ValueError):
-    """An export format name that is not in the registry (converters/formats.py)."""
+    """An export format name that is not in the registry (core/formats.py)."""
 
 
 class MissingDependencyError(MovibenchError, ImportError):
