@@ -98,6 +98,14 @@ def load_checkpoint(model: tf_keras.Model, path: str | Path) -> str:
     the checkpoint's own conv type when that is what differs.
     """
     prefix = str(resolve_checkpoint_prefix(path))
+    try:
+        # Files that are not a checkpoint at all (truncated, another format, random bytes) fail
+        # here in one OpError; restore() would log tracebacks from its own threads first.
+        tf.train.load_checkpoint(prefix)
+    except (ValueError, tf.errors.OpError) as exc:
+        raise CheckpointMismatchError(
+            f"checkpoint {prefix} is not a readable TensorFlow checkpoint ({first_line(exc)}): "
+            "pass the prefix of its .index/.data files as saved") from None
     status = None
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from core.checkpoints import resolve_checkpoint_prefix
 from core.errors import CheckpointMismatchError, UnknownModelError
 
 
@@ -174,7 +175,11 @@ def checkpoint_config(path: str | Path) -> ModelConfig | None:
     sidecar = (path if path.is_dir() else path.parent) / CONFIG_SIDECAR
     if not sidecar.exists():
         return None
-    data = json.loads(sidecar.read_text())
+    try:
+        data = json.loads(sidecar.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointMismatchError(f"{sidecar} is not the JSON a project checkpoint keeps "
+                                      f"beside it ({exc})") from None
     # Sidecars written before head_activation existed describe models whose head used the
     # backbone's activation.
     data.setdefault("head_activation", data.get("activation"))
@@ -192,6 +197,9 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
     conv_type='3d_2plus1d') needs `conv_type` when it differs from the variant's default. The
     resolution stays free: MoViNets are fully convolutional.
     """
+    if checkpoint:
+        # A missing checkpoint fails here, in a file read, not after a half-minute model build.
+        resolve_checkpoint_prefix(checkpoint)
     saved = checkpoint_config(checkpoint) if checkpoint else None
     if saved is None:
         if model_id is None:

@@ -73,3 +73,26 @@ def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="no checkpoint found in directory"):
         load_checkpoint(model, tmp_path)
     assert np.isfinite(model.weights[0].numpy()).all()
+
+
+def test_files_that_are_no_checkpoint_are_one_line(tmp_path, capfd):
+    """Random bytes behind a checkpoint's file names: one line naming the file, no traceback
+    (TF's restore would log four from its own threads before raising)."""
+    from core.build import build_model, load_checkpoint
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "ckpt-1.index").write_bytes(rng.bytes(4096))
+    (tmp_path / "ckpt-1.data-00000-of-00001").write_bytes(rng.bytes(8192))
+    with pytest.raises(CheckpointMismatchError, match="not a readable TensorFlow checkpoint") as err:
+        load_checkpoint(build_model(CFG), tmp_path / "ckpt-1")
+    assert "\n" not in str(err.value)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_corrupt_config_sidecar_is_named(saved, tmp_path):
+    from core.zoo import CONFIG_SIDECAR
+
+    (tmp_path / CONFIG_SIDECAR).write_text("{not json")
+    (tmp_path / "ckpt-1.index").write_bytes(b"")
+    with pytest.raises(CheckpointMismatchError, match=CONFIG_SIDECAR):
+        config_for(None, None, checkpoint=tmp_path / "ckpt-1")

@@ -17,6 +17,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
+import typer.rich_utils
 from rich.markup import escape
 from typer.exceptions import TyperException
 
@@ -50,9 +51,21 @@ COMMAND_MODULES = [
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
+# Help written to a pipe or a log (no terminal, no COLUMNS) is laid out at rich's fallback of 80
+# columns, where the option panels' narrow help column cuts format names and paths with an
+# ellipsis; 120 columns hold every option's longest word.
+HELP_WIDTH_OFF_TERMINAL = 120
+
+
+def _help_width() -> int | None:
+    if os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH") or sys.stdout.isatty():
+        return typer.rich_utils.MAX_WIDTH
+    return HELP_WIDTH_OFF_TERMINAL
+
 
 def main() -> None:
     """Console entry point: bad input becomes one 'error:' line and exit code 2."""
+    typer.rich_utils.MAX_WIDTH = _help_width()
     try:
         # Without standalone mode, click returns the code of typer.Exit instead of raising it.
         code = app(standalone_mode=False)

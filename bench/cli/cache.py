@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, stdout
+from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, non_negative, stdout
 
 app = typer.Typer(help="List, verify and prune the content-addressed artifact cache.",
                   no_args_is_help=True)
@@ -161,7 +161,7 @@ def prune_cmd(
     cache_dir: CacheOpt = None,
     unused_days: Annotated[Optional[float], typer.Option(
         "--unused-days", help="Also remove intact entries not used for this many days.",
-        min=0)] = None,
+        callback=non_negative)] = None,
     everything: Annotated[bool, typer.Option(
         "--all", help="Remove every entry (generated datasets stay).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Only say what would be removed.")] = False,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, stdout
+from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, bounded, console, non_negative, stdout
 
 VERDICT_STYLE = {"regressed": "red", "improved": "green", "noisy/insufficient": "yellow",
                  "unchanged": "default"}
@@ -23,11 +23,13 @@ def compare_cmd(
     run_a: Annotated[Path, typer.Argument(help="Baseline run directory (A).")],
     run_b: Annotated[Path, typer.Argument(help="Candidate run directory (B), compared against A.")],
     threshold: Annotated[float, typer.Option(
-        help="Latency change in % beyond which a significant slowdown counts as a regression.")] = 10.0,
+        help="Latency change in % beyond which a significant slowdown counts as a regression.",
+        callback=non_negative)] = 10.0,
     metric: Annotated[Optional[list[str]], typer.Option(
         "--metric", help="Repeatable: results column whose % change to report "
                          "(default: step_p50_ms, peak_rss_mb, top1).")] = None,
-    alpha: Annotated[float, typer.Option(help="Significance level of the latency tests.")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="Significance level of the latency tests.",
+                                         callback=bounded(0, 1, low_open=True, high_open=True))] = 0.05,
     out: Annotated[Optional[Path], typer.Option(
         help="Also write the per-cell table to this CSV file.")] = None,
     as_json: JsonOpt = False,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from bench.cli.options import JsonOpt, console, stdout
+from bench.cli.options import JsonOpt, console, fraction, stdout
 
 app = typer.Typer(help="Generate and inspect labelled video datasets.", no_args_is_help=True)
 
@@ -26,7 +26,8 @@ def synth_cmd(
     frames: Annotated[int, typer.Option(help="Frames per video.", min=6)] = 32,
     size: Annotated[int, typer.Option(help="Frame width and height in pixels.", min=16)] = 64,
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same videos.")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="Share of each class's videos in split 'val'.")] = 0.25,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class's videos in split 'val'.",
+                                                callback=fraction)] = 0.25,
     fps: Annotated[int, typer.Option(help="Frame rate written into the files.", min=1)] = 25,
     container: Annotated[str, typer.Option(help="File type: mp4, webm, avi or mkv.")] = "mp4",
     as_json: JsonOpt = False,

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, stdout
+from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, positive_finite, stdout
 from core.errors import MovibenchError
 
 app = typer.Typer(help="Plan and run a benchmark matrix (models x formats x threads x protocols).",
@@ -92,7 +92,7 @@ def run_cmd(
     only: OnlyOpt = None,
     cell_timeout: Annotated[Optional[float], typer.Option(
         "--cell-timeout", help="Seconds before a cell is killed and recorded as failed.",
-        min=0.001)] = None,
+        callback=positive_finite)] = None,
     export_jobs: Annotated[Optional[int], typer.Option(
         "--export-jobs", help="Exports (conversions, one core each) run at once before the "
                               "cells (default: 2 locally, the cluster's CPUs on Ray); cells "

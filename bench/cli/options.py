@@ -51,9 +51,9 @@ MODEL_OPTIONS: dict[str, object] = {
     "model": Annotated[Optional[str], typer.Option("--model", "-m", help="Model id: t0, a0..a5.")],
     "variant": Annotated[Optional[str], typer.Option(help="Variant: base, stream or mobile.")],
     "resolution": Annotated[Optional[int], typer.Option(
-        help="Input size in pixels (default: the model's).")],
+        help="Input size in pixels (default: the model's).", min=32)],
     "classes": Annotated[Optional[int], typer.Option(
-        "--classes", help="Class count of the head (default 600).")],
+        "--classes", help="Class count of the head (default 600).", min=1)],
     "checkpoint": Annotated[Optional[Path], typer.Option(
         help="tf.train.Checkpoint directory or prefix (official Kinetics-600 or a project checkpoint).")],
     "demo": Annotated[Optional[str], typer.Option(
@@ -172,8 +172,31 @@ def model_options(*, classes: bool = True, conv_type: bool = False) -> Callable:
     return decorate
 
 
-def positive_finite(value: float | None) -> float | None:
-    """Option callback: None, or a finite number > 0 (click's float ranges let NaN through)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
-    return value
+def bounded(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False) -> Callable[[float | None], float | None]:
+    """An option callback taking None or a finite number within the bounds (open or closed).
+
+    typer's ranges have no open ends, and they let NaN and inf through: a NaN compares false
+    with every bound, so it would pass any check made later and silently change the run.
+    """
+    parts = ([f"{'>' if low_open else '>='} {low:g}"] if low is not None else []) + \
+            ([f"{'<' if high_open else '<='} {high:g}"] if high is not None else [])
+    wanted = "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        inside = math.isfinite(value) and \
+            (low is None or (value > low if low_open else value >= low)) and \
+            (high is None or (value < high if high_open else value <= high))
+        if not inside:
+            raise typer.BadParameter(f"must be {wanted}, got {value}")
+        return value
+
+    return check
+
+
+finite = bounded()
+positive_finite = bounded(0, low_open=True)
+non_negative = bounded(0)
+fraction = bounded(0, 1, high_open=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bench.cli.options import JsonOpt, ThreadsOpt, console, stdout
+from bench.cli.options import JsonOpt, ThreadsOpt, console, fraction, positive_finite, stdout
 
 
 def register(root: typer.Typer) -> None:
@@ -28,9 +28,11 @@ def train_cmd(
     resolution: Annotated[int, typer.Option(help="Input size in pixels.", min=32)] = 64,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (ignored when --steps is given).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Total optimizer steps.")] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 1e-3,
-    warmup_steps: Annotated[Optional[int], typer.Option(help="Warm-up steps (default: 10% of steps, at most 50).")] = None,
-    norm_momentum: Annotated[float, typer.Option(help="Batch-norm momentum; 0.9 for short runs.")] = 0.9,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).",
+                                      callback=positive_finite)] = 1e-3,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Warm-up steps (default: 10% of steps, at most 50).", min=0)] = None,
+    norm_momentum: Annotated[float, typer.Option(help="Batch-norm momentum; 0.9 for short runs.",
+                                                 callback=fraction)] = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of initial weights, data order and flips.")] = 0,
     train_split: Annotated[str, typer.Option(help="Split to train on.")] = "train",
     val_split: Annotated[str, typer.Option(help="Split to validate on each epoch (skipped if absent).")] = "val",

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, console,
-    model_options, parse_int_list, per_thread_count, stdout,
+    model_options, non_negative, parse_int_list, per_thread_count, stdout,
 )
 from core.errors import MovibenchError
 
@@ -227,7 +227,7 @@ def onnxruntime_cmd(
              "(at most --iterations).", min=1)] = 10,
     atol: Annotated[float, typer.Option(
         help="Largest |logit difference| to the default settings that is still the same result.",
-        min=0.0)] = 1e-4,
+        callback=non_negative)] = 1e-4,
     out: Annotated[Optional[Path], typer.Option(
         help="Also write the rows to this .csv or .parquet file.")] = None,
     as_json: JsonOpt = False,

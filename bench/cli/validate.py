@@ -12,7 +12,7 @@ from rich.table import Table
 
 from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
-    ThreadsOpt, console, model_options, parse_int_list, stdout,
+    ThreadsOpt, console, model_options, non_negative, parse_int_list, stdout,
 )
 from core.errors import MovibenchError
 
@@ -50,10 +50,11 @@ def validate_equivalence_cmd(
     chunk_sizes: Annotated[str, typer.Option("--chunks", help="Chunk sizes to stream with, e.g. 1,4,8.")] = "1,4,8",
     videos: Annotated[Optional[Path], typer.Option(help="Folder of real videos to decode and use.")] = None,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips when --videos is not given.", min=1)] = 2,
-    atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed, plus --rtol of the logit scale.")] = 1e-4,
+    atol: Annotated[float, typer.Option(
+        help="Max |Δlogit| allowed, plus --rtol of the logit scale.", callback=non_negative)] = 1e-4,
     rtol: Annotated[float, typer.Option(
         help="Share of the full clip's largest |logit| added to --atol (float rounding grows "
-             "with the logits: trained weights reach hundreds).", min=0.0)] = 1e-5,
+             "with the logits: trained weights reach hundreds).", callback=non_negative)] = 1e-5,
     threads: ThreadsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of random-init weights and synthetic clips.")] = 0,
     as_json: JsonOpt = False,
@@ -179,7 +180,8 @@ def validate_official_recipe_cmd(
     choice: ModelChoice = FROM_OPTIONS,
     frames: Annotated[int, typer.Option(help="Frames per clip (every one is compared).", min=1)] = 16,
     synthetic: Annotated[int, typer.Option(help="Number of generated clips.", min=1)] = 2,
-    atol: Annotated[float, typer.Option(help="Max |Δlogit| allowed between the two files.")] = 1e-5,
+    atol: Annotated[float, typer.Option(
+        help="Max |Δlogit| allowed between the two files.", callback=non_negative)] = 1e-5,
     threads: ThreadsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of random-init weights and synthetic clips.")] = 0,
     keep: Annotated[Optional[Path], typer.Option(
