@@ -210,8 +210,12 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
                               ("num_classes", num_classes), ("conv_type", conv_type)):
         have = getattr(saved, field_name)
         if asked is not None and str(asked).lower() != str(have):
+            # The class count may come from a dataset rather than an option: say so.
+            source = (" (--classes, or the dataset's class count)" if field_name == "num_classes"
+                      else "")
             raise CheckpointMismatchError(
-                f"checkpoint {checkpoint} holds {field_name}={have!r}, not {asked!r}")
+                f"checkpoint {checkpoint} holds {field_name}={have!r}, not the {asked!r} asked "
+                f"for{source}")
     return replace(saved, resolution=resolution or saved.resolution).resolved()
 
 

@@ -41,9 +41,9 @@ def test_sidecar_rebuilds_the_saved_config(saved):
 
 def test_asking_for_another_model_than_the_checkpoint_holds(saved):
     directory, _ = saved
-    with pytest.raises(CheckpointMismatchError, match="holds model_id='t0', not 'a0'"):
+    with pytest.raises(CheckpointMismatchError, match="holds model_id='t0', not the 'a0' asked for"):
         config_for("a0", None, checkpoint=directory)
-    with pytest.raises(CheckpointMismatchError, match="holds variant='mobile', not 'stream'"):
+    with pytest.raises(CheckpointMismatchError, match="holds variant='mobile', not the 'stream' asked for"):
         config_for(None, "stream", checkpoint=directory)
 
 

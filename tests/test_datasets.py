@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from bench.cli.app import app
 from bench.data.datasets import (
-    DatasetError, load_dataset, load_folder, load_kinetics_csv, read_class_map,
+    ALL_SPLITS, DatasetError, load_dataset, load_folder, load_kinetics_csv, read_class_map,
 )
 from bench.data.synth import SynthConfig, class_names, generate, make_video
 from bench.data.video import read_clip
@@ -102,8 +102,10 @@ def test_plain_class_folders_and_class_maps(tmp_path, synth_dir):
     data = load_folder(tmp_path / "d")
     assert data.classes == ("cat", "dog") and data.splits == ()
     assert [s.label_index for s in data.samples] == [0, 1]
-    with pytest.raises(DatasetError, match="no splits"):
+    with pytest.raises(DatasetError, match='no split folders .*split = "all"'):
         data.split("val")
+    # A matrix's [data] always names a split: "all" is how it takes a folder without any.
+    assert data.split(ALL_SPLITS) is data and len(load_dataset(tmp_path / "d", "all")) == 2
     (tmp_path / "map.csv").write_text("index,name\n1,cat\n0,dog\n")
     assert read_class_map(tmp_path / "map.csv") == ("dog", "cat")
     (tmp_path / "gap.csv").write_text("0,dog\n2,cat\n")

@@ -17,6 +17,9 @@ from pathlib import Path
 from bench.data.video import VIDEO_EXTENSIONS
 from core.errors import MovibenchError
 
+# The split name that keeps every sample: a matrix's [data] always names a split (default
+# 'val'), and a folder of class folders has none.
+ALL_SPLITS = "all"
 # Split folder names recognised in `DIR/<split>/<class>/*`, and the names they mean.
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validate": "val", "validation": "val", "test": "test", "testing": "test"}
@@ -57,12 +60,14 @@ class Dataset:
         return tuple(sorted({s.split for s in self.samples if s.split is not None}))
 
     def split(self, name: str | None) -> Dataset:
-        """The samples of split `name` (aliases like 'validation' accepted); None keeps all."""
-        if name is None:
+        """The samples of split `name` (aliases like 'validation' accepted); None or
+        ALL_SPLITS keeps all."""
+        if name is None or normalise_split(name) == ALL_SPLITS:
             return self
         wanted = normalise_split(name)
         if self.samples and all(s.split is None for s in self.samples):
-            raise DatasetError(f"dataset {self.root} has no splits; drop --split")
+            raise DatasetError(f"dataset {self.root} has no split folders (ROOT/<class>/ only): "
+                               f"drop --split, or set split = \"{ALL_SPLITS}\" in a matrix's [data]")
         chosen = tuple(s for s in self.samples if s.split == wanted)
         if not chosen:
             raise DatasetError(f"no samples in split {name!r} of {self.root}; "
