@@ -5,16 +5,18 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.report.render import Table
-from bench.results.schema import CELL_COLUMNS
+from bench.results.schema import CELL_COLUMNS, RACE_COLUMNS
 from bench.scenarios import deployment_format
 
 
 UNITS = {c.name: c.unit for c in CELL_COLUMNS}
+RACE_UNITS = {c.name: c.unit for c in RACE_COLUMNS}
 
 
-def head(column: str, text: str) -> str:
-    """A header with the column's unit from the schema: 'per-frame p50 (ms)'."""
-    unit = UNITS.get(column, "")
+def head(column: str, text: str, units: dict[str, str] = UNITS) -> str:
+    """A header with the column's unit from the schema (`units`: the cells' by default, or
+    RACE_UNITS for race.csv): 'per-frame p50 (ms)'."""
+    unit = units.get(column, "")
     unit = "%" if unit == "fraction" else unit
     return f"{text} ({unit})" if unit else text
 

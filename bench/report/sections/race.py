@@ -1,10 +1,11 @@
-"""The run's deployments side by side in one process (race.csv)."""
+"""The run's deployments side by side in one process: its race.csv, whose columns are
+bench.results.schema.RACE_COLUMNS."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.formatting import num, pct, rows_table, sci
+from bench.report.formatting import RACE_UNITS, head, num, pct, rows_table, sci
 from bench.report.render import Section
 from bench.results.rundir import RunData
 
@@ -22,9 +23,10 @@ def section_race(run: RunData) -> Section:
             table.append({
                 "deployment": r["label"], "frames / call": str(r["frames_per_call"]),
                 "calls": str(r["calls"]),
-                "p50 per call (ms)": num(r["call_p50_ms"], 3),
-                "p90 per call (ms)": num(r["call_p90_ms"], 3),
-                "p50 per frame (ms)": "failed: " + r["error"] if failed else num(r["frame_p50_ms"], 3),
+                head("call_p50_ms", "p50 per call", RACE_UNITS): num(r["call_p50_ms"], 3),
+                head("call_p90_ms", "p90 per call", RACE_UNITS): num(r["call_p90_ms"], 3),
+                head("frame_p50_ms", "p50 per frame", RACE_UNITS):
+                    "failed: " + r["error"] if failed else num(r["frame_p50_ms"], 3),
                 "× the fastest": num(r["ratio_to_fastest"], 2),
                 **_race_extras(r),
                 "max |Δlogit| to the first": sci(r["max_abs_diff_to_first"])})
@@ -56,7 +58,7 @@ def _race_extras(r: pd.Series) -> dict[str, str]:
         extras["speedup vs the baseline"] = num(r["speedup_vs_baseline"], 2)
     if "roofline_share" in r.index:
         extras["M multiply-adds / frame"] = num(r["macs_per_frame"] / 1e6, 1)
-        extras["roofline (%)"] = pct(r["roofline_share"])
+        extras[head("roofline_share", "roofline", RACE_UNITS)] = pct(r["roofline_share"])
     if "top1" in r.index:
-        extras["top-1 (%)"] = pct(r["top1"])
+        extras[head("top1", "top-1", RACE_UNITS)] = pct(r["top1"])
     return extras
