@@ -8,6 +8,7 @@ prediction agreement and the stream trace's source: plain DataFrames and numbers
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from bench.evaluation.protocols import MULTI_CLIP, STREAM, parse_protocol
 from bench.results.rundir import RunData, cell_label
 from bench.scenarios import ACCURACY, LATENCY
 from core.formats import TENSORFLOW
+from runtimes.base import ExecutionFacts
 
 
 # What identifies a deployment: the latency scenario measures each once. The artifact's source
@@ -188,3 +190,17 @@ def protocol_predictions(run: RunData, cell: pd.Series, video: str,
             vec = np.asarray(json.loads(p["probs"]))
             said[other["protocol"]] = (names[int(vec.argmax())], float(vec.max()))
     return said
+
+
+def recorded_facts(row) -> ExecutionFacts | None:
+    """A latency cell's exec_* columns back as the ExecutionFacts its runtime recorded
+    (bench.scenarios.latency writes each field as exec_<field>, mappings as JSON); None for a
+    cell without them."""
+    if pd.isna(row["exec_nodes"]):
+        return None
+    values = {}
+    for f in fields(ExecutionFacts):
+        value = row[f"exec_{f.name}"]
+        values[f.name] = (None if pd.isna(value) else json.loads(value) if isinstance(value, str)
+                          else int(value))
+    return ExecutionFacts(**values)
