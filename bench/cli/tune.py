@@ -18,12 +18,12 @@ from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, console,
     model_options, parse_int_list, per_thread_count, stdout,
 )
-from bench.race.tune import TuneRow, measure_threads, settings_grid
+from bench.race.tune import ONNX_RUNTIME, TUNED_FORMAT, TuneRow, measure_threads, settings_grid
 from core.errors import MovibenchError
+from core.formats import get_format
 
 app = typer.Typer(help="Choose a runtime's session settings by measurement.", no_args_is_help=True)
 
-ONNX_RUNTIME = "onnxruntime"
 SPINNING_WORDS = {"on": True, "off": False}
 TABLE_SUFFIXES = (".csv", ".parquet")
 
@@ -45,9 +45,8 @@ def parse_choices(text: str, known: tuple[str, ...], what: str) -> list[str]:
 
 def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int | None) -> Path:
     """The ONNX artifact to tune: `artifact`, or the model the options name exported to
-    'onnx' (through the artifact cache). Raises MovibenchError for both or for a file that
+    TUNED_FORMAT (through the artifact cache). Raises MovibenchError for both or for a file that
     ONNX Runtime does not run."""
-    from core.formats import get_format
     from runtimes.loader import load_manifest
 
     if artifact is not None:
@@ -56,17 +55,18 @@ def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int |
         fmt = get_format(load_manifest(artifact).format)
         if fmt.runtime != ONNX_RUNTIME:
             raise MovibenchError(f"{artifact} is a {fmt.name} artifact, run by {fmt.runtime}; "
-                                 "tune onnxruntime takes an ONNX artifact (format onnx)")
+                                 f"tune {ONNX_RUNTIME} takes an ONNX artifact (format "
+                                 f"{TUNED_FORMAT.name})")
         return artifact
     from converters.export import export_model
 
     config = choice.config()
-    with console.status(f"exporting {config.model_id}/{config.variant} to onnx"):
-        return export_model(config, "onnx", checkpoint=choice.checkpoint,
+    with console.status(f"exporting {config.model_id}/{config.variant} to {TUNED_FORMAT.name}"):
+        return export_model(config, TUNED_FORMAT.name, checkpoint=choice.checkpoint,
                             frames_per_call=clip_frames).path
 
 
-@app.command("onnxruntime")
+@app.command(ONNX_RUNTIME)
 @model_options()
 def onnxruntime_cmd(
     artifact: Annotated[Optional[Path], typer.Option(
@@ -146,7 +146,8 @@ def onnxruntime_cmd(
                           "warmup": warmup, "rounds": rounds, "atol": atol,
                           "rows": [r.to_dict() for r in rows]}, indent=2))
     else:
-        _print_table(rows, f"{manifest.model_id}/{manifest.variant}@{manifest.resolution} onnx: "
+        _print_table(rows, f"{manifest.model_id}/{manifest.variant}@{manifest.resolution} "
+                           f"{get_format(manifest.format).family}: "
                            f"{per_call} frame(s) per call, {iterations} timed calls per setting")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.race.interleaved import Contender, measure_side_by_side, summarise
+from core.formats import FORMATS
+from runtimes.onnxruntime import OnnxRuntimeSession
 
 if TYPE_CHECKING:
     from runtimes.onnxruntime import OrtSettings
+
+# The runtime tuned (runtimes.onnxruntime imports its engine only when a session opens), and the
+# format a model is exported to for it: the registry's first of that runtime, plain fp32 ONNX.
+ONNX_RUNTIME = OnnxRuntimeSession.runtime
+TUNED_FORMAT = next(spec for spec in FORMATS.values() if spec.runtime == ONNX_RUNTIME)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from bench.report.analysis import reference_pairs
 from bench.report.formatting import by_deployment_format, head, num, rows_table
 from bench.report.render import Figure, Section
 from bench.results.rundir import RunData
+from core.formats import TENSORFLOW
 
 
 def section_speedup(run: RunData, out_dir: Path) -> Section:
@@ -24,7 +25,7 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
                          series=[f"{r['model']}/{r['variant']} t{r['threads']}" for _, r in pairs.iterrows()])
     summary = pairs.groupby(["format", "series"], as_index=False)["frame_speedup"].median()
     path = speedup_plot(summary.rename(columns={"frame_speedup": "speedup"}),
-                        out_dir / "speedup_vs_tensorflow.png",
+                        out_dir / f"speedup_vs_{TENSORFLOW}.png",
                         "Per-frame p50 speedup over TensorFlow (median over protocols)")
     rows = [{"model": f"{r['model']}/{r['variant']}", "format": r["format"], "threads": str(r["threads"]),
              "protocol": r["protocol"],
