@@ -27,8 +27,8 @@ from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 States = Mapping[str, Any]
 # Calls a profiling session runs (Session.execution_facts); the first is left out of the shares.
 PROFILE_CALLS = 8
-# Where a profiling runtime's shares come from, in the words its facts_legend uses.
-PROFILED = (f"over {PROFILE_CALLS} calls on the timed calls' input (a stream model's states "
+# Where a profiling runtime's shares come from, in the words of its facts_legend.
+_PROFILED = (f"over {PROFILE_CALLS} calls on the timed calls' input (a stream model's states "
             "carried from call to call), the first call left out; on a second session opened "
             "like the timed one, so the timed calls are never profiled.")
 
@@ -101,6 +101,13 @@ class ExecutionFacts:
     op_time: Mapping[str, float] | None = None  # op type -> share of the profiled node time
     # execution provider (OpenVINO: kernel implementation) -> share of node time
     provider_time: Mapping[str, float] | None = None
+
+
+def profile_legend(engine: str, source: str, nodes: str) -> tuple[str, str]:
+    """`Session.facts_legend` of a runtime whose own profiler fills `op_time` and
+    `provider_time`: `source` names that profiler, `nodes` says what its nodes are."""
+    return (f"{engine}: {source}, {_PROFILED} {nodes}",
+            f"{engine}: share of node time per op type, largest first")
 
 
 def profile_columns(facts: ExecutionFacts, providers: str) -> dict[str, Any] | None:

@@ -21,8 +21,8 @@ import numpy as np
 from core.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
 from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
-    PROFILE_CALLS, PROFILED, ExecutionFacts, Session, StateHandle, States, TensorInfo,
-    profile_columns, run_calls,
+    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, profile_columns,
+    profile_legend, run_calls,
 )
 
 # ORT's type strings ('tensor(float)') → numpy dtype names.
@@ -234,10 +234,10 @@ class OnnxRuntimeSession(Session):
 
     @classmethod
     def facts_legend(cls) -> tuple[str, str]:
-        return (f"ONNX Runtime: its own profiler's node times per op type, {PROFILED} Nodes are "
-                "those of the graph after ONNX Runtime's optimizations (fused and layout nodes "
-                "such as ReorderInput included); the time between nodes is not in the shares.",
-                "ONNX Runtime: share of node time per op type, largest first")
+        return profile_legend(
+            cls.engine_name, "its own profiler's node times per op type",
+            "Nodes are those of the graph after ONNX Runtime's optimizations (fused and layout "
+            "nodes such as ReorderInput included); the time between nodes is not in the shares.")
 
     @classmethod
     def facts_columns(cls, facts: ExecutionFacts) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import numpy as np
 from core.errors import ArtifactError, MovibenchError, first_line
 from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
-    PROFILE_CALLS, PROFILED, ExecutionFacts, Session, States, TensorInfo, profile_columns,
+    PROFILE_CALLS, ExecutionFacts, Session, States, TensorInfo, profile_columns, profile_legend,
     run_calls,
 )
 from runtimes.state_buffers import STATE_IO_BUFFERS, StateBuffers, check_state_io
@@ -108,11 +108,11 @@ class OpenVinoSession(Session):
 
     @classmethod
     def facts_legend(cls) -> tuple[str, str]:
-        return (f"OpenVINO: the CPU plugin's per-layer counters (PERF_COUNT), {PROFILED} Layers "
-                "are those the plugin executes after its own fusions (a 'Subgraph' is a fused "
-                "group); kernels are the implementations it chose, e.g. jit_avx2_f32 (JIT code "
-                "for AVX2) or ref_any_f32 (a reference C++ loop, the slow path).",
-                "OpenVINO: share of node time per op type, largest first")
+        return profile_legend(
+            cls.engine_name, "the CPU plugin's per-layer counters (PERF_COUNT)",
+            "Layers are those the plugin executes after its own fusions (a 'Subgraph' is a fused "
+            "group); kernels are the implementations it chose, e.g. jit_avx2_f32 (JIT code for "
+            "AVX2) or ref_any_f32 (a reference C++ loop, the slow path).")
 
     @classmethod
     def facts_columns(cls, facts: ExecutionFacts) -> dict[str, Any] | None:
