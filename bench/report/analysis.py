@@ -33,6 +33,7 @@ MODEL_KEY = ["model", "variant", "checkpoint", "resolution"]
 
 
 def ok_cells(cells: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The successful cells of scenario `kind`."""
     return cells[(cells["kind"] == kind) & (cells["status"] == "ok")]
 
 

@@ -34,6 +34,7 @@ def pct(value, digits: int = 1) -> str:
 
 
 def sci(value) -> str:
+    """A number in scientific notation; '–' for a missing value."""
     return "–" if value is None or pd.isna(value) else f"{float(value):.2e}"
 
 
@@ -43,6 +44,7 @@ def fmt_label(row) -> str:
 
 
 def deployment(row) -> str:
+    """'model/variant format tN': a deployment as every table names it."""
     return f"{row['model']}/{row['variant']} {fmt_label(row)} t{row['threads']}"
 
 
@@ -53,4 +55,5 @@ def by_deployment_format(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def rows_table(rows: list[dict], caption: str = "") -> Table:
+    """A table block of `rows` (dicts of header -> value, in order), every value as text."""
     return Table(pd.DataFrame(rows).astype(str), caption)

@@ -14,6 +14,8 @@ from bench.results.rundir import RunData
 
 
 def section_confusion(run: RunData, out_dir: Path) -> Section:
+    """The section "Confusion matrices of the best deployment per model" of `run`,
+    its figures written into `out_dir`."""
     from bench.report.plots import confusion_plot
 
     section = Section("Confusion matrices of the best deployment per model")

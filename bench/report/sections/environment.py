@@ -8,6 +8,7 @@ from bench.results.rundir import RunData
 
 
 def section_environment(run: RunData) -> Section:
+    """The section "Environment, command and configuration" of `run`."""
     section = Section("Environment, command and configuration")
     meta, env = run.meta, dict(run.meta.get("environment", {}))
     libraries = env.pop("libraries", {})

@@ -17,6 +17,7 @@ from core.formats import TENSORFLOW
 
 
 def section_equivalence(run: RunData) -> Section:
+    """The section "Equivalence with the TensorFlow reference" of `run`."""
     section = Section("Equivalence with the TensorFlow reference")
     ok = ok_cells(run.cells, ACCURACY)
     compared = ok[(ok["format"] != TENSORFLOW) & ok["ref_max_abs_prob_diff"].notna()]

@@ -50,6 +50,7 @@ def _recording_engines() -> str:
 
 
 def section_execution(run: RunData) -> Section:
+    """The section "Where the time goes" of `run`."""
     section = Section("Where the time goes")
     cells = ok_cells(run.cells, LATENCY)
     cells = cells[cells["exec_nodes"].notna()].sort_values(

@@ -10,6 +10,7 @@ from bench.results.rundir import RunData, cell_label
 
 
 def section_failures(run: RunData) -> Section:
+    """The section "Failed cells" of `run`."""
     section = Section("Failed cells")
     failed = run.cells[run.cells["status"] != "ok"]
     if failed.empty:

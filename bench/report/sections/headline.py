@@ -14,6 +14,7 @@ BEST_RULE = ("Best = among the successful accuracy cells of a runtime and precis
 
 
 def section_headline(run: RunData) -> Section:
+    """The section "Best deployment per runtime and precision" of `run`."""
     section = Section("Best deployment per runtime and precision")
     best = best_per_runtime(run.cells)
     if best.empty:

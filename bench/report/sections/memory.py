@@ -12,6 +12,8 @@ from bench.scenarios import MEMORY
 
 
 def section_memory(run: RunData, out_dir: Path) -> Section:
+    """The section "Peak memory and time vs clip length" of `run`,
+    its figures written into `out_dir`."""
     from bench.report.plots import memory_plot
 
     section = Section("Peak memory and time vs clip length")

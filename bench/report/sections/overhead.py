@@ -10,6 +10,7 @@ from bench.scenarios import LATENCY
 
 
 def section_overhead(run: RunData) -> Section:
+    """The section "Harness overhead" of `run`."""
     section = Section("Harness overhead")
     ok = ok_cells(run.cells, LATENCY).dropna(subset=["harness_step_ms", "bare_step_ms"])
     if ok.empty:

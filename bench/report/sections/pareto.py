@@ -12,6 +12,7 @@ from bench.scenarios import ACCURACY
 
 
 def section_pareto(run: RunData, out_dir: Path) -> Section:
+    """The section "Latency vs accuracy" of `run`, its figures written into `out_dir`."""
     from bench.report.plots import pareto_plot
 
     section = Section("Latency vs accuracy")

@@ -10,6 +10,7 @@ from bench.scenarios import deployment_format
 
 
 def section_precision(run: RunData) -> Section:
+    """The section "Reduced precision vs fp32" of `run`."""
     section = Section("Reduced precision vs fp32")
     pairs = fp32_pairs(run.cells)
     if pairs.empty:

@@ -11,6 +11,7 @@ from bench.results.rundir import RunData
 
 
 def section_race(run: RunData) -> Section:
+    """The section "Side by side in one process" of `run`."""
     section = Section("Side by side in one process")
     race = run.race
     if race is None or race.empty:

@@ -12,6 +12,8 @@ from core.formats import TENSORFLOW
 
 
 def section_speedup(run: RunData, out_dir: Path) -> Section:
+    """The section "Speedup over the TensorFlow reference" of `run`,
+    its figures written into `out_dir`."""
     from bench.report.plots import speedup_plot
 
     section = Section("Speedup over the TensorFlow reference")

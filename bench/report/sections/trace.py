@@ -20,6 +20,7 @@ TRACE_CLASSES = 5  # classes drawn in the prediction trace
 
 
 def section_trace(run: RunData, out_dir: Path) -> Section:
+    """The section "Prediction trace of one video" of `run`, its figures written into `out_dir`."""
     from bench.report.plots import trace_plot
 
     section = Section("Prediction trace of one video")
