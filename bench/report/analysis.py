@@ -105,6 +105,14 @@ def reference_pairs(cells: pd.DataFrame) -> pd.DataFrame:
                        ["frame_p50_ms", "video_ms"], "_ref")
 
 
+def reference_speedups(cells: pd.DataFrame) -> pd.DataFrame:
+    """reference_pairs, each with its speedups over TF (TF latency / this one's): per frame
+    (`frame_speedup`, from the latency cells) and per video (`video_speedup`)."""
+    pairs = reference_pairs(cells)
+    return pairs.assign(frame_speedup=pairs["frame_p50_ms_ref"] / pairs["frame_p50_ms"],
+                        video_speedup=pairs["video_ms_ref"] / pairs["video_ms"])
+
+
 def best_format_per_model(cells: pd.DataFrame) -> pd.DataFrame:
     """Per model and weights, the accuracy cells (with a confusion matrix) of the format and
     thread count with the highest mean top-1 over their protocols; ties: the lowest mean

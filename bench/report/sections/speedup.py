@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report.analysis import reference_pairs
+from bench.report.analysis import reference_speedups
 from bench.report.formatting import by_deployment_format, head, num, rows_table
 from bench.report.render import Figure, Section
 from bench.results.rundir import RunData
@@ -17,14 +17,13 @@ def section_speedup(run: RunData, out_dir: Path) -> Section:
     from bench.report.plots import speedup_plot
 
     section = Section("Speedup over the TensorFlow reference")
-    pairs = reference_pairs(run.cells)
+    pairs = reference_speedups(run.cells)
     if pairs.empty:
         return section.omit("no exported-format cell has a TF cell with the same model, "
                             "weights, input, threads and protocol.")
     pairs = by_deployment_format(pairs)
-    pairs = pairs.assign(frame_speedup=pairs["frame_p50_ms_ref"] / pairs["frame_p50_ms"],
-                         video_speedup=pairs["video_ms_ref"] / pairs["video_ms"],
-                         series=[f"{r['model']}/{r['variant']} t{r['threads']}" for _, r in pairs.iterrows()])
+    pairs = pairs.assign(series=[f"{r['model']}/{r['variant']} t{r['threads']}"
+                                 for _, r in pairs.iterrows()])
     summary = pairs.groupby(["format", "series"], as_index=False)["frame_speedup"].median()
     path = speedup_plot(summary.rename(columns={"frame_speedup": "speedup"}),
                         out_dir / f"speedup_vs_{TENSORFLOW}.png",
