@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -17,8 +17,7 @@ from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, JsonOpt, parse_int_list, per_thread_count, stdout,
 )
 from bench.race.race import (
-    RaceRow, entries_from_paths, entries_from_run, parse_vary, pick_baseline, race_threads,
-    varied_entries,
+    Entry, RaceRow, entries_from_paths, entries_from_run, race_threads, varied_entries,
 )
 from core.errors import MovibenchError
 
@@ -27,6 +26,40 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 
 def register(root: typer.Typer) -> None:
     root.command("race")(race_cmd)
+
+
+def parse_vary(texts: list[str]) -> dict[str, tuple[str, list[Any]]]:
+    """'litert:state_io=host,buffers' → {'litert': ('state_io', ['host', 'buffers'])}: each
+    deployment of that runtime races once per value (true/false → bool, digits → int)."""
+    varied = {}
+    for text in texts:
+        runtime, sep, rest = text.partition(":")
+        key, eq, values = rest.partition("=")
+        if not (sep and eq and runtime.strip() and key.strip() and values.strip()):
+            raise MovibenchError(f"--vary takes RUNTIME:OPTION=VALUE[,VALUE...], got {text!r}")
+        if runtime.strip() in varied:
+            raise MovibenchError(f"--vary names runtime {runtime.strip()!r} twice")
+        varied[runtime.strip()] = (key.strip(), [_option_value(v) for v in values.split(",")
+                                                 if v.strip()])
+    return varied
+
+
+def _option_value(text: str) -> Any:
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return int(text) if text.isdigit() else text
+
+
+def pick_baseline(entries: list[Entry], text: str | None) -> str | None:
+    """The label of the one entry whose label contains `text` (None: no baseline)."""
+    if text is None:
+        return None
+    matches = [e.label for e in entries if text in e.label]
+    if len(matches) != 1:
+        raise MovibenchError(f"--baseline {text!r} must match exactly one deployment's label, "
+                             f"matched {len(matches)}: {', '.join(matches) or 'none'}")
+    return matches[0]
 
 
 def race_cmd(

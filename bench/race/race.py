@@ -65,29 +65,6 @@ class Entry:
     top1_agreement: float | None = None
 
 
-def parse_vary(texts: list[str]) -> dict[str, tuple[str, list[Any]]]:
-    """'litert:state_io=host,buffers' → {'litert': ('state_io', ['host', 'buffers'])}: each
-    deployment of that runtime races once per value (true/false → bool, digits → int)."""
-    varied = {}
-    for text in texts:
-        runtime, sep, rest = text.partition(":")
-        key, eq, values = rest.partition("=")
-        if not (sep and eq and runtime.strip() and key.strip() and values.strip()):
-            raise MovibenchError(f"--vary takes RUNTIME:OPTION=VALUE[,VALUE...], got {text!r}")
-        if runtime.strip() in varied:
-            raise MovibenchError(f"--vary names runtime {runtime.strip()!r} twice")
-        varied[runtime.strip()] = (key.strip(), [_option_value(v) for v in values.split(",")
-                                                 if v.strip()])
-    return varied
-
-
-def _option_value(text: str) -> Any:
-    text = text.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return int(text) if text.isdigit() else text
-
-
 def varied_entries(entries: list[Entry], varied: dict[str, tuple[str, list[Any]]]) -> list[Entry]:
     """Each entry whose runtime `varied` names, once per value (label + ' [option=value]')."""
     from runtimes.loader import load_manifest
@@ -236,12 +213,3 @@ def race_threads(entries: list[Entry], threads: int, *, warmup: int, iterations:
     return list(rows.values())
 
 
-def pick_baseline(entries: list[Entry], text: str | None) -> str | None:
-    """The label of the one entry whose label contains `text` (None: no baseline)."""
-    if text is None:
-        return None
-    matches = [e.label for e in entries if text in e.label]
-    if len(matches) != 1:
-        raise MovibenchError(f"--baseline {text!r} must match exactly one deployment's label, "
-                             f"matched {len(matches)}: {', '.join(matches) or 'none'}")
-    return matches[0]
