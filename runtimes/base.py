@@ -27,6 +27,10 @@ from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 States = Mapping[str, Any]
 # Calls a profiling session runs (Session.execution_facts); the first is left out of the shares.
 PROFILE_CALLS = 8
+# Where a profiling runtime's shares come from, in the words of its facts_legend.
+_PROFILED = (f"over {PROFILE_CALLS} calls on the timed calls' input (a stream model's states "
+            "carried from call to call), the first call left out; on a second session opened "
+            "like the timed one, so the timed calls are never profiled.")
 
 
 class StateHandle(ABC):
@@ -99,6 +103,22 @@ class ExecutionFacts:
     provider_time: Mapping[str, float] | None = None
 
 
+def profile_legend(engine: str, source: str, nodes: str) -> tuple[str, str]:
+    """`Session.facts_legend` of a runtime whose own profiler fills `op_time` and
+    `provider_time`: `source` names that profiler, `nodes` says what its nodes are."""
+    return (f"{engine}: {source}, {_PROFILED} {nodes}",
+            f"{engine}: share of node time per op type, largest first")
+
+
+def profile_columns(facts: ExecutionFacts, providers: str) -> dict[str, Any] | None:
+    """`Session.facts_columns` of a runtime whose own profiler fills `op_time` and
+    `provider_time` (`providers`: what the latter's keys are, e.g. 'kernels')."""
+    if facts.op_time is None:
+        return None
+    return {"share of node time (%)": facts.op_time,
+            f"{providers} (% of node time)": facts.provider_time}
+
+
 def manifest_io(manifest: StateManifest) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """The inputs and outputs an artifact of `manifest` must have, per the state contract."""
     inputs = [TensorInfo(IMAGE_INPUT, manifest.image_shape, "float32")]
@@ -151,6 +171,7 @@ class Session(ABC):
     """
 
     runtime: str = "base"
+    engine_name: str = ""  # the engine as its users call it ('ONNX Runtime'), for reports
     # What this runtime's artifacts are called in messages ('TFLite' -> 'TFLite artifact').
     artifact_kind: str = "exported"
     # The modules that are this runtime's engine: importing them is what a process pays before
@@ -320,6 +341,28 @@ class Session(ABC):
         May run calls of its own (on a separate profiling session), so never call it inside a
         timed loop; the states and `step_ns` of this session are left as they were.
         """
+        return None
+
+    # What a report says of a latency cell's recorded ExecutionFacts is the runtime's to tell:
+    # only it knows what its own profiler's or node table's figures mean. These classmethods
+    # need neither a session nor the engine.
+    @classmethod
+    def facts_legend(cls) -> tuple[str, str] | None:
+        """How a report introduces this runtime's ExecutionFacts: the paragraph before their
+        table and the table's caption; None: the runtime records none."""
+        return None
+
+    @classmethod
+    def facts_columns(cls, facts: ExecutionFacts) -> dict[str, Any] | None:
+        """This runtime's columns of one deployment's row in that table: header -> a count
+        (int), a share of 1 (float) or a mapping of either, largest first; None: `facts`
+        hold nothing the table shows."""
+        return None
+
+    @classmethod
+    def facts_reading(cls, facts: ExecutionFacts) -> str | None:
+        """What `facts` say keeps the deployment off this runtime's fast kernels, in one
+        sentence; None: nothing to say."""
         return None
 
     def close(self) -> None:

@@ -234,8 +234,41 @@ class LiteRTSession(Session):
     """
 
     runtime = "litert"
+    engine_name = "LiteRT"
     artifact_kind = "TFLite"
     engine_modules = ("ai_edge_litert.interpreter", "ai_edge_litert.compiled_model")
+
+    @classmethod
+    def facts_legend(cls) -> tuple[str, str]:
+        return ("LiteRT: XNNPACK takes the nodes it supports in partitions, one delegate kernel "
+                "each; the nodes it does not take run on LiteRT's built-in kernels between them, "
+                "and every partition boundary hands tensors over from one to the other. Read off "
+                "the interpreter's node table after the timed calls; the nodes left out are named "
+                "by op type and first operand dtype, most frequent first.",
+                "LiteRT: how the graph is split between XNNPACK and the built-in kernels")
+
+    @classmethod
+    def facts_columns(cls, facts: ExecutionFacts) -> dict[str, Any] | None:
+        if facts.partitions is None:
+            return None
+        delegated = float("nan") if facts.delegated_nodes is None else facts.delegated_nodes
+        return {"XNNPACK partitions": facts.partitions,
+                "delegated nodes (%)": delegated / facts.nodes,
+                "left on built-in kernels (nodes)": facts.builtin_ops}
+
+    @classmethod
+    def facts_reading(cls, facts: ExecutionFacts) -> str | None:
+        if facts.partitions is None:
+            return None
+        left, partitions = sum(facts.builtin_ops.values()), facts.partitions
+        plural = "s" if partitions > 1 else ""
+        if not left:
+            return (f"all {facts.nodes:,} nodes run on XNNPACK ({partitions} partition{plural}): "
+                    "nothing falls back")
+        top, count = next(iter(facts.builtin_ops.items()))
+        return (f"{partitions} XNNPACK partition{plural}; {left} nodes run on LiteRT's built-in "
+                f"kernels (most: {top}, {count}), and every partition boundary hands tensors "
+                "over between the two")
 
     def __init__(self, manifest: StateManifest, path: Path, engine, threads: int | None,
                  xnnpack: bool):

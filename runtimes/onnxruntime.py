@@ -21,7 +21,8 @@ import numpy as np
 from core.errors import ArtifactError, MissingDependencyError, MovibenchError, first_line
 from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
 from runtimes.base import (
-    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, run_calls,
+    PROFILE_CALLS, ExecutionFacts, Session, StateHandle, States, TensorInfo, profile_columns,
+    profile_legend, run_calls,
 )
 
 # ORT's type strings ('tensor(float)') → numpy dtype names.
@@ -34,6 +35,9 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
+# Nodes that move data between layouts (the blocked NCHWc convolutions and the plain NCHW/NHWC of
+# everything else) rather than compute.
+LAYOUT_NODES = ("ReorderInput", "ReorderOutput", "Transpose")
 # The session config entry of intra-op spinning: idle pool threads busy-wait for the next op
 # ('1', ONNX Runtime's default) instead of sleeping ('0').
 SPINNING_ENTRY = "session.intra_op.allow_spinning"
@@ -224,8 +228,30 @@ class OnnxRuntimeSession(Session):
     """
 
     runtime = "onnxruntime"
+    engine_name = "ONNX Runtime"
     artifact_kind = "ONNX"
     engine_modules = ("onnxruntime",)
+
+    @classmethod
+    def facts_legend(cls) -> tuple[str, str]:
+        return profile_legend(
+            cls.engine_name, "its own profiler's node times per op type",
+            "Nodes are those of the graph after ONNX Runtime's optimizations (fused and layout "
+            "nodes such as ReorderInput included); the time between nodes is not in the shares.")
+
+    @classmethod
+    def facts_columns(cls, facts: ExecutionFacts) -> dict[str, Any] | None:
+        return profile_columns(facts, "providers")
+
+    @classmethod
+    def facts_reading(cls, facts: ExecutionFacts) -> str | None:
+        if facts.op_time is None:
+            return None
+        shares = facts.op_time
+        layout = sum(shares.get(op, 0.0) for op in LAYOUT_NODES)
+        return (f"{100 * layout:.1f} % of node time converts layouts ({', '.join(LAYOUT_NODES)}), "
+                f"{100 * shares.get('Conv', 0.0):.1f} % is convolution; the rest is elementwise "
+                "and shape nodes the runtime did not fuse into them")
 
     def __init__(self, session, manifest: StateManifest, io_binding: bool, path: Path,
                  threads: int | None, settings: OrtSettings):

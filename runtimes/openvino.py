@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.errors import ArtifactError, MovibenchError, first_line
 from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
-from runtimes.base import PROFILE_CALLS, ExecutionFacts, Session, States, TensorInfo, run_calls
+from runtimes.base import (
+    PROFILE_CALLS, ExecutionFacts, Session, States, TensorInfo, profile_columns, profile_legend,
+    run_calls,
+)
 from runtimes.state_buffers import STATE_IO_BUFFERS, StateBuffers, check_state_io
 
 DEVICE = "CPU"
@@ -98,8 +102,31 @@ class OpenVinoSession(Session):
     """
 
     runtime = "openvino"
+    engine_name = "OpenVINO"
     artifact_kind = "OpenVINO"
     engine_modules = ("openvino",)
+
+    @classmethod
+    def facts_legend(cls) -> tuple[str, str]:
+        return profile_legend(
+            cls.engine_name, "the CPU plugin's per-layer counters (PERF_COUNT)",
+            "Layers are those the plugin executes after its own fusions (a 'Subgraph' is a fused "
+            "group); kernels are the implementations it chose, e.g. jit_avx2_f32 (JIT code for "
+            "AVX2) or ref_any_f32 (a reference C++ loop, the slow path).")
+
+    @classmethod
+    def facts_columns(cls, facts: ExecutionFacts) -> dict[str, Any] | None:
+        return profile_columns(facts, "kernels")
+
+    @classmethod
+    def facts_reading(cls, facts: ExecutionFacts) -> str | None:
+        if facts.op_time is None:
+            return None
+        reference = sum(v for k, v in facts.provider_time.items() if k.startswith("ref"))
+        top, share = next(iter(facts.op_time.items()), ("none", None))
+        share = "–" if share is None else f"{100 * share:.1f}"
+        return (f"{100 * reference:.1f} % of layer time on reference (non-JIT) kernels; the "
+                f"largest layer type is {top} at {share} %")
 
     def __init__(self, compiled, manifest: StateManifest, path: Path, properties: dict,
                  state_io: str = STATE_IO_BUFFERS):

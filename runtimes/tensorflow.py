@@ -35,6 +35,7 @@ class TensorFlowSession(Session):
     """
 
     runtime = "tensorflow"
+    engine_name = "TensorFlow"
     engine_modules = ("tensorflow", "official.projects.movinet.modeling.movinet_model")
 
     def __init__(self, model, manifest: StateManifest):

@@ -65,6 +65,7 @@ class TensorRTSession(Session):
     """
 
     runtime = "tensorrt"
+    engine_name = "TensorRT"
     artifact_kind = "TensorRT"
     engine_modules = ("tensorrt",)
 

@@ -1,4 +1,4 @@
-"""`movibench race`: deployments timed side by side in one process (bench.scenarios.interleaved),
+"""`movibench race`: deployments timed side by side in one process (bench.race.interleaved),
 on the real tiny T0 exports; what is checked is the bookkeeping, never the speed."""
 
 from __future__ import annotations
@@ -133,3 +133,13 @@ def test_a_race_needs_two_deployments(t0_stream_onnx, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "race", str(t0_stream_onnx.path))
     assert code == 2
     assert err.strip() == "error: a race needs two deployments or more, got 1"
+
+
+def test_race_rows_have_the_schemas_columns_in_order():
+    """race.csv is written from RaceRow: its fields are bench.results.schema.RACE_COLUMNS."""
+    from dataclasses import fields
+
+    from bench.race.race import RaceRow
+    from bench.results.schema import RACE_COLUMNS
+
+    assert [f.name for f in fields(RaceRow)] == [c.name for c in RACE_COLUMNS]

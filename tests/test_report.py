@@ -15,7 +15,8 @@ import pytest
 
 from bench.matrix.config import Cell
 from bench.evaluation.protocols import softmax
-from bench.report.build import build_report, pareto_front
+from bench.report.analysis import pareto_front
+from bench.report.build import build_report
 from bench.results.store import ResultsStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -473,7 +474,7 @@ def test_a_race_beside_the_run_gets_its_own_section(tmp_path):
     count, fastest first, and a failed deployment with its reason; without it, says so."""
     import shutil
 
-    from bench.report.build import section_race
+    from bench.report.sections.race import section_race
     from bench.report.render import render_markdown
     from bench.results.rundir import load_run
 

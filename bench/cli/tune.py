@@ -1,22 +1,15 @@
 """`movibench tune onnxruntime`: ONNX Runtime session settings chosen by measurement.
 
-Every setting of a grid (optimization level x execution mode x intra-op spinning) gets its own
-session of one artifact, per thread count. All of a thread count's sessions stay open and are
-timed side by side in alternating rounds (bench.scenarios.interleaved), so drift of the
-machine hits every setting alike.
-Each setting's logits on the same frames are checked against those of the default settings,
-which are always measured as the reference.
+The options, the artifact to tune, the progress and the output; the grid of settings and their
+measurement are bench.race.tune.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -25,57 +18,18 @@ from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, console,
     model_options, non_negative, parse_int_list, per_thread_count, stdout,
 )
+from bench.race.tune import ONNX_RUNTIME, TUNED_FORMAT, TuneRow, measure_threads, settings_grid
 from core.errors import MovibenchError
-
-if TYPE_CHECKING:
-    from bench.scenarios.interleaved import Contender
-    from runtimes.onnxruntime import OrtSettings
+from core.formats import get_format
 
 app = typer.Typer(help="Choose a runtime's session settings by measurement.", no_args_is_help=True)
 
-ONNX_RUNTIME = "onnxruntime"
 SPINNING_WORDS = {"on": True, "off": False}
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="tune")
-
-
-@dataclass
-class TuneRow:
-    """One setting at one thread count: its latency, its ratio to the default settings, and
-    whether its logits equal the default's."""
-
-    threads: int
-    setting: str  # OrtSettings.label
-    optimization_level: str
-    execution_mode: str
-    spinning: bool
-    inter_op_threads: int | None
-    default: bool  # the settings every benchmark cell uses
-    calls: int = 0
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    ratio_to_default: float | None = None  # p50 / the default's p50: below 1 is faster
-    max_abs_diff: float | None = None  # largest |logit - the default's logit| on the same calls
-    same_logits: bool | None = None  # max_abs_diff within the tolerance
-    # lowest p50 of this thread count among the settings that kept the logits and were applied
-    fastest: bool = False
-    error: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)  # Session.settings(), read back
-    # The settings the session really has, when ONNX Runtime did not apply the ones asked
-    # (parallel mode with one inter-op thread runs sequentially); '' when it did.
-    ran_as: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """Ran, and did not change the results."""
-        return not self.error and self.same_logits is not False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The row as JSON-ready values."""
-        return asdict(self)
 
 
 def parse_choices(text: str, known: tuple[str, ...], what: str) -> list[str]:
@@ -89,100 +43,10 @@ def parse_choices(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def settings_grid(levels: list[str], modes: list[str], spinning: list[bool],
-                  threads: int, inter_op_threads: int | None = None) -> list[OrtSettings]:
-    """The OrtSettings to measure at `threads`, the default settings first (always measured:
-    they are the reference). A parallel setting runs `inter_op_threads` inter-op threads,
-    by default as many as `threads`; a sequential one has no use for them and keeps 1."""
-    from runtimes.onnxruntime import OrtSettings
-
-    default = OrtSettings()
-    grid = [default]
-    for level in levels:
-        for mode in modes:
-            for spin in spinning:
-                inter = (inter_op_threads or threads) if mode == "parallel" else 1
-                setting = OrtSettings(level, mode, spin, inter)
-                if setting not in grid:
-                    grid.append(setting)
-    return grid
-
-
-def applied_label(settings: dict[str, Any]) -> str:
-    """The OrtSettings label of what a session reports it runs with (`Session.settings()`)."""
-    from runtimes.onnxruntime import OrtSettings
-
-    return OrtSettings(settings["optimization_level"], settings["execution_mode"],
-                       settings["spinning"], settings["inter_op_threads"] or None).label
-
-
-def measure_threads(path: Path, grid: list[OrtSettings], threads: int, frames_per_call: int, *,
-                    warmup: int, iterations: int, rounds: int, atol: float,
-                    on_block: Callable[[], None] | None = None) -> list[TuneRow]:
-    """Time every setting of `grid` (the default first) at `threads` intra-op threads on the
-    ONNX artifact at `path`, `frames_per_call` frames per call; one TuneRow per setting.
-
-    The settings are contenders of one side-by-side measurement
-    (bench.scenarios.interleaved): every session runs the same inputs, first once untimed
-    from fresh states (these logits are checked against the default's, within `atol`), then
-    `warmup` untimed calls, then `iterations` timed calls in `rounds` alternating rounds. A
-    setting that fails to open or run keeps its error and the others go on.
-    """
-    from bench.scenarios.interleaved import Contender, measure_side_by_side
-    from runtimes.loader import open_session
-
-    rows: dict[str, TuneRow] = {}
-    contenders = []
-    for setting in grid:
-        rows[setting.label] = TuneRow(threads, setting.label, setting.optimization_level,
-                                      setting.execution_mode, setting.spinning,
-                                      setting.inter_op_threads, default=setting == grid[0])
-        contenders.append(Contender(setting.label, lambda setting=setting: open_session(
-            path, threads=threads, **setting.to_dict())))
-
-    def read_back(entry: Contender) -> None:
-        row = rows[entry.label]
-        row.settings = entry.session.settings()
-        applied = applied_label(row.settings)
-        row.ran_as = "" if applied == row.setting else applied
-
-    measure_side_by_side(contenders, warmup=warmup, iterations=iterations, rounds=rounds,
-                         frames_per_call=frames_per_call, on_open=read_back, on_block=on_block)
-    return _summarise([(rows[c.label], c) for c in contenders], atol)
-
-
-def _summarise(measured: list[tuple[TuneRow, Contender]], atol: float) -> list[TuneRow]:
-    """Percentiles, ratios to the default, the logits check and the fastest of one thread count."""
-    from bench.trackers.latency import LatencyStats
-
-    reference = measured[0][1]
-    for row, entry in measured:
-        row.error = entry.error
-        if row.error:
-            continue
-        stats = LatencyStats.from_ns(entry.times_ns)
-        row.calls, row.p50_ms, row.p90_ms = stats.n, stats.p50_ms, stats.p90_ms
-        if reference.error:
-            continue
-        row.max_abs_diff = float(np.abs(entry.logits - reference.logits).max())
-        row.same_logits = row.max_abs_diff <= atol
-    rows = [row for row, _ in measured]
-    if reference.error:  # nothing to compare with: no ratios, no fastest
-        return rows
-    for row in rows:
-        if row.p50_ms is not None:
-            row.ratio_to_default = row.p50_ms / rows[0].p50_ms
-    # A setting ONNX Runtime replaced by another is that other one again: its difference is noise.
-    kept = [r for r in rows if r.ok and r.p50_ms is not None and not r.ran_as]
-    min(kept, key=lambda r: r.p50_ms).fastest = True  # the default itself is always kept
-    return rows
-
-
 def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int | None) -> Path:
     """The ONNX artifact to tune: `artifact`, or the model the options name exported to
-    'onnx' (through the artifact cache). Raises MovibenchError for both or for a file that
+    TUNED_FORMAT (through the artifact cache). Raises MovibenchError for both or for a file that
     ONNX Runtime does not run."""
-    from core.formats import get_format
     from runtimes.loader import load_manifest
 
     if artifact is not None:
@@ -191,17 +55,18 @@ def onnx_artifact(artifact: Path | None, choice: ModelChoice, clip_frames: int |
         fmt = get_format(load_manifest(artifact).format)
         if fmt.runtime != ONNX_RUNTIME:
             raise MovibenchError(f"{artifact} is a {fmt.name} artifact, run by {fmt.runtime}; "
-                                 "tune onnxruntime takes an ONNX artifact (format onnx)")
+                                 f"tune {ONNX_RUNTIME} takes an ONNX artifact (format "
+                                 f"{TUNED_FORMAT.name})")
         return artifact
     from converters.export import export_model
 
     config = choice.config()
-    with console.status(f"exporting {config.model_id}/{config.variant} to onnx"):
-        return export_model(config, "onnx", checkpoint=choice.checkpoint,
+    with console.status(f"exporting {config.model_id}/{config.variant} to {TUNED_FORMAT.name}"):
+        return export_model(config, TUNED_FORMAT.name, checkpoint=choice.checkpoint,
                             frames_per_call=clip_frames).path
 
 
-@app.command("onnxruntime")
+@app.command(ONNX_RUNTIME)
 @model_options()
 def onnxruntime_cmd(
     artifact: Annotated[Optional[Path], typer.Option(
@@ -281,7 +146,8 @@ def onnxruntime_cmd(
                           "warmup": warmup, "rounds": rounds, "atol": atol,
                           "rows": [r.to_dict() for r in rows]}, indent=2))
     else:
-        _print_table(rows, f"{manifest.model_id}/{manifest.variant}@{manifest.resolution} onnx: "
+        _print_table(rows, f"{manifest.model_id}/{manifest.variant}@{manifest.resolution} "
+                           f"{get_format(manifest.format).family}: "
                            f"{per_call} frame(s) per call, {iterations} timed calls per setting")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

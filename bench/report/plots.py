@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib's object API onto Agg canvases (no display, no
 pyplot global state). Each function takes plain tables, writes one PNG and returns its path;
-what to plot is decided in bench.report.build, how it looks is decided here."""
+what to plot is decided in bench.report.sections, how it looks is decided here."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How a report is written down: sections as data, rendered to Markdown and to one HTML page.
 
-bench.report.build decides what a report says; this module only writes it, the same blocks twice,
+bench.report.sections decide what a report says; this module only writes it, the same blocks twice,
 so the Markdown and the HTML never disagree.
 """
 

@@ -179,3 +179,34 @@ def describe() -> pd.DataFrame:
     """The schema itself as a table (for docs and `movibench matrix schema`)."""
     return pd.DataFrame([{k: v for k, v in c.__dict__.items() if k != "default"}
                          for c in CELL_COLUMNS])
+
+
+# --- race.csv: `movibench race --out`, deployments timed side by side (bench.race.race) ---------
+# One row per deployment and thread count, in bench.race.race.RaceRow's order. The report's
+# "Side by side in one process" reads a run's race.csv (bench.results.rundir) by these names.
+RACE_COLUMNS: tuple[Column, ...] = (
+    Column("threads", "Int64", "", "intra-op threads of this race (each thread count is a race of its own)"),
+    Column("label", "string", "", "the deployment: 'model/variant format' (+ ' T=n' for a clip artifact, ' [option=value]' for a --vary value)"),
+    Column("artifact", "string", "", "path of the artifact raced"),
+    Column("format", "string", "", "its format (core.formats)"),
+    Column("runtime", "string", "", "the runtime that ran it"),
+    Column("frames_per_call", "Int64", "frames", "frames one timed call takes"),
+    Column("calls", "Int64", "", "timed calls"),
+    Column("call_p50_ms", "float64", "ms", "median call latency"),
+    Column("call_p90_ms", "float64", "ms", "90th percentile call latency"),
+    Column("frame_p50_ms", "float64", "ms", "median latency per frame (call p50 / frames per call)"),
+    Column("ratio_to_fastest", "float64", "", "frame p50 / the fastest deployment's of this thread count (1 = the fastest)"),
+    Column("max_abs_diff_to_first", "float64", "", "largest |logit - the logit of the race's first deployment of the same model id, variant, classes and input shape| on the same noise inputs (0 for that one)"),
+    Column("fastest", "boolean", "", "the lowest frame p50 of this thread count"),
+    Column("speedup_vs_baseline", "float64", "", "the baseline's frame p50 / this one's at this thread count (--baseline; above 1: faster)"),
+    Column("baseline", "boolean", "", "this is the --baseline deployment"),
+    Column("macs_per_frame", "Int64", "", "multiply-adds per frame in the artifact's convolutions and matrix products, counted from its graph (Session.multiply_adds)"),
+    Column("gmacs_per_s", "float64", "G multiply-adds/s", "the rate this deployment reaches at its frame p50"),
+    Column("peak_gmacs", "float64", "G multiply-adds/s", "the CPU's measured matrix-product peak of the deployment's precision at this thread count (bench.trackers.roofline)"),
+    Column("roofline_share", "float64", "fraction", "gmacs_per_s / peak_gmacs"),
+    Column("top1", "float64", "fraction", "race --run: top-1 of the run's accuracy cell on this artifact"),
+    Column("top1_agreement", "float64", "fraction", "race --run: that cell's share of videos with the TensorFlow reference's top-1"),
+    Column("error", "string", "", "one-line reason the deployment failed to open or run ('' when it ran)"),
+    Column("options", "string", "", "the runtime options --vary opened it with, as JSON"),
+    Column("settings", "string", "", "how the runtime ran the session (Session.settings), as JSON"),
+)

@@ -109,3 +109,36 @@ def measure_side_by_side(contenders: list[Contender], *, warmup: int, iterations
             if entry.session is not None:
                 entry.session.close()
     return contenders
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one contender's timed calls came to."""
+
+    calls: int
+    p50_ms: float
+    p90_ms: float
+    # largest |logit - its reference's logit| on the same inputs (the untimed first pass);
+    # None when it has no reference that ran
+    max_abs_diff: float | None
+
+
+def summarise(contenders: list[Contender],
+              reference: Callable[[Contender], Contender | None]) -> list[Summary | None]:
+    """Per contender, in order, its call latency percentiles and its logits' largest difference
+    to `reference(contender)`'s; None for a contender that failed. `reference` is asked only
+    about the contenders that ran, in their order (so it may pick the first that ran of a kind)
+    and may return None, or a contender that failed, for no comparison."""
+    from bench.trackers.latency import LatencyStats
+
+    summaries = []
+    for entry in contenders:
+        if entry.error:
+            summaries.append(None)
+            continue
+        stats = LatencyStats.from_ns(entry.times_ns)
+        ref = reference(entry)
+        diff = (None if ref is None or ref.error
+                else float(np.abs(entry.logits - ref.logits).max()))
+        summaries.append(Summary(stats.n, stats.p50_ms, stats.p90_ms, diff))
+    return summaries

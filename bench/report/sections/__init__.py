@@ -1,0 +1,1 @@
+"""The sections of a run's report, one module each (bench.report.build puts them in order)."""
