@@ -76,4 +76,24 @@ def test_the_bound_scales_with_the_reference_logits():
     bound = relative.bound(float(np.abs(large).max()))
     assert bound == pytest.approx(1e-4 + 1e-5 * np.abs(large).max())
     assert relative.describe() == "max|Δ| ≤ 0.0001 + 1e-05·max|ref|"
-    assert PRECISION_TOLERANCES["fp32"].rtol > 0 and PRECISION_TOLERANCES["int8"].rtol == 0
+    assert PRECISION_TOLERANCES["fp32"].rtol > 0 and PRECISION_TOLERANCES["int8"].atol is None
+
+
+def test_int8_is_held_to_a_bound_as_well_as_top1():
+    """Quantization noise of a fifth of the logit scale passes; logits scrambled below the
+    winner (same top-1 on every row) fail on the stated bound."""
+    from bench.evaluation.compare_logits import tolerance_for
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(16, 10)) * 50
+    ref[np.arange(16), ref.argmax(axis=1)] += 200  # a clear winner per row, as trained logits
+    int8 = tolerance_for("int8")
+    noisy = ref + rng.uniform(-0.2, 0.2, ref.shape) * np.abs(ref).max() * 0.5
+    noisy[np.arange(16), ref.argmax(axis=1)] = ref[np.arange(16), ref.argmax(axis=1)] + 1
+    assert compare_logits("noise", ref, noisy, int8).passed
+    scrambled = -ref
+    winners = ref.argmax(axis=1)
+    scrambled[np.arange(16), winners] = np.abs(ref).max() * 3
+    diff = compare_logits("scrambled", ref, scrambled, int8)
+    assert diff.top1_agreement == 1.0 and not diff.passed
+    assert "0.5·max|ref|" in int8.describe() and "top-1 agreement ≥ 80%" in int8.describe()

@@ -16,7 +16,7 @@ class Tolerance:
     |logit| (Polygraphy's atol/rtol, with the relative term taken on the logit scale rather
     than per element, so logits near zero do not loosen it): float rounding grows with the
     logits' magnitude, and trained weights reach logits in the hundreds where random-init ones
-    stay near 1.
+    stay near 1. Without `atol` the bound is `rtol * scale` alone, or none when rtol is 0.
     """
 
     atol: float | None = 1e-4
@@ -28,20 +28,26 @@ class Tolerance:
         if self.atol is not None:
             relative = f" + {self.rtol:g}·max|ref|" if self.rtol else ""
             parts.append(f"max|Δ| ≤ {self.atol:g}{relative}")
+        elif self.rtol:
+            parts.append(f"max|Δ| ≤ {self.rtol:g}·max|ref|")
         if self.min_top1_agreement is not None:
             parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
         return " and ".join(parts) or "always"
 
     def bound(self, scale: float = 0.0) -> float | None:
-        """The largest |Δ| accepted against a reference whose largest |logit| is `scale`."""
-        return None if self.atol is None else self.atol + self.rtol * scale
+        """The largest |Δ| accepted against a reference whose largest |logit| is `scale`
+        (None: no bound on |Δ|)."""
+        if self.atol is None and not self.rtol:
+            return None
+        return (self.atol or 0.0) + self.rtol * scale
 
     def accepts(self, max_abs: float, top1_agreement: float, scale: float = 0.0) -> bool:
         """True when a difference of `max_abs` with this top-1 agreement is within bounds,
         against a reference of largest |logit| `scale`."""
         ok = True
-        if self.atol is not None:
-            ok &= bool(max_abs <= self.bound(scale))
+        bound = self.bound(scale)
+        if bound is not None:
+            ok &= bool(max_abs <= bound)
         if self.min_top1_agreement is not None:
             ok &= bool(top1_agreement >= self.min_top1_agreement)
         return ok
@@ -90,15 +96,19 @@ def compare_logits(label: str, reference: np.ndarray, candidate: np.ndarray,
 # a0-stream-synth weights whose logits reach ±235 (1.4e-6 of that scale), hence 1e-4 plus 1e-5
 # of the logit scale. fp16 weights move logits by ~2e-3 on random-init a0 (measured), so 2e-2
 # (plus 1e-3 of the scale) leaves a 10x margin while still catching a broken conversion.
-# Integer quantization changes logits by O(1) (0.96-1.77 measured), so it is judged by whether
-# it keeps the reference's decision: top-1 agreement over every streamed frame. Reports apply
-# the absolute bounds to softmax probabilities, which move at most half as far as the largest
-# logit (probabilities have scale 1: no relative term there).
+# Integer quantization moves logits by a share of their scale: on the trained demo weights,
+# every streamed frame, max|Δ| was 0.22 of max|ref| (t0, tflite-int8) and 0.10 (a0, int8 and
+# int8+opt); weight-only 'dynamic' 0.004 and 0.003. So int8 is judged by whether it keeps the
+# reference's decision (top-1 agreement) and by a bound of half the logit scale, which a
+# conversion that scrambles a layer exceeds; dynamic by 5 % of it (over 10x the measured).
+# Reports apply the absolute bounds to softmax probabilities, which move at most half as far as
+# the largest logit (probabilities have scale 1: no relative term there, and for the integer
+# precisions, which have no absolute bound, top-1 agreement alone).
 PRECISION_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-5),
     "fp16": Tolerance(atol=2e-2, rtol=1e-3),
-    "dynamic": Tolerance(atol=None, min_top1_agreement=0.9),
-    "int8": Tolerance(atol=None, min_top1_agreement=0.8),
+    "dynamic": Tolerance(atol=None, rtol=0.05, min_top1_agreement=0.9),
+    "int8": Tolerance(atol=None, rtol=0.5, min_top1_agreement=0.8),
 }
 
 
