@@ -27,6 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from core.checkpoints import checkpoint_files_sha256
+from core.errors import ArtifactError
 from converters.filelock import FileLock
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,40 @@ class ArtifactCache:
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
+
+    # -- moving entries between machines ---------------------------------------------------------
+    @staticmethod
+    def pack(directory: Path) -> dict[str, bytes]:
+        """Every file of the entry in `directory` (its build record too) as bytes, by name:
+        what `import_entry` on another machine's cache takes."""
+        return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+    def import_entry(self, key: str, filename: str, files: dict[str, bytes]) -> CacheEntry:
+        """Publish an entry built elsewhere (`pack` there) under `key` in this cache.
+
+        Held under the key's build lock like a build, so two imports (or an import and a
+        build) of one key publish one entry; an intact entry already here is served as is.
+        Every file must match the size and SHA-256 its build record lists, else
+        ArtifactError names the first that does not and nothing is published.
+        """
+        try:
+            records = json.loads(files[BUILD_INFO])["files"]
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+            raise ArtifactError(f"the entry {key[:12]} to import has no readable "
+                                      f"{BUILD_INFO} with its files' checksums") from None
+        if filename not in records:
+            raise ArtifactError(f"the entry {key[:12]} to import does not hold {filename}")
+        with self.build_slot(key, filename) as slot:
+            if slot.entry is not None:
+                return slot.entry
+            for name, data in files.items():
+                (slot.staging / Path(name).name).write_bytes(data)
+            problem = file_problem(slot.staging, records)
+            if problem:
+                raise ArtifactError(f"the entry {key[:12]} to import is damaged: {problem}")
+            info = json.loads(files[BUILD_INFO])
+            info.pop("files", None)
+            return slot.commit(info)
 
     def remove(self, key: str) -> None:
         """Take an entry out of use at once (one rename), then delete its files."""

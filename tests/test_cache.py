@@ -25,6 +25,7 @@ from converters.cache import (
     BUILD_INFO, CORRUPT, OK, UNVERIFIED, ArtifactCache, CacheIntegrityWarning, sha256_file,
 )
 from converters.filelock import FileLock
+from core.errors import ArtifactError
 from core.manifest import manifest_path_for
 
 KEY = "ab" + "0" * 62
@@ -163,6 +164,62 @@ def test_two_processes_building_one_key_build_it_once(cache):
     assert sorted(out[-2] for out in outputs) == ["BUILT", "SERVED"]
     assert {out[-1] for out in outputs} == {str(cache.entry_dir(KEY) / NAME)}
     assert cache.check(KEY).status == OK and not cache.leftovers()
+
+
+
+IMPORTER = textwrap.dedent("""
+    import pickle, sys
+    from converters.cache import ArtifactCache
+    root, key, packed = sys.argv[1:4]
+    cache = ArtifactCache(root, on_wait=lambda m: print("WAIT", m, flush=True))
+    print("READY", flush=True)
+    sys.stdin.readline()
+    entry = cache.import_entry(key, "model.onnx", pickle.loads(open(packed, "rb").read()))
+    print("PUBLISHED", entry.artifact, flush=True)
+""")
+
+
+def test_two_nodes_publishing_one_key_at_once_leave_one_valid_entry(cache, tmp_path):
+    """What the Ray launcher does when two cells on one node fetch the artifact an export made
+    on another: both import the packed entry under the key's build lock, one publishes."""
+    import pickle
+
+    source = ArtifactCache(tmp_path / "elsewhere")
+    entry, _ = build(source)
+    packed = tmp_path / "packed.pkl"
+    packed.write_bytes(pickle.dumps(ArtifactCache.pack(entry.directory)))
+    lock = FileLock(cache.lock_path(KEY))
+    lock.acquire()  # both start importing while the key is locked, so both must queue
+    procs = [subprocess.Popen([sys.executable, "-c", IMPORTER, str(cache.root), KEY, str(packed)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().startswith("READY")
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.stdout.readline().startswith("WAIT waiting for another process building")
+    finally:
+        lock.release()
+    outputs = [proc.communicate(timeout=60)[0].split() for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    assert {out[-1] for out in outputs} == {str(cache.entry_dir(KEY) / NAME)}
+    assert cache.check(KEY).status == OK and not cache.leftovers()
+    assert cache.lookup(KEY, NAME).artifact.read_bytes() == PAYLOAD
+
+
+def test_an_imported_entry_is_checked_against_its_record(cache, tmp_path):
+    entry, _ = build(ArtifactCache(tmp_path / "elsewhere"))
+    files = ArtifactCache.pack(entry.directory)
+    damaged = dict(files, **{NAME: files[NAME][:-1] + b"?"})
+    with pytest.raises(ArtifactError, match=f"damaged: {NAME} does not match the SHA-256"):
+        cache.import_entry(KEY, NAME, damaged)
+    without_record = {k: v for k, v in files.items() if k != BUILD_INFO}
+    with pytest.raises(ArtifactError, match=f"no readable {BUILD_INFO}"):
+        cache.import_entry(KEY, NAME, without_record)
+    assert cache.check(KEY) is None and not cache.leftovers()
+    assert cache.import_entry(KEY, NAME, files).artifact.read_bytes() == PAYLOAD
 
 
 def test_cache_cli_verify_and_prune(cache, tmp_path):

@@ -115,19 +115,18 @@ def _here() -> dict:
 
 
 def _pack_entry(artifact: str) -> dict[str, bytes]:
-    """A cache entry as bytes: every file of the artifact's directory (<root>/<kk>/<key>/),
-    by its path in there."""
-    entry = Path(artifact).parent
-    return {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()}
+    """The cache entry of `artifact` as bytes, for another node's cache (ArtifactCache.pack)."""
+    from converters.cache import ArtifactCache
+
+    return ArtifactCache.pack(Path(artifact).parent)
 
 
 def _unpack_entry(box: list) -> tuple[str, float]:
     """The artifact of `box` ([cache key, file name, object ref of its packed entry]) in this
     node's cache: taken from there when present, else fetched from the object store and
-    committed like a build. Returns (path, seconds spent fetching)."""
-    import json
-
-    from converters.cache import BUILD_INFO, ArtifactCache
+    imported under the key's build lock with every file's SHA-256 checked
+    (ArtifactCache.import_entry). Returns (path, seconds spent fetching)."""
+    from converters.cache import ArtifactCache
 
     cache = ArtifactCache()
     key, filename, ref = box
@@ -135,18 +134,7 @@ def _unpack_entry(box: list) -> tuple[str, float]:
     if hit is not None:
         return str(hit.artifact), 0.0
     start = time.perf_counter()
-    files = ray.get(ref)
-    staging = cache.staging_dir()
-    try:
-        for name, data in files.items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        info = json.loads(files.get(BUILD_INFO) or b"{}")
-        entry = cache.commit(key, staging, filename, info)
-    except BaseException:
-        cache.discard(staging)
-        raise
+    entry = cache.import_entry(key, filename, ray.get(ref))
     return str(entry.artifact), time.perf_counter() - start
 
 
