@@ -14,11 +14,15 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converters.exporter import BuildJob, Exporter, SourceExport, source_facts
 from core.errors import UnsupportedExportError, first_line
 from core.formats import HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, ONNX, FormatSpec
 from core.manifest import LOGITS_OUTPUT, StateManifest
+
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
 
 # Name given to the symbolic T axis of a dynamic-frames export (tf2onnx calls it 'unk__N').
 FRAMES_DIM = "frames"
@@ -181,7 +185,7 @@ def rewrite_onnx_file(source: Path, target: Path, optimizations: tuple[str, ...]
     return save_checked(proto, target, details)
 
 
-def graph_key_parts(options) -> dict:
+def graph_key_parts(options: ExportOptions) -> dict:
     """The options that decide the ONNX graph: those of every artifact made from an ONNX export."""
     return {"opset": options.opset, "simplify": options.simplify}
 
@@ -193,10 +197,10 @@ class OnnxExporter(Exporter):
     family = ONNX
     dynamic_frames = True
 
-    def key_parts(self, spec: FormatSpec, options) -> dict:
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
         return {**graph_key_parts(options), "dynamic_frames": options.dynamic_frames}
 
-    def source(self, spec: FormatSpec, options) -> SourceExport | None:
+    def source(self, spec: FormatSpec, options: ExportOptions) -> SourceExport | None:
         # The rewrites work on the exported graph: they start from the plain export (from the
         # cache when it is there) instead of converting the model again, and simplify after.
         if not spec.optimized:

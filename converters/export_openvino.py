@@ -2,28 +2,32 @@
 
 The artifact is a copy of the ONNX export's file ('onnx+opt' for 'openvino+opt') under its own
 format name, so its manifest (and the runtime loader) pick the OpenVINO runtime. Nothing here
-imports OpenVINO: converting would add a second graph to keep equal to the first.
+imports OpenVINO.
 """
 
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING
 
 from converters.export_onnx import ONNX_GRAPH_OPTIMIZATIONS, graph_key_parts
 from converters.exporter import BuildJob, Exporter, SourceExport, source_facts
 from core.formats import ONNX, OPENVINO, FormatSpec
 
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
+
 
 class OpenVINOExporter(Exporter):
-    """OpenVINO: the ONNX export of the same name's suffix, copied."""
+    """OpenVINO: a copy of the ONNX export of the same suffix ('onnx+opt' for 'openvino+opt')."""
 
     family = OPENVINO
     support_note = "OpenVINO reads that ONNX export"
 
-    def key_parts(self, spec: FormatSpec, options) -> dict:
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
         return graph_key_parts(options)
 
-    def source(self, spec: FormatSpec, options) -> SourceExport:
+    def source(self, spec: FormatSpec, options: ExportOptions) -> SourceExport:
         return SourceExport(ONNX + spec.suffix, options)
 
     def optimizations(self, spec: FormatSpec) -> tuple[str, ...]:

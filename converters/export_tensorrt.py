@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from converters.tensorrt_config import (
     EngineBuildPlan, TensorRTBuildConfig, plan_engine_build,
 )
 from core.tensorrt_cuda import recording_logger, require_tensorrt
+
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
 
 
 def stream_calibrator(trt, plan: EngineBuildPlan, feeds: Iterable[dict[str, np.ndarray]],
@@ -195,13 +199,13 @@ class TensorRTExporter(Exporter):
     family = TENSORRT
     support_note = "the engine is built from that ONNX export (needs TensorRT and a CUDA GPU)"
 
-    def key_parts(self, spec: FormatSpec, options) -> dict:
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
         key = {**graph_key_parts(options), "tensorrt": options.tensorrt.key()}
         if spec.calibrated:
             key["calibration"] = options.calibration.key()
         return key
 
-    def source(self, spec: FormatSpec, options) -> SourceExport:
+    def source(self, spec: FormatSpec, options: ExportOptions) -> SourceExport:
         return SourceExport(ONNX, options)
 
     def prepare(self) -> None:

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from core.formats import (
     CAUSAL_POOL_STEP, DYNAMIC, FP16, FP32, INT8, INT8_HARD_SWISH, TFLITE, FormatSpec,
 )
 from core.manifest import IMAGE_INPUT, StateManifest
+
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
 
 SIGNATURE_KEY = "serving_default"
 PRECISIONS = (FP32, FP16, DYNAMIC, INT8)
@@ -205,7 +209,7 @@ class TFLiteExporter(Exporter):
 
     family = TFLITE
 
-    def key_parts(self, spec: FormatSpec, options) -> dict:
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
         if spec.calibrated:
             return {"int8_float_io": options.int8_float_io, "calibration": options.calibration.key()}
         return {}
