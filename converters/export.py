@@ -1,15 +1,16 @@
 """export_model: one entry point that turns a ModelConfig into a cached artifact + manifest.
 
-Steps compose (checkpoint → Keras model → traced step function → artifact) with one cache in
-front. A cache hit reads two small files and imports no TensorFlow.
+Steps compose (checkpoint → Keras model → traced step function → artifact, or the artifact
+another export made) with one cache in front. This is the path every format takes; what
+differs by format family is asked of the family's exporter (converters.exporter). A cache hit
+reads two small files and imports no TensorFlow.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from converters.cache import (
     EXPORTER_VERSION, ArtifactCache, CacheEntry, cache_key, library_versions, weights_identity,
 )
+from converters.exporter import BuildJob, Exporter, exporter_for
 from core.errors import UnsupportedExportError
 from core.formats import FormatSpec, get_export_format
 from core.manifest import StateManifest, manifest_path_for
@@ -65,19 +67,7 @@ class ExportOptions:
 
     def key(self, spec: FormatSpec) -> dict:
         """The options that decide this format's bytes."""
-        onnx_part = {"opset": self.opset, "simplify": self.simplify}
-        if spec.family == "onnx":
-            return {**onnx_part, "dynamic_frames": self.dynamic_frames}
-        if spec.family == "openvino":
-            return onnx_part
-        if spec.family == "tflite":
-            if spec.precision == "int8":
-                return {"int8_float_io": self.int8_float_io, "calibration": self.calibration.key()}
-            return {}
-        key = {**onnx_part, "tensorrt": self.tensorrt.key()}
-        if spec.precision == "int8":
-            key["calibration"] = self.calibration.key()
-        return key
+        return exporter_for(spec).key_parts(spec, self)
 
 
 @dataclass
@@ -110,9 +100,10 @@ def resolve_frames(config: ModelConfig, spec: FormatSpec, frames_per_call: int |
     """The static T the artifact takes (None: any T), or UnsupportedExportError saying why not."""
     if frames_per_call is not None and frames_per_call < 1:
         raise UnsupportedExportError(f"frames_per_call must be >= 1, got {frames_per_call}")
+    refusal = exporter_for(spec).refusal(config, spec, options)
+    if refusal:
+        raise UnsupportedExportError(refusal)
     if options.dynamic_frames:
-        if spec.family != "onnx":
-            raise UnsupportedExportError(f"dynamic_frames is ONNX-only; {spec.name} needs static shapes")
         if not config.causal:
             raise UnsupportedExportError("dynamic_frames applies to causal (stream/mobile) variants")
         return None
@@ -215,15 +206,14 @@ def export_model(config: ModelConfig, fmt: str, *, checkpoint: str | Path | None
     if hit is not None:
         return serve_entry(hit, spec, key, start)
 
-    if spec.family == "tensorrt":
-        from core.tensorrt_cuda import require_tensorrt
-
-        require_tensorrt()  # fail before spending a minute on the ONNX source
+    exporter = exporter_for(spec)
+    exporter.prepare()
     with cache.build_slot(key, filename) as slot:
         if slot.entry is not None:  # built by another process while this one waited
             return serve_entry(slot.entry, spec, key, start)
         target = slot.staging / filename
-        details, manifest = _build(config, spec, checkpoint, frames, options, cache, target)
+        details, manifest = _build(exporter, config, spec, checkpoint, frames, options, cache,
+                                   target)
         manifest = manifest.with_format(spec.name, spec.precision, frames,
                                         {k: v for k, v in versions.items() if v != "absent"},
                                         applied_optimizations(config, spec, frames))
@@ -258,54 +248,26 @@ def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: in
     return model, make_manifest(model, config, ckpt_hash, frames_per_call=frames)
 
 
-def _build(config: ModelConfig, spec: FormatSpec, checkpoint, frames: int | None,
-           options: ExportOptions, cache: ArtifactCache, target: Path) -> tuple[dict, StateManifest]:
-    if spec.family == "tensorrt":
-        from converters.export_tensorrt import build_engine
-
-        source = export_model(config, spec.onnx_source, checkpoint=checkpoint,
-                              frames_per_call=frames, options=options, cache=cache)
-        details = build_engine(source.path, source.manifest, spec.precision, options.tensorrt,
-                               target, calibration=options.calibration)
-        details["onnx_source"] = str(source.path)
-        return details, source.manifest
-    if spec.family == "openvino":
-        # OpenVINO reads the ONNX export itself: the artifact is that file ('onnx+opt' for
-        # 'openvino+opt'), under its own format name so its manifest (and the loader) pick the
-        # OpenVINO runtime.
-        source = export_model(config, spec.onnx_source, checkpoint=checkpoint,
-                              frames_per_call=frames,
-                              options=options, cache=cache)
-        shutil.copyfile(source.path, target)
-        return {"onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
-    if spec.family == "onnx" and spec.optimized:
-        # The ONNX rewrites work on the exported graph: they start from the plain export (from
-        # the cache when it is there) instead of converting the model again.
-        from converters.export_onnx import rewrite_onnx_file
-
-        source = export_model(config, spec.plain, checkpoint=checkpoint, frames_per_call=frames,
-                              options=replace(options, simplify=False), cache=cache)
-        details = rewrite_onnx_file(source.path, target,
-                                    applied_optimizations(config, spec, frames),
-                                    simplify=options.simplify)
-        return {**details, "onnx_source": str(source.path), "onnx_key": source.key}, source.manifest
+def _build(exporter: Exporter, config: ModelConfig, spec: FormatSpec, checkpoint,
+           frames: int | None, options: ExportOptions, cache: ArtifactCache,
+           target: Path) -> tuple[dict, StateManifest]:
+    """Write `spec`'s artifact to `target` with `exporter`: from its source export (built or
+    served by the cache) when it has one, else from the model. Returns details and manifest."""
+    optimizations = applied_optimizations(config, spec, frames)
+    source = exporter.source(spec, options)
+    if source is not None:
+        made = export_model(config, source.format, checkpoint=checkpoint, frames_per_call=frames,
+                            options=source.options, cache=cache)
+        job = BuildJob(spec, frames, options, target, made.manifest, optimizations, source=made)
+        return exporter.build(job), made.manifest
     from converters.optimize import optimized_build
     from converters.rewrite3d import exportable
 
     # The optimizations patch how layers are built: the reference and any convertible twin.
-    with optimized_build(applied_optimizations(config, spec, frames)):
+    with optimized_build(optimizations):
         model, manifest = build_reference(config, checkpoint, options.seed, frames)
         # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
         with exportable(model, config) as graph:
-            if spec.family == "onnx":
-                from converters.export_onnx import export_onnx
-
-                details = export_onnx(graph.model, manifest, frames, target, opset=options.opset,
-                                      simplify=options.simplify)
-            else:
-                from converters.export_tflite import export_tflite
-
-                details = export_tflite(graph.model, manifest, frames, target, spec.precision,
-                                        calibration=options.calibration,
-                                        int8_float_io=options.int8_float_io)
+            details = exporter.build(BuildJob(spec, frames, options, target, manifest,
+                                              optimizations, model=graph.model))
     return {**details, **graph.details}, manifest

@@ -3,6 +3,7 @@
 The graph takes `image` + `state_*` and returns `logits` + `next_state_*`; the file is checked
 (onnx.checker, strict shape inference) before it is written, so a graph that tf2onnx could
 only half convert fails here with the reason instead of at load time in a runtime.
+`OnnxExporter` is the ONNX family's exporter (converters.exporter).
 """
 
 from __future__ import annotations
@@ -11,13 +12,23 @@ import logging
 import time
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from converters.exporter import BuildJob, Exporter, SourceExport, source_facts
 from core.errors import UnsupportedExportError, first_line
+from core.formats import HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, ONNX, FormatSpec
 from core.manifest import LOGITS_OUTPUT, StateManifest
+
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
 
 # Name given to the symbolic T axis of a dynamic-frames export (tf2onnx calls it 'unk__N').
 FRAMES_DIM = "frames"
+# The rewrites of the exported graph (converters.onnx_rewrites): what an optimized ONNX
+# format, and OpenVINO reading the same file, can carry.
+ONNX_GRAPH_OPTIMIZATIONS = (HARD_SWISH_OP, HARD_SIGMOID_GATE_FOLD)
 
 
 @contextmanager
@@ -172,3 +183,37 @@ def rewrite_onnx_file(source: Path, target: Path, optimizations: tuple[str, ...]
         proto, details["simplify"] = simplify_model(proto)
     details["rewrite_seconds"] = round(time.perf_counter() - start, 3)
     return save_checked(proto, target, details)
+
+
+def graph_key_parts(options: ExportOptions) -> dict:
+    """The options that decide the ONNX graph: those of every artifact made from an ONNX export."""
+    return {"opset": options.opset, "simplify": options.simplify}
+
+
+class OnnxExporter(Exporter):
+    """ONNX for ONNX Runtime: tf2onnx of the traced step function, or for an optimized format
+    the plain export's file with the ONNX graph rewrites applied."""
+
+    family = ONNX
+    dynamic_frames = True
+
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
+        return {**graph_key_parts(options), "dynamic_frames": options.dynamic_frames}
+
+    def source(self, spec: FormatSpec, options: ExportOptions) -> SourceExport | None:
+        # The rewrites work on the exported graph: they start from the plain export (from the
+        # cache when it is there) instead of converting the model again, and simplify after.
+        if not spec.optimized:
+            return None
+        return SourceExport(spec.plain, replace(options, simplify=False))
+
+    def optimizations(self, spec: FormatSpec) -> tuple[str, ...]:
+        return ONNX_GRAPH_OPTIMIZATIONS
+
+    def build(self, job: BuildJob) -> dict:
+        if job.source is not None:
+            details = rewrite_onnx_file(job.source.path, job.target, job.optimizations,
+                                        simplify=job.options.simplify)
+            return {**details, **source_facts(job.source)}
+        return export_onnx(job.model, job.manifest, job.frames, job.target,
+                           opset=job.options.opset, simplify=job.options.simplify)

@@ -4,6 +4,7 @@ converters/tensorrt_config.py decides the build (flags, shapes, calibrator); thi
 carries the plan out on a machine with TensorRT and a CUDA GPU. int8 is calibrated with
 realistic states: calibration clips stream frame by frame through the fp32 ONNX model
 (converters/calibration.py), and each step's inputs become one calibration batch.
+`TensorRTExporter` is the TensorRT family's exporter (converters.exporter).
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from converters.export_onnx import graph_key_parts
+from converters.exporter import BuildJob, Exporter, SourceExport
 from core.errors import UnsupportedExportError
+from core.formats import ONNX, TENSORRT, FormatSpec
 from core.manifest import StateManifest
 from converters.tensorrt_config import (
     EngineBuildPlan, TensorRTBuildConfig, plan_engine_build,
 )
 from core.tensorrt_cuda import recording_logger, require_tensorrt
+
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
 
 
 def stream_calibrator(trt, plan: EngineBuildPlan, feeds: Iterable[dict[str, np.ndarray]],
@@ -183,3 +191,29 @@ def build_engine(onnx_path: str | Path, manifest: StateManifest, precision: str,
     if calibrator is not None:
         details["calibration"] = {**calibration.key(), "batches": calibrator.batches}
     return details
+
+
+class TensorRTExporter(Exporter):
+    """TensorRT engines, built from the plain ONNX export on this machine's GPU."""
+
+    family = TENSORRT
+    support_note = "the engine is built from that ONNX export (needs TensorRT and a CUDA GPU)"
+
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
+        key = {**graph_key_parts(options), "tensorrt": options.tensorrt.key()}
+        if spec.calibrated:
+            key["calibration"] = options.calibration.key()
+        return key
+
+    def source(self, spec: FormatSpec, options: ExportOptions) -> SourceExport:
+        return SourceExport(ONNX, options)
+
+    def prepare(self) -> None:
+        require_tensorrt()  # before a minute is spent on the ONNX source
+
+    def build(self, job: BuildJob) -> dict:
+        details = build_engine(job.source.path, job.manifest, job.spec.precision,
+                               job.options.tensorrt, job.target,
+                               calibration=job.options.calibration)
+        details["onnx_source"] = str(job.source.path)
+        return details

@@ -4,6 +4,7 @@ The file's `serving_default` signature takes `image` + `state_*` and returns `lo
 `next_state_*`. Every converted file is opened with LiteRT and run for one step before it is
 returned, so a model that converts but cannot run (e.g. int8 'RESHAPE num_input_elements !=
 num_output_elements' at prepare) fails here with the reason instead of being cached.
+`TFLiteExporter` is the TFLite family's exporter (converters.exporter).
 """
 
 from __future__ import annotations
@@ -12,15 +13,25 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from converters.calibration import stream_feeds
+from converters.exporter import BuildJob, Exporter
 from core.errors import ArtifactError, UnsupportedExportError, first_line
+from core.formats import (
+    CAUSAL_POOL_STEP, DYNAMIC, FP16, FP32, INT8, INT8_HARD_SWISH, TFLITE, FormatSpec,
+)
 from core.manifest import IMAGE_INPUT, StateManifest
 
+if TYPE_CHECKING:
+    from converters.export import ExportOptions
+
 SIGNATURE_KEY = "serving_default"
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+PRECISIONS = (FP32, FP16, DYNAMIC, INT8)
+# The build patches for XNNPACK's int8 kernels (converters.optimize): full int8 only.
+INT8_OPTIMIZATIONS = (INT8_HARD_SWISH, CAUSAL_POOL_STEP)
 # Ops that only move values across the float/int8 boundary; any other op reading float32
 # in an int8 model is a float fallback.
 BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -46,12 +57,12 @@ def configure(converter, precision: str, feeds=None) -> None:
     """Set the converter's optimizations for `precision` (feeds: int8 calibration samples)."""
     import tensorflow as tf
 
-    if precision == "fp32":
+    if precision == FP32:
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if precision == "fp16":
+    if precision == FP16:
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
+    elif precision == INT8:
         converter.representative_dataset = feeds
         # Full integer: conversion fails rather than silently leaving float kernels behind.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -79,7 +90,7 @@ def graph_facts(data: bytes, precision: str) -> dict:
     facts = {"op_histogram": dict(ops.most_common()), "operators": sum(ops.values()),
              "tensor_dtypes": dict(Counter(flatbuffer_utils.type_to_name(t.type).lower()
                                            for t in graph.tensors).most_common())}
-    if precision == "int8":
+    if precision == INT8:
         facts["float_ops"] = dict(float_ops.most_common())
         facts["boundary_ops"] = {name: ops[name] for name in BOUNDARY_OPS if ops[name]}
     return facts
@@ -140,7 +151,7 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
     if precision not in PRECISIONS:
         raise UnsupportedExportError(
             f"unknown TFLite precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    if precision == "int8" and not int8_float_io:
+    if precision == INT8 and not int8_float_io:
         raise UnsupportedExportError(
             "int8 TFLite with int8 image/logits/state I/O is not supported: the state manifest "
             "has no per-tensor scale/zero-point, and a quantized state's initial value is its "
@@ -186,7 +197,28 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
     verify_tflite(target, manifest, first)
     details = {"convert_seconds": round(convert_seconds, 3), "precision": precision,
                "file_bytes": len(data), **graph_facts(data, precision)}
-    if precision == "int8":
+    if precision == INT8:
         details.update(int8_float_io=int8_float_io, calibration=calibration.key(),
                        calibration_samples=calibrated)
     return details
+
+
+class TFLiteExporter(Exporter):
+    """TFLite for LiteRT: the TFLite converter of the traced step function, at the format's
+    precision."""
+
+    family = TFLITE
+
+    def key_parts(self, spec: FormatSpec, options: ExportOptions) -> dict:
+        if spec.calibrated:
+            return {"int8_float_io": options.int8_float_io, "calibration": options.calibration.key()}
+        return {}
+
+    def optimizations(self, spec: FormatSpec) -> tuple[str, ...]:
+        # Both avoid ops XNNPACK has no int8 kernel for; at other precisions it delegates them.
+        return INT8_OPTIMIZATIONS if spec.precision == INT8 else ()
+
+    def build(self, job: BuildJob) -> dict:
+        return export_tflite(job.model, job.manifest, job.frames, job.target, job.spec.precision,
+                             calibration=job.options.calibration,
+                             int8_float_io=job.options.int8_float_io)

@@ -23,16 +23,17 @@ from converters.cache import (
 )
 from core.errors import ArtifactError, UnsupportedExportError
 from converters.export import Artifact, serve_entry
-from core.formats import get_export_format
+from core.formats import ONNX, OPENVINO, TFLITE, get_export_format, plain_format
 from core.manifest import StateManifest, StateSpec, manifest_path_for, state_name_from_tensor
 from core.zoo import ModelConfig
 
 FILE = "file"  # the source kind of a user's file
 MODEL_GARDEN_TFLITE = "model-garden-tflite"
 # Recipe name -> the format of the file it builds.
-RECIPES = {MODEL_GARDEN_TFLITE: "tflite-fp32"}
+RECIPES = {MODEL_GARDEN_TFLITE: plain_format(TFLITE).name}
 # File suffix -> the format families that run such a file, and the format it is by default.
-SUFFIXES = {".tflite": (("tflite",), "tflite-fp32"), ".onnx": (("onnx", "openvino"), "onnx")}
+SUFFIXES = {".tflite": ((TFLITE,), plain_format(TFLITE).name),
+            ".onnx": ((ONNX, OPENVINO), plain_format(ONNX).name)}
 # The seed of movibench's random-init weights (ExportOptions.seed, the TF reference's).
 RANDOM_INIT_SEED = 0
 

@@ -5,7 +5,9 @@ to the (model, format) pairs where it does. An optimized format ('tflite-int8+op
 'onnx+opt', core.formats) is the plain one with every optimization that fits the model;
 a format named after one optimization ('tflite-int8+causal-pool-step') applies that one alone.
 The names of those applied go into the artifact's cache key and its manifest
-(`StateManifest.optimizations`). Nothing here imports TensorFlow until a model is built.
+(`StateManifest.optimizations`). Which optimizations a format can carry is its exporter's
+answer (`Exporter.optimizations`, converters.exporter); which of those fit a model is said
+here. Nothing here imports TensorFlow until a model is built.
 
 An optimization either patches Model Garden's layers while the Keras model is built (`patch`:
 the TFLite ones) or rewrites the exported ONNX graph (`onnx_pass`: converters.onnx_rewrites,
@@ -45,6 +47,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
+from converters.exporter import exporter_for
 from core.formats import (
     CAUSAL_POOL_STEP, HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, INT8_HARD_SWISH, FormatSpec,
 )
@@ -58,7 +61,8 @@ class Optimization:
 
     name: str
     where: str  # in words: the models and formats it applies to
-    applies: Callable[[ModelConfig, FormatSpec], bool]
+    # Whether it changes a model (the formats that can carry it are their exporters' answer).
+    fits: Callable[[ModelConfig], bool]
     # A context manager active while the Keras model is built, or None.
     patch: Callable[[], object] | None = None
     # Rewrites an exported ONNX ModelProto in place and returns how many sites it changed.
@@ -132,29 +136,17 @@ def _causal_pool_step() -> Iterator[None]:
         nn_layers.GlobalAveragePool3D.call = original
 
 
-def _full_int8_tflite(spec: FormatSpec) -> bool:
-    return spec.family == "tflite" and spec.precision == "int8"
-
-
-def _onnx_graph(spec: FormatSpec) -> bool:
-    # The ONNX file ONNX Runtime runs, and the same file OpenVINO reads.
-    return spec.family in ("onnx", "openvino")
-
-
 OPTIMIZATIONS: tuple[Optimization, ...] = (
     Optimization(INT8_HARD_SWISH, "full-int8 TFLite of models with hard-swish",
-                 lambda config, spec: _full_int8_tflite(spec) and _uses_hard_swish(config),
-                 patch=_unfused_hard_swish),
+                 _uses_hard_swish, patch=_unfused_hard_swish),
     Optimization(CAUSAL_POOL_STEP, "full-int8 TFLite of causal models, one frame per call",
-                 lambda config, spec: _full_int8_tflite(spec) and config.causal,
-                 patch=_causal_pool_step, one_frame_only=True),
+                 lambda config: config.causal, patch=_causal_pool_step, one_frame_only=True),
     Optimization(HARD_SWISH_OP, "ONNX of models with hard-swish",
-                 lambda config, spec: _onnx_graph(spec) and _uses_hard_swish(config),
-                 onnx_pass=fuse_hard_swish),
+                 _uses_hard_swish, onnx_pass=fuse_hard_swish),
     Optimization(HARD_SIGMOID_GATE_FOLD,
                  "ONNX of models whose squeeze-excitation gates with hard-sigmoid",
-                 lambda config, spec: (_onnx_graph(spec) and config.se_type != "none"
-                                       and config.gating_activation == "hard_sigmoid"),
+                 lambda config: (config.se_type != "none"
+                                 and config.gating_activation == "hard_sigmoid"),
                  onnx_pass=fold_hard_sigmoid_gates),
 )
 
@@ -163,8 +155,9 @@ def applicable(config: ModelConfig, spec: FormatSpec, frames: int | None = 1) ->
     """Names of the optimizations that change `config` exported to `spec` for `frames` frames
     per call (None: a symbolic T); empty when none does."""
     config = config.resolved()
+    carried = exporter_for(spec).optimizations(spec)
     return tuple(o.name for o in OPTIMIZATIONS
-                 if o.applies(config, spec) and (not spec.only or o.name in spec.only)
+                 if o.name in carried and o.fits(config) and (not spec.only or o.name in spec.only)
                  and (frames == 1 or not o.one_frame_only))
 
 

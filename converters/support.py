@@ -1,8 +1,9 @@
 """What exports where, and how: the support table, computed from the exporter's own decisions.
 
 Every row asks the code that `export_model` runs before converting anything — the frame-count
-rules (`converters.export.resolve_frames`) and the conv-type route
-(`converters.rewrite3d.route_for`) — so the table cannot drift from behaviour. docs/support.md
+rules (`converters.export.resolve_frames`), the format's exporter (converters.exporter: what
+it refuses, how it makes the artifact) and the conv-type route (`converters.rewrite3d.route_for`)
+— so the table cannot drift from behaviour. docs/support.md
 is generated from it (`python -m converters.support`; a test checks the committed file) and
 `movibench models --support` prints it. Nothing here imports TensorFlow.
 """
@@ -14,13 +15,13 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from converters.exporter import exporter_for
 from core.errors import UnsupportedExportError
 from core.formats import FORMATS, FormatSpec, get_format
 from core.zoo import CONV_TYPES, MODELS, VARIANTS, ModelConfig
 
 # The clip length a base model is asked about: any L >= 1 gets the same answer.
 PROBE_CLIP_FRAMES = 8
-DYNAMIC_ONNX = "onnx (dynamic T)"
 DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "support.md"
 
 CONV_TYPE_NOTES = {
@@ -43,11 +44,19 @@ class ExportTarget:
         return get_format(self.format)
 
 
-TARGETS: tuple[ExportTarget, ...] = (
-    *(ExportTarget(name, name) for name in FORMATS if name == "onnx"),
-    ExportTarget(DYNAMIC_ONNX, "onnx", dynamic_frames=True),
-    *(ExportTarget(name, name) for name, spec in FORMATS.items() if name != "onnx" and spec.exported),
-)
+def export_targets() -> tuple[ExportTarget, ...]:
+    """Every export format, each plain one whose exporter can leave T symbolic followed by
+    that column ('onnx (dynamic T)')."""
+    targets: list[ExportTarget] = []
+    for name, spec in FORMATS.items():
+        if spec.exported:
+            targets.append(ExportTarget(name, name))
+            if exporter_for(spec).dynamic_frames and not spec.optimized:
+                targets.append(ExportTarget(f"{name} (dynamic T)", name, dynamic_frames=True))
+    return tuple(targets)
+
+
+TARGETS = export_targets()
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,8 @@ def support_row(model_id: str, variant: str, conv_type: str, target: ExportTarge
     except UnsupportedExportError as exc:
         return SupportRow(model_id, variant, conv_type, target.label, False, "", str(exc))
     how = ROUTE_NOTES[route]
-    if spec.family == "tensorrt":
-        how += "; the engine is built from that ONNX export (needs TensorRT and a CUDA GPU)"
-    elif spec.family == "openvino":
-        how += "; OpenVINO reads that ONNX export"
+    if exporter_for(spec).support_note:
+        how += f"; {exporter_for(spec).support_note}"
     if optimizations:
         how += f"; optimized: {', '.join(optimizations)}"
     return SupportRow(model_id, variant, conv_type, target.label, True, route, how)

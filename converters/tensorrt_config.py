@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.errors import UnsupportedExportError
+from core.formats import FP16, FP32, INT8, TENSORRT, plain_format
 from core.manifest import IMAGE_INPUT, StateManifest
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = (FP32, FP16, INT8)
 # TensorRT 11 removed weak typing: no BuilderFlag.FP16/INT8 and no calibrators; precision then
 # comes from the ONNX types (an fp16 or Q/DQ graph), which this exporter does not write.
 LAST_WEAKLY_TYPED_MAJOR = 10
@@ -110,19 +111,21 @@ def plan_engine_build(config: TensorRTBuildConfig, precision: str, manifest: Sta
             "frames per call (not dynamic_frames)")
     major = tensorrt_major(tensorrt_version)
     weakly_typed = major <= LAST_WEAKLY_TYPED_MAJOR and not config.strongly_typed
-    if precision != "fp32" and not weakly_typed:
+    if precision != FP32 and not weakly_typed:
         why = (f"TensorRT {major} has no FP16/INT8 builder flags or calibrators"
                if major > LAST_WEAKLY_TYPED_MAJOR else "a strongly typed network")
         raise UnsupportedExportError(
-            f"trt-{precision} needs weak typing, but {why}: precision would come from the ONNX "
+            f"{plain_format(TENSORRT, precision).name} needs weak typing, but {why}: precision would come from the ONNX "
             "types, and the ONNX source is fp32")
-    if config.dla_core is not None and precision == "fp32":
-        raise UnsupportedExportError("DLA runs fp16 or int8 layers only: use trt-fp16 or trt-int8")
+    if config.dla_core is not None and precision == FP32:
+        raise UnsupportedExportError(
+            f"DLA runs fp16 or int8 layers only: use {plain_format(TENSORRT, FP16).name} or "
+            f"{plain_format(TENSORRT, INT8).name}")
 
     set_flags: list[str] = []
-    if precision == "fp16":
+    if precision == FP16:
         set_flags.append("FP16")
-    elif precision == "int8":
+    elif precision == INT8:
         # FP16 too: layers without an int8 kernel then fall back to fp16, not fp32.
         set_flags += ["INT8", "FP16"]
     if config.tf32:
@@ -141,4 +144,4 @@ def plan_engine_build(config: TensorRTBuildConfig, precision: str, manifest: Sta
         clear_flags=() if config.tf32 else ("TF32",),
         workspace_bytes=config.workspace_mib << 20, optimization_level=config.optimization_level,
         input_shapes=shapes, input_dtypes=dtypes, output_names=tuple(manifest.output_names),
-        needs_calibrator=precision == "int8", dla_core=config.dla_core)
+        needs_calibrator=precision == INT8, dla_core=config.dla_core)

@@ -1,7 +1,8 @@
 """The one registry of export formats: name → family, precision, runtime and file extension.
 
 CLI options, manifests, the artifact cache and the runtime loader all resolve format names
-here, so a format name never appears as a scattered string literal.
+here, so a format name never appears as a scattered string literal. A family is how a format
+is built: one exporter each (converters.exporter), one runtime each format (runtimes.registry).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ class FormatSpec:
     """One exportable format: how it is built (family), at what precision, and what runs it."""
 
     name: str
-    family: str  # 'tensorflow' | 'onnx' | 'tflite' | 'tensorrt' | 'openvino'
-    precision: str  # 'fp32' | 'fp16' | 'dynamic' | 'int8'
+    family: str  # TENSORFLOW | ONNX | TFLITE | TENSORRT | OPENVINO
+    precision: str  # FP32 | FP16 | DYNAMIC | INT8
     runtime: str  # 'tensorflow' | 'onnxruntime' | 'litert' | 'tensorrt' | 'openvino' (runtimes.registry)
     extension: str  # with the dot: '.onnx'; '' for the TF reference, which has no file
     # Built with exact graph optimizations (converters.optimize): every one that fits the model
@@ -32,10 +33,9 @@ class FormatSpec:
         return self.name.split("+", 1)[0]
 
     @property
-    def onnx_source(self) -> str:
-        """The ONNX format an OpenVINO (or TensorRT) artifact is made from: 'onnx+opt' for
-        'openvino+opt'. TensorRT builds from the plain ONNX."""
-        return "onnx" + self.name[len(self.plain):] if self.family == "openvino" else "onnx"
+    def suffix(self) -> str:
+        """What follows the plain name ('+opt' for 'openvino+opt'; '' for a plain format)."""
+        return self.name[len(self.plain):]
 
     @property
     def exported(self) -> bool:
@@ -44,10 +44,25 @@ class FormatSpec:
 
     @property
     def quantized(self) -> bool:
-        return self.precision in ("dynamic", "int8")
+        return self.precision in (DYNAMIC, INT8)
+
+    @property
+    def calibrated(self) -> bool:
+        """True when building it calibrates activation ranges on clips (full int8)."""
+        return self.precision == INT8
 
 
+# The families: how a format is built, by one exporter each (converters.exporter).
 TENSORFLOW = "tensorflow"
+ONNX = "onnx"
+OPENVINO = "openvino"
+TFLITE = "tflite"
+TENSORRT = "tensorrt"
+# The precisions.
+FP32 = "fp32"
+FP16 = "fp16"
+DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
+INT8 = "int8"
 OPTIMIZED_SUFFIX = "+opt"
 # The graph optimizations by name (what each does: converters.optimize).
 INT8_HARD_SWISH = "int8-hard-swish"
@@ -59,38 +74,44 @@ FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
         # The reference: the Model Garden model itself, run by TF through a traced step function.
-        FormatSpec(TENSORFLOW, TENSORFLOW, "fp32", TENSORFLOW, ""),
-        FormatSpec("onnx", "onnx", "fp32", "onnxruntime", ".onnx"),
+        FormatSpec(TENSORFLOW, TENSORFLOW, FP32, TENSORFLOW, ""),
+        FormatSpec(ONNX, ONNX, FP32, "onnxruntime", ".onnx"),
         # With exact ONNX graph rewrites that ONNX Runtime fuses (converters.onnx_rewrites):
         # all that fit, and one format per rewrite for each one's before/after.
-        FormatSpec("onnx" + OPTIMIZED_SUFFIX, "onnx", "fp32", "onnxruntime", ".onnx",
+        FormatSpec(ONNX + OPTIMIZED_SUFFIX, ONNX, FP32, "onnxruntime", ".onnx",
                    optimized=True),
-        *(FormatSpec(f"onnx+{name}", "onnx", "fp32", "onnxruntime", ".onnx",
+        *(FormatSpec(f"{ONNX}+{name}", ONNX, FP32, "onnxruntime", ".onnx",
                      optimized=True, only=(name,))
           for name in (HARD_SWISH_OP, HARD_SIGMOID_GATE_FOLD)),
         # The same ONNX graph, run by OpenVINO's CPU plugin (which reads ONNX itself).
-        FormatSpec("openvino", "openvino", "fp32", "openvino", ".onnx"),
-        FormatSpec("openvino" + OPTIMIZED_SUFFIX, "openvino", "fp32", "openvino", ".onnx",
+        FormatSpec(OPENVINO, OPENVINO, FP32, OPENVINO, ".onnx"),
+        FormatSpec(OPENVINO + OPTIMIZED_SUFFIX, OPENVINO, FP32, OPENVINO, ".onnx",
                    optimized=True),
-        FormatSpec("tflite-fp32", "tflite", "fp32", "litert", ".tflite"),
+        FormatSpec("tflite-fp32", TFLITE, FP32, "litert", ".tflite"),
         # fp16 weights; LiteRT's x86 kernels dequantize them to fp32 at load.
-        FormatSpec("tflite-fp16", "tflite", "fp16", "litert", ".tflite"),
+        FormatSpec("tflite-fp16", TFLITE, FP16, "litert", ".tflite"),
         # Dynamic-range: int8 weights, activations quantized on the fly, float I/O.
-        FormatSpec("tflite-dynamic", "tflite", "dynamic", "litert", ".tflite"),
-        FormatSpec("tflite-int8", "tflite", "int8", "litert", ".tflite"),
+        FormatSpec("tflite-dynamic", TFLITE, DYNAMIC, "litert", ".tflite"),
+        FormatSpec("tflite-int8", TFLITE, INT8, "litert", ".tflite"),
         # The same with graph optimizations for XNNPACK's int8 kernels (converters.optimize):
         # a format of its own, so a matrix runs it beside the plain one in every table.
-        FormatSpec("tflite-int8" + OPTIMIZED_SUFFIX, "tflite", "int8", "litert", ".tflite",
+        FormatSpec("tflite-int8" + OPTIMIZED_SUFFIX, TFLITE, INT8, "litert", ".tflite",
                    optimized=True),
-        *(FormatSpec(f"tflite-int8+{name}", "tflite", "int8", "litert", ".tflite",
+        *(FormatSpec(f"tflite-int8+{name}", TFLITE, INT8, "litert", ".tflite",
                      optimized=True, only=(name,))
           for name in (INT8_HARD_SWISH, CAUSAL_POOL_STEP)),
-        FormatSpec("trt-fp32", "tensorrt", "fp32", "tensorrt", ".engine"),
-        FormatSpec("trt-fp16", "tensorrt", "fp16", "tensorrt", ".engine"),
-        FormatSpec("trt-int8", "tensorrt", "int8", "tensorrt", ".engine"),
+        FormatSpec("trt-fp32", TENSORRT, FP32, TENSORRT, ".engine"),
+        FormatSpec("trt-fp16", TENSORRT, FP16, TENSORRT, ".engine"),
+        FormatSpec("trt-int8", TENSORRT, INT8, TENSORRT, ".engine"),
     )
 }
 
+
+def plain_format(family: str, precision: str = FP32) -> FormatSpec:
+    """The format of `family` at `precision` built without graph optimizations
+    (TFLITE, INT8 → 'tflite-int8')."""
+    return next(spec for spec in FORMATS.values()
+                if spec.family == family and spec.precision == precision and not spec.optimized)
 
 
 def get_format(name: str) -> FormatSpec:

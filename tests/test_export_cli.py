@@ -30,6 +30,21 @@ def test_export_twice_second_is_cached(tmp_path):
     assert again["cached"] and again["key"] == data["key"]
 
 
+def test_export_help_names_only_registered_formats():
+    import re
+
+    import typer
+
+    from core.formats import FORMATS
+
+    option = next(p for p in typer.main.get_command(app).commands["export"].params
+                  if p.name == "formats")
+    listed = option.help.split(":", 1)[1]
+    named = set(re.findall(r"[a-z0-9]+(?:[-+][a-z0-9]+)+|\b(?:onnx|openvino)\b", listed))
+    assert named and named <= set(FORMATS), named - set(FORMATS)
+    assert set(option.default.split(",")) <= set(FORMATS)
+
+
 def test_export_reports_a_format_that_cannot_be_built_and_keeps_the_rest():
     result = invoke("export", *T0, "--formats", "trt-fp16,onnx", "--json")
     rows = {r["format"]: r for r in json.loads(result.stdout)["artifacts"]}

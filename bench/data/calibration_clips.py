@@ -36,7 +36,7 @@ def export_options(fmt: str, calibration_videos: list[str] | tuple[str, ...],
     """The ExportOptions the matrix builds `fmt` with: int8 calibrates on the given videos."""
     from core.formats import get_format
 
-    if get_format(fmt).precision != "int8" or not calibration_videos:
+    if not get_format(fmt).calibrated or not calibration_videos:
         return ExportOptions()
     return ExportOptions(calibration=calibration_from_videos(
         [Path(p) for p in calibration_videos], frames))
