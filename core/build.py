@@ -20,6 +20,7 @@ from official.projects.movinet.modeling import movinet, movinet_model  # noqa: E
 
 from core.checkpoints import checkpoint_files_sha256, resolve_checkpoint_prefix  # noqa: E402
 from core.errors import CheckpointMismatchError, first_line  # noqa: E402
+from core.formats import FP32, TENSORFLOW  # noqa: E402
 from core.manifest import (  # noqa: E402
     IMAGE_INPUT, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
 )
@@ -160,8 +161,8 @@ def make_manifest(model: tf_keras.Model, config: ModelConfig, checkpoint_hash: s
         num_classes=config.num_classes,
         states=state_specs(model, config),
         frames_per_call=frames_per_call,
-        format="tensorflow",
-        precision="fp32",
+        format=TENSORFLOW,
+        precision=FP32,
         model_config=config.to_dict(),
         checkpoint_sha256=checkpoint_hash,
         weights_sha256=weights_sha256(model),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ArtifactError
+from core.formats import FP32, TENSORFLOW
 
 IMAGE_INPUT = "image"
 LOGITS_OUTPUT = "logits"
@@ -81,8 +82,8 @@ class StateManifest:
     num_classes: int
     states: list[StateSpec]
     frames_per_call: int | None = None
-    format: str = "tensorflow"
-    precision: str = "fp32"
+    format: str = TENSORFLOW
+    precision: str = FP32
     model_config: dict = field(default_factory=dict)
     checkpoint_sha256: str = ""
     weights_sha256: str = ""

@@ -15,6 +15,7 @@ from bench.cli.options import (
     ThreadsOpt, console, model_options, non_negative, parse_int_list, stdout,
 )
 from core.errors import MovibenchError
+from core.formats import ONNX, TFLITE, plain_format
 
 app = typer.Typer(help="Check that streamed and exported models say what the original says, "
                        "and that the ONNX export suits TensorRT.",
@@ -104,7 +105,7 @@ def validate_cross_runtime_cmd(
     synthetic: Annotated[int, typer.Option(help="Number of generated clips when --videos is not given.", min=1)] = 2,
     full_clip: Annotated[str, typer.Option(
         "--full-clip", help="Formats that also export a whole-clip artifact to check stream vs "
-                            "full clip inside the format ('' for none).")] = "onnx",
+                            "full clip inside the format ('' for none).")] = ONNX,
     threads: ThreadsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of random-init weights and synthetic clips.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the rows to this .parquet or .csv file.")] = None,
@@ -213,8 +214,9 @@ def validate_official_recipe_cmd(
                 checkpoint = save_random_init(config, Path(tmp) / "random-init", seed)
             official_path = keep or Path(tmp) / "model_garden.tflite"
             official = export_official_tflite(config, checkpoint, official_path)
-            status.update("exporting tflite-fp32 with movibench")
-            ours = export_model(config, "tflite-fp32", checkpoint=checkpoint)
+            ours_format = plain_format(TFLITE).name
+            status.update(f"exporting {ours_format} with movibench")
+            ours = export_model(config, ours_format, checkpoint=checkpoint)
             status.update("streaming both")
             clips = synthetic_clips(synthetic, frames, config.resolution, seed)
             with open_session(official_path, threads=threads) as theirs, \
@@ -273,7 +275,7 @@ def validate_tensorrt_cmd(
 
         config = choice.config()
         with console.status(f"exporting {config.model_id}/{config.variant} to ONNX"):
-            onnx_file = export_model(config, "onnx", checkpoint=choice.checkpoint,
+            onnx_file = export_model(config, ONNX, checkpoint=choice.checkpoint,
                                      frames_per_call=clip_frames,
                                      options=ExportOptions(opset=opset, simplify=simplify, seed=seed)).path
     elif not onnx_file.is_file():
