@@ -257,7 +257,7 @@ class NoJobs:
     """An executor for a run that must start nothing (everything is already done)."""
 
     def run(self, job, timeout_s):
-        raise AssertionError(f"a finished run started a job: {job.get('label') or job}")
+        raise AssertionError(f"a finished run started a job: {job.label}")
 
     def stop_all(self):
         pass

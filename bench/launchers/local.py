@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bench.jobs.job import CellJob, Job
+
 
 @dataclass
 class JobOutcome:
@@ -32,7 +34,7 @@ class JobOutcome:
 
 
 class Executor(Protocol):
-    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def run(self, job: Job, timeout_s: float) -> JobOutcome:
         """Run one job (a cell or an export) to its outcome; may be called from several threads."""
 
     def stop_all(self) -> None:
@@ -45,16 +47,6 @@ def _describe_exit(code: int) -> str:
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"worker killed by {name}{hint}"
     return f"worker exited with status {code}"
-
-
-def _job_runtime(job: dict) -> str | None:
-    """The runtime a cell job runs on ('tensorflow', 'onnxruntime', ...); None for exports."""
-    fmt = (job.get("cell") or {}).get("format")
-    if not fmt:
-        return None
-    from core.formats import get_format
-
-    return get_format(fmt).runtime
 
 
 def _parent_death_signal():
@@ -118,21 +110,22 @@ class LocalProcessExecutor:
             except ProcessLookupError:  # not yet its own group leader: kill the process itself
                 proc.kill()
 
-    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def run(self, job: Job, timeout_s: float) -> JobOutcome:
         """Run `job` in a worker process; the result also says where and when it ran
         (bench.results.environment.node_facts, started_at/finished_at in epoch seconds)."""
         from bench.results.environment import node_facts
 
-        facts = node_facts(_job_runtime(job))
+        # An export runs no runtime: its node facts name none.
+        facts = node_facts(job.deployment.runtime if isinstance(job, CellJob) else None)
         started = time.time()
         outcome = self._run(job, timeout_s)
         outcome.result.update(facts, started_at=started, finished_at=time.time())
         return outcome
 
-    def _run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def _run(self, job: Job, timeout_s: float) -> JobOutcome:
         with tempfile.TemporaryDirectory(prefix="movibench-cell-") as tmp:
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            job_path.write_text(json.dumps(job))
+            job_path.write_text(json.dumps(job.to_dict()))
             start = time.perf_counter()
             proc = subprocess.Popen(
                 [self.python, "-m", "bench.launchers.worker", str(job_path), str(result_path)],

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.jobs.job import CellJob, ExportJob, Job
 from bench.launchers.local import JobOutcome, LocalProcessExecutor
 from core.errors import MovibenchError, first_line
 
@@ -151,7 +152,7 @@ def _unpack_entry(box: list) -> tuple[str, float]:
 
 
 @ray.remote(num_cpus=1, max_retries=2)
-def _export_task(job: dict, timeout_s: float, env: dict):
+def _export_task(job: ExportJob, timeout_s: float, env: dict):
     """Build one artifact on this node; yield its outcome, then (if built) its cache entry."""
     outcome = _node_executor(env).run(job, timeout_s)
     outcome.result.update(_here())
@@ -161,19 +162,18 @@ def _export_task(job: dict, timeout_s: float, env: dict):
 
 
 @ray.remote(num_cpus=0, resources={SLOT: 1}, max_retries=0)
-def _cell_task(job: dict, timeout_s: float, env: dict, artifact_box: list | None):
+def _cell_task(job: CellJob, timeout_s: float, env: dict, artifact_box: list | None):
     """Run one cell on this node: yield a 'started' record once the slot is held and the
     artifact is here, then the outcome."""
     here = _here()
-    job = dict(job)
     fetch = {}
     problem = ""
-    if job.get("dataset") and not Path(job["dataset"]).exists():
-        problem = (f"dataset not found on node {here['node_host']}: {job['dataset']} (every "
+    if job.data and job.data.path and not Path(job.data.path).exists():
+        problem = (f"dataset not found on node {here['node_host']}: {job.data.path} (every "
                    "node reads the data at the same path)")
     elif artifact_box:
         path, seconds = _unpack_entry(artifact_box)
-        job["artifact"] = path
+        job = job.with_artifact(path)
         fetch = {"artifact": path, "artifact_fetch_s": seconds}
     yield {**here, "started_at": time.time()}
     if problem:
@@ -227,14 +227,14 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._nodes: dict[str, dict] = {}
 
-    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def run(self, job: Job, timeout_s: float) -> JobOutcome:
         """Run an export or a cell as a Ray task and wait for its outcome (thread-safe)."""
         start = time.perf_counter()
-        export = job.get("job") == "export"
+        export = isinstance(job, ExportJob)
         if export:
             gen = _export_task.options(num_returns="streaming").remote(job, timeout_s, self.env)
         else:
-            box = self._payloads.get(job.get("artifact") or "")
+            box = self._payloads.get(job.artifact or "")
             gen = _cell_task.options(num_returns="streaming").remote(job, timeout_s, self.env, box)
         with self._lock:
             self._live.add(gen)
@@ -243,9 +243,9 @@ class RayExecutor:
         finally:
             with self._lock:
                 self._live.discard(gen)
-                self.running.pop(job.get("label", ""), None)
+                self.running.pop(job.label, None)
 
-    def _follow(self, gen, job: dict, timeout_s: float, export: bool, start: float) -> JobOutcome:
+    def _follow(self, gen, job: Job, timeout_s: float, export: bool, start: float) -> JobOutcome:
         where: dict = {}
         try:
             if not export:
@@ -258,7 +258,7 @@ class RayExecutor:
                 where = ray.get(next(gen))
                 where.pop("started_at", None)
                 with self._lock:
-                    self.running[job.get("label", "")] = where["node_id"]
+                    self.running[job.label] = where["node_id"]
                 # The node kills a worker at timeout_s itself; this only catches a node that
                 # stopped answering.
                 if not ray.wait([gen], timeout=timeout_s + self.grace_s)[0]:

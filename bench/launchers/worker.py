@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.jobs.job import CellJob, ExportJob, job_from_dict
 from bench.scenarios import LATENCY
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
@@ -28,7 +29,7 @@ BALLOON_MB = 256  # 'balloon': this much memory allocated, touched and freed rig
 # Imported by every cell before the idle reading, whatever it measures, so idle memory is the
 # same harness everywhere (PyAV, the dataset and protocol code, numpy, psutil).
 HARNESS_MODULES = ("numpy", "psutil", "av", "bench.data.datasets", "bench.data.video",
-                   "bench.evaluation.evaluate", "bench.scenarios.deployment")
+                   "bench.evaluation.evaluate", "bench.jobs.deployment")
 
 
 def inject_fault(label: str, phase: str) -> None:
@@ -52,31 +53,29 @@ def inject_fault(label: str, phase: str) -> None:
         del block
 
 
-def run_export(job: dict) -> dict:
+def run_export(job: ExportJob) -> dict:
     """Export (or fetch from the cache) one artifact; return its path and build facts.
 
-    A job with a `source` is an [[artifacts]] entry: a user's file copied into the cache, or
-    a recipe's build, with the manifest read off the file's signature (converters.foreign)."""
-    from core.zoo import ModelConfig
-
+    A deployment with a `source` is an [[artifacts]] entry: a user's file copied into the
+    cache, or a recipe's build, with the manifest read off the file's signature
+    (converters.foreign)."""
     start = time.perf_counter()
-    config = ModelConfig.from_dict(job["config"])
-    if job.get("source"):
+    d = job.deployment
+    if d.source:
         from converters.foreign import ForeignRequest, foreign_artifact
         from runtimes.loader import load_manifest
 
         request = ForeignRequest.from_source(
-            job["source"], config, job["format"], checkpoint=job.get("checkpoint") or None,
-            path=job.get("source_path") or "", frames=job.get("frames_per_call"))
+            d.source, d.config, d.format, checkpoint=d.checkpoint or None,
+            path=d.source_path, frames=d.frames_per_call)
         artifact = foreign_artifact(request, load_manifest)
     else:
         from bench.data.calibration_clips import export_options
         from converters.export import export_model
 
-        options = export_options(job["format"], job.get("calibration_videos") or [],
-                                 job.get("calibration_frames") or 16)
-        artifact = export_model(config, job["format"], checkpoint=job.get("checkpoint") or None,
-                                frames_per_call=job.get("frames_per_call"), options=options)
+        options = export_options(d.format, job.calibration_videos, job.calibration_frames)
+        artifact = export_model(d.config, d.format, checkpoint=d.checkpoint or None,
+                                frames_per_call=d.frames_per_call, options=options)
     return {"artifact": str(artifact.path), "cached": artifact.cached,
             "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
             "artifact_mb": artifact.size_bytes / 2**20,
@@ -84,29 +83,22 @@ def run_export(job: dict) -> dict:
             "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
 
 
-def run_cell(job: dict) -> dict:
+def run_cell(job: CellJob) -> dict:
     """Measure one cell; the returned dict uses bench.results.schema column names."""
-    from bench.scenarios.deployment import open_deployment
-    from core.formats import get_format
-    from core.zoo import ModelConfig
+    from bench.jobs.deployment import open_deployment
     from runtimes.loader import session_class
 
-    cell = job["cell"]
-    label = job.get("label", "")
-    inject_fault(label, "start")
-    spec = get_format(cell["format"])
-    session_class(spec.runtime).import_engine()
+    inject_fault(job.label, "start")
+    engine = session_class(job.deployment.runtime)
+    engine.import_engine()
     for name in HARNESS_MODULES:
         importlib.import_module(name)
-    scenario = importlib.import_module(f"bench.scenarios.{cell['kind']}")
+    scenario = importlib.import_module(f"bench.scenarios.{job.kind}")
     trackers = CellTrackers()
     trackers.mark(IDLE)
-    trackers.gpu.before_load(session_class(spec.runtime))
+    trackers.gpu.before_load(engine)
     start = time.perf_counter()
-    session = open_deployment(ModelConfig.from_dict(job["config"]), spec.name,
-                              checkpoint=job.get("checkpoint") or None,
-                              artifact=job.get("artifact"), frames=job.get("frames_per_call"),
-                              threads=cell["threads"])
+    session = open_deployment(job.deployment, job.artifact)
     try:
         out = {"load_s": time.perf_counter() - start,
                # The artifact's fixed frames per call (empty for TF, which takes any T); a
@@ -114,13 +106,13 @@ def run_cell(job: dict) -> dict:
                "frames_per_call": session.manifest.frames_per_call,
                "precision": session.manifest.precision,
                "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
-        inject_fault(label, "loaded")
+        inject_fault(job.label, "loaded")
         trackers.session = session
         trackers.mark(LOADED)
         out.update(scenario.run(session, job, trackers))
         trackers.mark(END)
         out.update(trackers.columns())
-        if cell["kind"] == LATENCY:
+        if job.kind == LATENCY:
             out.update(scenario.execution_columns(session, job))
     finally:
         session.close()
@@ -133,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     job_path, result_path = (argv or sys.argv[1:])[:2]
-    job = json.loads(Path(job_path).read_text())
+    job = job_from_dict(json.loads(Path(job_path).read_text()))
     code = 0
     try:
-        result = run_export(job) if job.get("job") == "export" else run_cell(job)
+        result = run_export(job) if isinstance(job, ExportJob) else run_cell(job)
     except Exception as exc:  # any failure of the thing measured becomes a failed row
         result = {"_error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
         code = 1

@@ -10,19 +10,23 @@ import json
 
 import numpy as np
 
+from bench.jobs.job import CellJob
 from bench.trackers import CellTrackers
+from core.errors import MovibenchError
 from runtimes.base import Session
 
 
-def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
+def run(session: Session, job: CellJob, trackers: CellTrackers) -> dict:
     """Evaluate the cell's protocol; returns schema columns plus '_predictions' (per video)."""
     from bench.data.datasets import load_dataset
     from bench.evaluation.evaluate import evaluate
 
-    cell = job["cell"]
-    dataset = load_dataset(job["dataset"], job.get("split"))
-    samples = list(dataset.samples)[: job.get("max_videos") or None]
-    result = evaluate(session, samples, cell["protocol"], classes=dataset.classes)
+    data = job.data
+    if data is None:
+        raise MovibenchError("an accuracy cell needs [data] (a dataset path or a synth table)")
+    dataset = load_dataset(data.path, data.split)
+    samples = list(dataset.samples)[: data.max_videos or None]
+    result = evaluate(session, samples, job.protocol, classes=dataset.classes)
     summary = result.summary()
     first_ok = next((v for v in result.videos if v.ok), None)
     return {

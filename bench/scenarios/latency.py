@@ -16,8 +16,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from bench.trackers.latency import LatencyStats
+from bench.jobs.job import CellJob
 from bench.trackers import CellTrackers
+from bench.trackers.latency import LatencyStats
 from bench.trackers.memory import WARM
 from runtimes.base import Session
 
@@ -97,21 +98,19 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
     }
 
 
-def call_input(session: Session, job: dict) -> np.ndarray:
-    """The input every timed call of the cell takes: the artifact's fixed frames per call, else
-    `job['frames_per_call']`."""
-    frames = session.manifest.frames_per_call or job.get("frames_per_call") or 1
-    return step_input(session, frames, job.get("first_video"))
+def call_input(session: Session, job: CellJob) -> np.ndarray:
+    """The input every timed call of the cell takes (`Deployment.call_frames` frames)."""
+    return step_input(session, job.deployment.call_frames(session.manifest),
+                      job.data.first_video if job.data else None)
 
 
-def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
-    """The latency cell: `job['frames_per_call']` frames per call, the cell's timing knobs."""
-    cell = job["cell"]
-    return measure_latency(session, call_input(session, job), cell["warmup"], cell["iterations"],
+def run(session: Session, job: CellJob, trackers: CellTrackers) -> dict:
+    """The latency cell: the deployment's frames per call, the cell's timing knobs."""
+    return measure_latency(session, call_input(session, job), job.warmup, job.iterations,
                            trackers)
 
 
-def execution_columns(session: Session, job: dict) -> dict:
+def execution_columns(session: Session, job: CellJob) -> dict:
     """The cell's `exec_*` columns: how the runtime runs the deployment on the timed calls'
     input (`Session.execution_facts`); none for a runtime with nothing to tell.
 
