@@ -12,7 +12,8 @@ import pytest
 
 from bench.jobs.deployment import Deployment
 from bench.jobs.job import CellJob, DataSource, ExportJob, job_from_dict
-from bench.launchers.local import JobOutcome, LocalProcessExecutor
+from bench.launchers.executor import Executor, JobOutcome
+from bench.launchers.local import LocalProcessExecutor
 from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
 from bench.matrix.run import plan_cells, planned_data, run_matrix
 from bench.results.store import ResultsStore, load_cells
@@ -169,7 +170,7 @@ def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0
 
     frames = np.random.default_rng(0).random((1, 1, 64, 64, 3), dtype=np.float32)
     out = measure_latency(t0_stream_session, frames, warmup=2, iterations=12)
-    assert out["step_n"] == len(out["_samples_ms"]) == 12 and out["warmup_steps"] == 2
+    assert out["step_n"] == len(out.samples_ms) == 12 and out["warmup_steps"] == 2
     assert 0 < out["step_p50_ms"] <= out["step_p90_ms"] <= out["step_p99_ms"]
     assert out["frame_p50_ms"] == out["step_p50_ms"]  # one frame per call
     assert out["harness_step_ms"] > 0 and out["bare_step_ms"] > 0
@@ -177,7 +178,7 @@ def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0
     assert out["harness_overhead_pct"] == pytest.approx(expected)
 
 
-class RecordingExecutor:
+class RecordingExecutor(Executor):
     """Where jobs run, replaced for this test only: exports succeed (but one), cells return a
     row's worth of numbers, and every job is recorded with the peak number at once."""
 

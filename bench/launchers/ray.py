@@ -28,7 +28,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.jobs.job import CellJob, ExportJob, Job
-from bench.launchers.local import JobOutcome, LocalProcessExecutor
+from bench.launchers.executor import Executor, JobOutcome
+from bench.launchers.local import LocalProcessExecutor
 from core.errors import MovibenchError, first_line
 
 # Ray must not phone home from a benchmark run; a user who wants usage stats sets it to 1.
@@ -166,21 +167,22 @@ def _cell_task(job: CellJob, timeout_s: float, env: dict, artifact_box: list | N
     """Run one cell on this node: yield a 'started' record once the slot is held and the
     artifact is here, then the outcome."""
     here = _here()
-    fetch = {}
+    fetch, artifact = {}, None
     problem = ""
     if job.data and job.data.path and not Path(job.data.path).exists():
         problem = (f"dataset not found on node {here['node_host']}: {job.data.path} (every "
                    "node reads the data at the same path)")
     elif artifact_box:
-        path, seconds = _unpack_entry(artifact_box)
-        job = job.with_artifact(path)
-        fetch = {"artifact": path, "artifact_fetch_s": seconds}
+        artifact, seconds = _unpack_entry(artifact_box)
+        job = job.with_artifact(artifact)
+        fetch = {"artifact_fetch_s": seconds}
     yield {**here, "started_at": time.time()}
     if problem:
         yield asdict(JobOutcome(False, dict(here), problem, None, 0.0))
         return
     outcome = _node_executor(env).run(job, timeout_s)
     outcome.result.update(here, **fetch)
+    outcome.artifact = artifact
     yield asdict(outcome)
 
 
@@ -207,11 +209,11 @@ def _failure(exc: BaseException, where: dict, wall_s: float) -> JobOutcome:
     lost = isinstance(exc, LOST)
     on = f" on node {where['node_id'][:8]} ({where.get('node_host')})" if where.get("node_id") else ""
     what = "lost its node" if lost else "Ray could not run it"
-    return JobOutcome(False, {**where, "lost_node": lost}, f"{what}{on}: {_one_line(exc)}", None,
-                      wall_s)
+    return JobOutcome(False, dict(where), f"{what}{on}: {_one_line(exc)}", None, wall_s,
+                      lost_node=lost)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """The Executor protocol on a Ray cluster (connect first, e.g. with `ray_session`).
 
     `env` is added to each worker process's environment on the nodes (as for the local

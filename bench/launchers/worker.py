@@ -7,7 +7,9 @@ survive those. Only the runtime the cell names is imported, so memory is that ru
 Every cell, whatever its scenario, is measured the same way: the runtime's engine and the
 harness's libraries are imported, the memory tracker takes its idle reading, the session loads
 (timed), the scenario runs, the tracker reads the peak. Nothing resets the process's peak.
-Only then does a latency cell ask the runtime how it runs the deployment (the `exec_*` columns).
+Only then does the scenario read what must not count in the cell's memory (a latency cell asks
+the runtime how it runs the deployment: the `exec_*` columns). The scenario is looked up by the
+cell's kind in bench.scenarios.registry.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import time
 from pathlib import Path
 
 from bench.jobs.job import CellJob, ExportJob, job_from_dict
-from bench.scenarios import LATENCY
+from bench.jobs.result import ScenarioResult
+from bench.scenarios.registry import get_scenario
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
 
@@ -83,40 +86,35 @@ def run_export(job: ExportJob) -> dict:
             "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
 
 
-def run_cell(job: CellJob) -> dict:
-    """Measure one cell; the returned dict uses bench.results.schema column names."""
+def run_cell(job: CellJob) -> ScenarioResult:
+    """Measure one cell; its columns are bench.results.schema's, each written once."""
     from bench.jobs.deployment import open_deployment
     from runtimes.loader import session_class
 
     inject_fault(job.label, "start")
+    scenario = get_scenario(job.kind)
     engine = session_class(job.deployment.runtime)
     engine.import_engine()
     for name in HARNESS_MODULES:
         importlib.import_module(name)
-    scenario = importlib.import_module(f"bench.scenarios.{job.kind}")
     trackers = CellTrackers()
     trackers.mark(IDLE)
     trackers.gpu.before_load(engine)
     start = time.perf_counter()
     session = open_deployment(job.deployment, job.artifact)
     try:
-        out = {"load_s": time.perf_counter() - start,
-               # The artifact's fixed frames per call (empty for TF, which takes any T); a
-               # latency cell overwrites it with the frames its calls took.
-               "frames_per_call": session.manifest.frames_per_call,
-               "precision": session.manifest.precision,
-               "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
+        loaded = {"load_s": time.perf_counter() - start,
+                  "frames_per_call": scenario.frames_per_call(session, job),
+                  "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
         inject_fault(job.label, "loaded")
         trackers.session = session
         trackers.mark(LOADED)
-        out.update(scenario.run(session, job, trackers))
+        result = scenario.run(session, job, trackers).with_columns(loaded)
         trackers.mark(END)
-        out.update(trackers.columns())
-        if job.kind == LATENCY:
-            out.update(scenario.execution_columns(session, job))
+        result = result.with_columns(trackers.columns())
+        return result.with_columns(scenario.after(session, job))
     finally:
         session.close()
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,12 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     job = job_from_dict(json.loads(Path(job_path).read_text()))
     code = 0
     try:
-        result = run_export(job) if isinstance(job, ExportJob) else run_cell(job)
+        if isinstance(job, ExportJob):
+            sent = {"result": run_export(job)}
+        else:
+            measured = run_cell(job)
+            sent = {"result": dict(measured.columns), "samples_ms": list(measured.samples_ms),
+                    "predictions": list(measured.predictions)}
     except Exception as exc:  # any failure of the thing measured becomes a failed row
-        result = {"_error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+        sent = {"error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
         code = 1
     tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, default=float))
+    tmp.write_text(json.dumps(sent, default=float))
     tmp.replace(result_path)
     return code
 

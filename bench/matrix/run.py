@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +21,9 @@ import pandas as pd
 
 from bench.jobs.deployment import Deployment, frames_per_call
 from bench.jobs.job import CellJob, DataSource, ExportJob, Job
-from bench.launchers.local import Executor, JobOutcome, LocalProcessExecutor
+from bench.jobs.result import join_columns
+from bench.launchers.executor import Executor, JobOutcome
+from bench.launchers.local import LocalProcessExecutor
 from bench.matrix.config import Cell, MatrixConfig, MatrixConfigError
 from bench.matrix.runlock import hold_run_dir
 from bench.results.environment import environment
@@ -201,24 +203,31 @@ def _from_file(deployment: Deployment) -> bool:
 
 
 def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None) -> dict:
+    """The results row of `plan`'s cell: what the plan fixed, the export of its artifact, and
+    what its worker and launcher measured, each column from exactly one of them."""
     cell, deployment = plan.cell, plan.deployment
-    row = {
+    measured = dict(outcome.result)
+    planned = {
         "cell_id": cell.cell_id, "run_id": run_id, "kind": cell.kind, "model": cell.model,
         "variant": cell.variant, "checkpoint": cell.checkpoint,
         "resolution": deployment.config.resolution, "format": deployment.format,
         "precision": deployment.precision, "runtime": deployment.runtime,
         "threads": deployment.threads, "protocol": cell.protocol or None,
         "clip_frames": cell.clip_frames, "sweep_mode": cell.sweep_mode or None,
-        "frames_per_call": deployment.frames_per_call,
+        # What the worker's session took per call (a file of dynamic T takes any: empty);
+        # a cell whose worker never loaded it keeps the frames it was to take.
+        "frames_per_call": measured.pop("frames_per_call", deployment.frames_per_call),
         "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
-        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s, "lost_node": False,
-        "artifact_source": deployment.artifact_source,
+        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
+        "lost_node": outcome.lost_node, "artifact_source": deployment.artifact_source,
     }
+    exported = {}
     if artifact:
-        row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"),
-                   export_s=artifact.get("build_s"), export_cached=artifact.get("cached"))
-    row.update({k: v for k, v in outcome.result.items() if not k.startswith("_")})
-    return row
+        # The copy the cell ran on where it ran (a Ray node's), else the export's own file.
+        exported = {"artifact": outcome.artifact or artifact.get("artifact"),
+                    "artifact_mb": artifact.get("artifact_mb"),
+                    "export_s": artifact.get("build_s"), "export_cached": artifact.get("cached")}
+    return join_columns(planned, exported, measured)
 
 
 def _artifact_of(plan: CellPlan, artifacts: dict[tuple, JobOutcome]) -> dict | None:
@@ -345,8 +354,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell],
     command = command or " ".join(sys.argv)
     with hold_run_dir(out, command, on_note) as lock:
         executor = executor or LocalProcessExecutor()
-        if hasattr(executor, "on_workers"):
-            executor.on_workers = lock.set_workers
+        executor.watch_workers(lock.set_workers)
         return _run_matrix(config, out, cells=cells, executor=executor, command=command, **options)
 
 
@@ -372,10 +380,10 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
                 started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 dataset=data.path if data else None, cells_planned=len(plans))
     # Executors that spread cells over machines list them in run.json (Ray: every node).
-    describe_nodes = getattr(executor, "describe_nodes", None)
-    if describe_nodes:
+    nodes = executor.describe_nodes()
+    if nodes is not None:
         meta["executor"] = type(executor).__name__
-        meta["nodes"] = merge_nodes(meta.get("nodes"), describe_nodes())
+        meta["nodes"] = merge_nodes(meta.get("nodes"), nodes)
     store.init(meta, config.source)
     try:
         artifacts = export_artifacts(todo, data, executor, timeout, export_jobs, on_exports,
@@ -386,7 +394,7 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
         def record(plan: CellPlan, outcome: JobOutcome) -> None:
             artifact = _artifact_of(plan, artifacts)
             row = _row(plan, run_id, outcome, artifact)
-            store.append(row, outcome.result.get("_samples_ms"), outcome.result.get("_predictions"))
+            store.append(row, outcome.samples_ms, outcome.predictions)
             store.consolidate()
             if on_cell:
                 on_cell(plan, row)
@@ -400,10 +408,9 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
                 exported = artifacts[plan.deployment.artifact_key]
                 # The export's own facts (its node, its times) are not the cell's; a lost
                 # node is, so that --resume exports and runs it again.
-                lost = {"lost_node": True} if exported.result.get("lost_node") else {}
                 what = "import" if _from_file(plan.deployment) else "export"
-                record(plan, replace(exported, result=lost, error=f"{what} failed: {exported.error}",
-                                     wall_s=0.0))
+                record(plan, JobOutcome(False, {}, f"{what} failed: {exported.error}",
+                                        exported.exit_code, 0.0, lost_node=exported.lost_node))
             else:
                 runnable.append((plan, _cell_job(plan, artifact, data)))
         # One cell at a time unless the executor keeps timed cells apart itself (Ray: one
@@ -411,8 +418,8 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
         run_jobs(executor, runnable, timeout, cell_jobs, record, "cell")
     finally:
         meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if describe_nodes:
-            meta["nodes"] = merge_nodes(meta.get("nodes"), describe_nodes())
+        if nodes is not None:
+            meta["nodes"] = merge_nodes(meta.get("nodes"), executor.describe_nodes())
         store.write_meta(meta)
         table = store.consolidate()
     return table

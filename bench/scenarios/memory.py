@@ -12,14 +12,15 @@ import time
 import numpy as np
 
 from bench.jobs.job import CellJob
-from bench.scenarios import FULL_CLIP_MODE
+from bench.jobs.result import ScenarioResult
+from bench.scenarios import FULL_CLIP_MODE, MEMORY, Scenario
 from bench.trackers import CellTrackers
 from bench.trackers.memory import WARM
 from core.errors import MovibenchError
 from runtimes.base import Session, chunks, stream
 
 
-def run(session: Session, job: CellJob, trackers: CellTrackers) -> dict:
+def run(session: Session, job: CellJob, trackers: CellTrackers) -> ScenarioResult:
     """Run the cell's clip twice; returns sweep_s (the second run) and frames_per_video."""
     m = session.manifest
     frames = job.clip_frames
@@ -38,4 +39,8 @@ def run(session: Session, job: CellJob, trackers: CellTrackers) -> dict:
     trackers.mark(WARM)
     start = time.perf_counter()
     run_clip()
-    return {"sweep_s": time.perf_counter() - start, "frames_per_video": float(frames)}
+    return ScenarioResult({"sweep_s": time.perf_counter() - start,
+                           "frames_per_video": float(frames)})
+
+
+SCENARIO = Scenario(MEMORY, run)
