@@ -113,24 +113,18 @@ class Deployment:
 
 def open_deployment(deployment: Deployment, artifact: str | Path | None = None, *,
                     export_options=None) -> Session:
-    """Open `deployment` with `deployment.threads` intra-op threads.
-
-    The TensorFlow reference is built from the config and checkpoint; any other format opens
-    `artifact` when given, else exports it first (through the artifact cache).
+    """Open `deployment` with `deployment.threads` intra-op threads, through the runtime
+    registry (runtimes.loader.open_model) whatever its format: `artifact` when given; an
+    exported format without one is exported first (through the artifact cache); the TF
+    reference is built from its config and checkpoint.
     """
-    spec = deployment.spec
-    if not spec.exported:
-        from runtimes.tensorflow import TensorFlowSession
+    from runtimes.loader import open_model
 
-        return TensorFlowSession.from_config(deployment.config, deployment.checkpoint or None,
-                                             threads=deployment.threads)
-    if artifact is None:
+    d = deployment
+    if artifact is None and d.spec.exported:
         from converters.export import export_model
 
-        artifact = export_model(deployment.config, spec.name,
-                                checkpoint=deployment.checkpoint or None,
-                                frames_per_call=deployment.frames_per_call,
-                                options=export_options).path
-    from runtimes.loader import open_session
-
-    return open_session(artifact, threads=deployment.threads)
+        artifact = export_model(d.config, d.format, checkpoint=d.checkpoint or None,
+                                frames_per_call=d.frames_per_call, options=export_options).path
+    return open_model(d.format, d.config, checkpoint=d.checkpoint or None, artifact=artifact,
+                      threads=d.threads)
