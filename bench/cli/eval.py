@@ -18,6 +18,7 @@ from bench.cli.options import (
     stdout,
 )
 from core.errors import MovibenchError
+from core.formats import TENSORFLOW
 
 
 def register(root: typer.Typer) -> None:
@@ -83,7 +84,7 @@ def eval_cmd(
     choice: ModelChoice = FROM_OPTIONS,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="tensorflow (the reference), or an export format (onnx, "
-                               "tflite-fp32, ...): exported through the cache, then evaluated.")] = "tensorflow",
+                               "tflite-fp32, ...): exported through the cache, then evaluated.")] = TENSORFLOW,
     clip_frames: Annotated[Optional[int], typer.Option(
         "--clip-frames", help="Base model on an exported format: the clip length L it is "
                               "exported for (default: the multi-clip protocols' L).", min=1)] = None,
