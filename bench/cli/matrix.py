@@ -57,6 +57,7 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
     """Print the expanded cells, the artifact each needs, and which are already done."""
     from bench.matrix.run import plan_cells, planned_data
     from bench.results.store import ResultsStore
+    from bench.scenarios import LATENCY, MEMORY
 
     cfg, cells = _cells(config, only)
     done = ResultsStore(out).done_cells() if out else set()
@@ -75,7 +76,7 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
         table.add_column(col, no_wrap=col != "protocol / sweep")
     for p in plans:
         c = p.cell
-        what = {"latency": "-", "memory": f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
+        what = {LATENCY: "-", MEMORY: f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
         frames = p.deployment.frames_per_call
         table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format,
                       p.deployment.artifact_source, str(c.threads), c.kind, what,

@@ -214,7 +214,7 @@ def _failure(exc: BaseException, where: dict, wall_s: float) -> JobOutcome:
 
 
 class RayExecutor(Executor):
-    """The Executor protocol on a Ray cluster (connect first, e.g. with `ray_session`).
+    """The Executor on a Ray cluster (connect first, e.g. with `ray_session`).
 
     `env` is added to each worker process's environment on the nodes (as for the local
     executor). `running` maps the label of each cell now running to its node id.
