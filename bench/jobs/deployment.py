@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.evaluation.protocols import FULL_CLIP, MULTI_CLIP, Protocol
 from core.errors import MovibenchError
 from core.formats import FormatSpec, get_format
 from core.manifest import StateManifest
 from core.zoo import ModelConfig
 from runtimes.base import Session
+
+if TYPE_CHECKING:
+    from bench.evaluation.protocols import Protocol
 
 # The artifact source of movibench's own deployments (results column artifact_source).
 OWN_SOURCE = "movibench"
@@ -32,6 +35,11 @@ def fixed_frames(causal: bool, protocol: Protocol | None = None, *,
     length L: `clip_frames` when given (a memory sweep's clip, a latency cell's L), else the
     multi-clip protocol's subclip length, else — for full-clip — the videos' fixed length.
     """
+    # Imported here, not with this module: a cell worker reads its job (this module) before
+    # it imports the runtime's engine, and every module imported before the engine moves
+    # where the engine's memory lands (TF's load and peak RSS shift by tens of MB).
+    from bench.evaluation.protocols import FULL_CLIP, MULTI_CLIP
+
     if causal:
         return 1
     if clip_frames is not None:

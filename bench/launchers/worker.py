@@ -23,7 +23,6 @@ from pathlib import Path
 
 from bench.jobs.job import CellJob, ExportJob, job_from_dict
 from bench.jobs.result import ScenarioResult
-from bench.scenarios.registry import get_scenario
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
 
@@ -92,11 +91,15 @@ def run_cell(job: CellJob) -> ScenarioResult:
     from runtimes.loader import session_class
 
     inject_fault(job.label, "start")
-    scenario = get_scenario(job.kind)
     engine = session_class(job.deployment.runtime)
     engine.import_engine()
     for name in HARNESS_MODULES:
         importlib.import_module(name)
+    # After the engine, like the harness: what a process imports before the engine moves
+    # where the engine's memory lands (TF's load and peak RSS shift by tens of MB).
+    from bench.scenarios.registry import get_scenario
+
+    scenario = get_scenario(job.kind)
     trackers = CellTrackers()
     trackers.mark(IDLE)
     trackers.gpu.before_load(engine)
