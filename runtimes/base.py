@@ -425,6 +425,16 @@ class Session(ABC):
         return session
 
     @classmethod
+    def from_config(cls, config, checkpoint: str | Path | None = None, *,
+                    threads: int | None = None) -> Session:
+        """Build the model of `config` (a core.zoo.ModelConfig), restoring `checkpoint`: the
+        way into a runtime that runs the model itself rather than an artifact (the TensorFlow
+        reference; runtimes.loader.open_model picks it by format). A runtime of exported
+        formats has nothing to build and refuses."""
+        raise ArtifactError(f"runtime {cls.runtime!r} runs exported artifacts: open the "
+                            f"{cls.artifact_kind} artifact of the model instead of its config")
+
+    @classmethod
     def _load(cls, path: Path, manifest: StateManifest, threads: int | None,
               **options) -> Session:
         """Load the existing file at `path` with the engine and return the session around it

@@ -15,6 +15,7 @@ from pathlib import Path
 from core.errors import ArtifactError, MissingDependencyError
 from core.formats import get_format
 from core.manifest import StateManifest, manifest_path_for
+from core.zoo import ModelConfig
 from runtimes.base import Session
 from runtimes.registry import RUNTIME_SESSIONS
 
@@ -68,3 +69,15 @@ def open_session(artifact: str | Path, *, threads: int | None = None, **options)
     manifest = load_manifest(artifact)
     runtime = get_format(manifest.format).runtime
     return session_class(runtime).open(Path(artifact), manifest, threads=threads, **options)
+
+
+def open_model(fmt: str, config: ModelConfig, *, checkpoint: str | Path | None = None,
+               artifact: str | Path | None = None, threads: int | None = None) -> Session:
+    """Open model `config` deployed in format `fmt`, the one way for every format: its
+    `artifact` when there is one (`open_session`), else the model built from `config` and
+    `checkpoint` by the runtime of `fmt` (`Session.from_config`: the TensorFlow reference;
+    the runtime of an exported format refuses, an ArtifactError)."""
+    if artifact is not None:
+        return open_session(artifact, threads=threads)
+    return session_class(get_format(fmt).runtime).from_config(config, checkpoint,
+                                                              threads=threads)

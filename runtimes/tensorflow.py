@@ -30,8 +30,8 @@ class TensorFlowSession(Session):
     """Runs a Keras MovinetClassifier through a `tf.function` (eager calls are ~30x slower).
 
     Accepts any number of frames per call, so chunk sizes 1..C and whole clips share one trace
-    per distinct T. Built by `from_config`: the reference has no artifact, so `open` refuses
-    its format by name.
+    per distinct T. Built by `from_config` (runtimes.loader.open_model, for the formats this
+    runtime runs): the reference has no artifact, so `open` refuses its format by name.
     """
 
     runtime = "tensorflow"
@@ -47,9 +47,10 @@ class TensorFlowSession(Session):
         self._specs = manifest.states
 
     @classmethod
-    def from_config(cls, config: ModelConfig, checkpoint: str | Path | None = None,
+    def from_config(cls, config: ModelConfig, checkpoint: str | Path | None = None, *,
                     threads: int | None = None, seed: int = 0) -> TensorFlowSession:
-        """Build the model for `config`, optionally restoring `checkpoint`."""
+        """Build the model for `config`, optionally restoring `checkpoint`; `seed` draws the
+        weights of a random init."""
         set_threads(threads)
         from core.build import build_model, load_checkpoint, make_manifest
 

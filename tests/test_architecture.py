@@ -114,6 +114,10 @@ def test_every_runtime_fills_in_the_one_open_and_none_replaces_it():
         module, name = target.split(":")
         cls = getattr(importlib.import_module(module), name)
         assert cls.open.__func__ is Session.open.__func__, runtime
+        # The reference's runtime builds its model from a config; one that loads artifacts
+        # has nothing to build and keeps the refusing default.
+        builds = cls.from_config.__func__ is not Session.from_config.__func__
+        assert builds == (runtime not in loading), runtime
         if runtime in loading:
             assert cls._load.__func__ is not Session._load.__func__, runtime
             assert cls.declared_io is not Session.declared_io, runtime

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.launchers.executor import Executor
 from bench.matrix.config import MatrixConfigError, expand, load_config, parse_config
 from bench.matrix.run import plan_cells, prepare_data, run_matrix
 from core.errors import ArtifactError, MovibenchError
@@ -253,11 +254,11 @@ def test_the_declared_model_is_checked_against_the_signature(t0_stream_tflite, t
             check_declared(found, replace(request, **change))
 
 
-class NoJobs:
+class NoJobs(Executor):
     """An executor for a run that must start nothing (everything is already done)."""
 
     def run(self, job, timeout_s):
-        raise AssertionError(f"a finished run started a job: {job.get('label') or job}")
+        raise AssertionError(f"a finished run started a job: {job.label}")
 
     def stop_all(self):
         pass

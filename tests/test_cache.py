@@ -311,12 +311,14 @@ def test_a_truncated_cached_artifact_is_rebuilt_and_the_export_says_so(t0_stream
     with open_session(tmp_path / "out" / artifact.name) as session:
         assert session.manifest.resolution == 64
     # A matrix run's export job (the worker's run_export) reports the rebuild too.
+    from bench.jobs.deployment import Deployment
+    from bench.jobs.job import ExportJob
     from bench.launchers.worker import run_export
     from core.zoo import ModelConfig
 
     artifact.write_bytes(artifact.read_bytes()[:1000])
-    job = {"config": ModelConfig("t0", "stream", 64, 5).resolved().to_dict(), "format": "onnx+opt"}
-    exported = run_export(job)
+    exported = run_export(ExportJob(Deployment(ModelConfig("t0", "stream", 64, 5).resolved(),
+                                               "onnx+opt")))
     assert Path(exported["artifact"]) == artifact and not exported["cached"]
     assert "were recorded at build" in exported["cache_rebuilt"]
 

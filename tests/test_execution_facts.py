@@ -70,16 +70,18 @@ def test_ort_profile_shares_name_kernels_and_leave_the_timed_session_alone(t0_st
 
 
 def test_latency_cell_records_its_exec_columns_and_runtime_settings(t0_stream_tflite, t0_stream_onnx):
+    from bench.jobs.deployment import Deployment
+    from bench.jobs.job import CellJob
     from bench.launchers.worker import run_cell
 
     rows = {}
     for artifact, fmt in ((t0_stream_tflite, "tflite-fp32"), (t0_stream_onnx, "onnx")):
         cell = Cell("latency", "t0", "stream", "", T0_STREAM.resolution, T0_STREAM.num_classes,
                     fmt, 1, frames_per_call=1, warmup=1, iterations=5)
-        out = run_cell({"cell": cell.to_dict(), "config": T0_STREAM.to_dict(), "label": cell.label,
-                        "artifact": str(artifact.path), "frames_per_call": 1})
-        out.pop("_samples_ms")
-        rows[fmt] = frame([out]).iloc[0]  # only schema columns, of the schema's types
+        deployment = Deployment(T0_STREAM, fmt, threads=1, frames_per_call=1)
+        out = run_cell(CellJob(cell.kind, cell.label, deployment, str(artifact.path), warmup=1,
+                               iterations=5))
+        rows[fmt] = frame([dict(out.columns)]).iloc[0]  # only schema columns, of the schema's types
 
     litert, ort = rows["tflite-fp32"], rows["onnx"]
     session = open_session(t0_stream_tflite.path, threads=1)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench.launchers.local import JobOutcome, LocalProcessExecutor
+from bench.jobs.deployment import Deployment
+from bench.jobs.job import CellJob, DataSource, ExportJob, job_from_dict
+from bench.launchers.executor import Executor, JobOutcome
+from bench.launchers.local import LocalProcessExecutor
 from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
-from bench.matrix.run import run_matrix
+from bench.matrix.run import plan_cells, planned_data, run_matrix
 from bench.results.store import ResultsStore, load_cells
+from bench.scenarios import LATENCY
 from core.errors import MovibenchError
+from core.formats import TENSORFLOW
+from core.zoo import ModelConfig
 from tiny_matrix import tiny_matrix
 
 CONFIG = tiny_matrix("tiny", ["tensorflow"], ["stream", "multi-clip:2x4", "full-clip"])
@@ -136,12 +143,34 @@ def test_existing_run_needs_resume(config_file, tmp_path):
         run_matrix(load_config(config_file), out, cells=[])
 
 
+def test_jobs_cross_to_their_worker_as_json_and_come_back_equal():
+    """Every job a planned matrix sends (cells of each scenario, an export with calibration
+    videos) is the same typed job after the trip through the worker's JSON file."""
+    import json
+
+    config = parse_config({
+        "name": "jobs", "models": [{"model": "t0", "variant": "stream"},
+                                   {"model": "t0", "variant": "base", "checkpoint": "ckpt"}],
+        "axes": {"protocols": ["stream", "multi-clip:2x4"], "threads": [1, 2]},
+        "memory_sweep": {"clip_frames": [4]}})
+    data = DataSource("videos", "val", 3, 8, "videos/val/a/0.mp4", ("videos/train/a/0.mp4",))
+    jobs = [CellJob(p.cell.kind, p.cell.label, p.deployment, "/art/x.onnx", warmup=1,
+                    iterations=2, protocol=p.cell.protocol, clip_frames=p.cell.clip_frames,
+                    sweep_mode=p.cell.sweep_mode, data=data)
+            for p in plan_cells(expand(config), planned_data(config), set())]
+    jobs += [ExportJob(replace(jobs[0].deployment, format="onnx"), data.calibration_videos, 8),
+             CellJob(LATENCY, "no data", Deployment(ModelConfig("t0"), TENSORFLOW, threads=2))]
+    assert {j.kind for j in jobs if isinstance(j, CellJob)} == {"latency", "accuracy", "memory"}
+    for job in jobs:
+        assert job_from_dict(json.loads(json.dumps(job.to_dict()))) == job
+
+
 def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0_stream_session):
     from bench.scenarios.latency import measure_latency
 
     frames = np.random.default_rng(0).random((1, 1, 64, 64, 3), dtype=np.float32)
     out = measure_latency(t0_stream_session, frames, warmup=2, iterations=12)
-    assert out["step_n"] == len(out["_samples_ms"]) == 12 and out["warmup_steps"] == 2
+    assert out["step_n"] == len(out.samples_ms) == 12 and out["warmup_steps"] == 2
     assert 0 < out["step_p50_ms"] <= out["step_p90_ms"] <= out["step_p99_ms"]
     assert out["frame_p50_ms"] == out["step_p50_ms"]  # one frame per call
     assert out["harness_step_ms"] > 0 and out["bare_step_ms"] > 0
@@ -149,7 +178,7 @@ def test_measure_latency_times_every_call_and_the_harness_against_a_bare_loop(t0
     assert out["harness_overhead_pct"] == pytest.approx(expected)
 
 
-class RecordingExecutor:
+class RecordingExecutor(Executor):
     """Where jobs run, replaced for this test only: exports succeed (but one), cells return a
     row's worth of numbers, and every job is recorded with the peak number at once."""
 
@@ -162,13 +191,13 @@ class RecordingExecutor:
             self.jobs.append(job)
             self.running += 1
             self.peak = max(self.peak, self.running)
-        time.sleep(0.2 if job.get("job") == "export" else 0)
+        time.sleep(0.2 if isinstance(job, ExportJob) else 0)
         with self._lock:
             self.running -= 1
-        if job.get("job") == "export":
-            if job["format"] == self.fail_format:
+        if isinstance(job, ExportJob):
+            if job.deployment.format == self.fail_format:
                 return JobOutcome(False, {}, "ConverterError: op not supported", 1, 0.2)
-            return JobOutcome(True, {"artifact": f"/art/{job['format']}", "cached": False,
+            return JobOutcome(True, {"artifact": f"/art/{job.deployment.format}", "cached": False,
                                      "build_s": 0.2, "artifact_mb": 1.0}, "", 0, 0.2)
         return JobOutcome(True, {"step_p50_ms": 1.0, "top1": 0.5}, "", 0, 0.01)
 
@@ -185,7 +214,7 @@ def test_exports_run_first_in_parallel_once_per_artifact_and_a_failed_one_fails_
     exports = []
     table = run_matrix(config, tmp_path / "run", cells=expand(config), executor=executor,
                        export_jobs=3, on_exports=exports.append, command="test")
-    kinds = [job.get("job", "cell") for job in executor.jobs]
+    kinds = [job.JOB for job in executor.jobs]
     # Three artifacts for nine exported cells (a latency cell and two protocols each), all
     # built before the first cell ran, at once.
     assert exports == [3] and kinds == ["export"] * 3 + ["cell"] * 9
@@ -202,7 +231,7 @@ def test_stop_all_kills_the_workers_still_running():
     executor = LocalProcessExecutor(env={"MOVIBENCH_FAULT": "hang:stuck"})
     outcomes = []
     worker = threading.Thread(target=lambda: outcomes.append(
-        executor.run({"cell": {"format": "tensorflow"}, "label": "stuck"}, 120)))
+        executor.run(CellJob(LATENCY, "stuck", Deployment(ModelConfig("t0"), TENSORFLOW)), 120)))
     worker.start()
     while not executor._live:
         time.sleep(0.05)

@@ -18,6 +18,7 @@ from bench.cli.options import (
     stdout,
 )
 from core.errors import MovibenchError
+from core.formats import TENSORFLOW
 
 
 def register(root: typer.Typer) -> None:
@@ -26,11 +27,11 @@ def register(root: typer.Typer) -> None:
 
 def _clip_frames(config, protocols, clip_frames: int | None) -> int | None:
     """Frames per call of an exported artifact that must serve every protocol asked for."""
-    from bench.scenarios.deployment import frames_per_call
+    from bench.jobs.deployment import fixed_frames, frames_per_call
 
     if clip_frames is not None or config.causal:
         return frames_per_call(config.causal, clip_frames=clip_frames)
-    lengths = {frames_per_call(False, p) for p in protocols if p.clip_frames}
+    lengths = {fixed_frames(False, p) for p in protocols} - {None}
     if len(lengths) != 1:
         raise MovibenchError("a base model on an exported format runs clips of one fixed length: "
                              "pass --clip-frames L (or multi-clip protocols of one L)")
@@ -38,7 +39,7 @@ def _clip_frames(config, protocols, clip_frames: int | None) -> int | None:
 
 
 def _open_session(artifact, fmt, clip_frames, protocols, choice: ModelChoice, dataset, threads):
-    from bench.scenarios.deployment import open_deployment
+    from bench.jobs.deployment import Deployment, open_deployment
     from core.formats import get_format
 
     if artifact is not None:
@@ -57,8 +58,9 @@ def _open_session(artifact, fmt, clip_frames, protocols, choice: ModelChoice, da
             if trained != tuple(dataset.classes):
                 raise MovibenchError(f"checkpoint classes {list(trained)} differ from the "
                                      f"dataset's {list(dataset.classes)}")
+    # TF takes any T: only an exported artifact is built for one clip length.
     frames = _clip_frames(config, protocols, clip_frames) if get_format(fmt).exported else None
-    return open_deployment(config, fmt, checkpoint=checkpoint, frames=frames, threads=threads)
+    return open_deployment(Deployment(config, fmt, str(checkpoint or ""), threads, frames))
 
 
 def _evaluate_on_ray(open_session, samples, protocols, classes, shards, address, fps, stride,
@@ -82,7 +84,7 @@ def eval_cmd(
     choice: ModelChoice = FROM_OPTIONS,
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="tensorflow (the reference), or an export format (onnx, "
-                               "tflite-fp32, ...): exported through the cache, then evaluated.")] = "tensorflow",
+                               "tflite-fp32, ...): exported through the cache, then evaluated.")] = TENSORFLOW,
     clip_frames: Annotated[Optional[int], typer.Option(
         "--clip-frames", help="Base model on an exported format: the clip length L it is "
                               "exported for (default: the multi-clip protocols' L).", min=1)] = None,

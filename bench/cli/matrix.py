@@ -56,16 +56,17 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
              as_json: JsonOpt = False) -> None:
     """Print the expanded cells, the artifact each needs, and which are already done."""
     from bench.matrix.run import plan_cells, planned_data
-    from bench.scenarios import OWN_SOURCE
     from bench.results.store import ResultsStore
+    from bench.scenarios import LATENCY, MEMORY
 
     cfg, cells = _cells(config, only)
     done = ResultsStore(out).done_cells() if out else set()
     plans = plan_cells(cells, planned_data(cfg), done)
     if as_json:
         print(json.dumps([{**p.cell.to_dict(), "cell_id": p.cell.cell_id,
-                           "artifact_source": p.cell.source or OWN_SOURCE, "status": p.status,
-                           "frames_per_call": p.frames_per_call, "artifact": p.artifact,
+                           "artifact_source": p.deployment.artifact_source, "status": p.status,
+                           "frames_per_call": p.deployment.frames_per_call,
+                           "artifact": p.artifact,
                            "error": p.error} for p in plans], indent=2))
         return
     todo = sum(p.status == "todo" for p in plans)
@@ -75,10 +76,11 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
         table.add_column(col, no_wrap=col != "protocol / sweep")
     for p in plans:
         c = p.cell
-        what = {"latency": "-", "memory": f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
-        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format, c.source or OWN_SOURCE,
-                      str(c.threads), c.kind, what,
-                      "-" if p.frames_per_call is None else str(p.frames_per_call),
+        what = {LATENCY: "-", MEMORY: f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
+        frames = p.deployment.frames_per_call
+        table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format,
+                      p.deployment.artifact_source, str(c.threads), c.kind, what,
+                      "-" if frames is None else str(frames),
                       p.artifact or "-", "[red]cannot run" if p.error else p.status)
     stdout.print(table)
 
@@ -133,11 +135,6 @@ def run_cmd(
             task = progress.add_task("exports", total=total)
 
     def on_export(job, outcome) -> None:
-        what = f"export {job['config']['model_id']}/{job['config']['variant']} {job['format']}"
-        if job.get("source"):  # an [[artifacts]] file or recipe, not movibench's own export
-            what += f" [{job['source']}]"
-        if job.get("frames_per_call"):
-            what += f" (T={job['frames_per_call']})"
         if not outcome.ok:
             how = f"FAILED {outcome.error}"
         elif outcome.result.get("cached"):
@@ -147,7 +144,7 @@ def run_cmd(
             if outcome.result.get("cache_rebuilt"):
                 how += (" (the cached copy failed its check and was rebuilt: "
                         f"{outcome.result['cache_rebuilt']})")
-        progress.console.print(f"{what}: {how}", highlight=False, markup=False)
+        progress.console.print(f"{job.label}: {how}", highlight=False, markup=False)
         progress.advance(task)
 
     def on_start(total: int) -> None:

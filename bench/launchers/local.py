@@ -1,7 +1,7 @@
-"""Where cells run. Today: one local subprocess per cell with a timeout.
+"""Where cells run on this machine: one local subprocess per job, with a timeout.
 
-The interface is one method, so a distributed executor (e.g. Ray tasks) can replace the local
-one without touching the matrix or the store.
+The interface is bench.launchers.executor's, so a distributed executor (Ray tasks) replaces
+this one without touching the matrix or the store.
 """
 
 from __future__ import annotations
@@ -15,28 +15,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-
-@dataclass
-class JobOutcome:
-    """What came back from one worker process."""
-
-    ok: bool
-    result: dict
-    error: str
-    exit_code: int | None  # None: no worker process to ask (its node was lost, ...)
-    wall_s: float
-
-
-class Executor(Protocol):
-    def run(self, job: dict, timeout_s: float) -> JobOutcome:
-        """Run one job (a cell or an export) to its outcome; may be called from several threads."""
-
-    def stop_all(self) -> None:
-        """Stop every job still running (called when the run is interrupted)."""
+from bench.jobs.job import CellJob, Job
+from bench.launchers.executor import Executor, JobOutcome
 
 
 def _describe_exit(code: int) -> str:
@@ -45,16 +27,6 @@ def _describe_exit(code: int) -> str:
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"worker killed by {name}{hint}"
     return f"worker exited with status {code}"
-
-
-def _job_runtime(job: dict) -> str | None:
-    """The runtime a cell job runs on ('tensorflow', 'onnxruntime', ...); None for exports."""
-    fmt = (job.get("cell") or {}).get("format")
-    if not fmt:
-        return None
-    from core.formats import get_format
-
-    return get_format(fmt).runtime
 
 
 def _parent_death_signal():
@@ -85,7 +57,7 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-class LocalProcessExecutor:
+class LocalProcessExecutor(Executor):
     """Runs each job as `python -m bench.launchers.worker` in a fresh process group.
 
     A timeout kills the whole group (a runtime's own threads/children included) and reports
@@ -100,13 +72,15 @@ class LocalProcessExecutor:
         # Workers alive now (jobs may run from several threads at once, e.g. exports).
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
-        # Told the pids of the live workers whenever they change (the run directory's lock
-        # records them, so a run that takes over after a crash can stop the leftovers).
-        self.on_workers: Callable[[list[int]], None] | None = None
+        self._on_workers: Callable[[list[int]], None] | None = None
+
+    def watch_workers(self, on_workers: Callable[[list[int]], None]) -> None:
+        """Tell `on_workers` the pids of the live workers whenever they change."""
+        self._on_workers = on_workers
 
     def _workers_changed(self) -> None:
-        if self.on_workers is not None:
-            self.on_workers(sorted(proc.pid for proc in self._live))
+        if self._on_workers is not None:
+            self._on_workers(sorted(proc.pid for proc in self._live))
 
     def stop_all(self) -> None:
         """Kill every worker still running (their process groups): an interrupted run stops."""
@@ -118,21 +92,22 @@ class LocalProcessExecutor:
             except ProcessLookupError:  # not yet its own group leader: kill the process itself
                 proc.kill()
 
-    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def run(self, job: Job, timeout_s: float) -> JobOutcome:
         """Run `job` in a worker process; the result also says where and when it ran
         (bench.results.environment.node_facts, started_at/finished_at in epoch seconds)."""
         from bench.results.environment import node_facts
 
-        facts = node_facts(_job_runtime(job))
+        # An export runs no runtime: its node facts name none.
+        facts = node_facts(job.deployment.runtime if isinstance(job, CellJob) else None)
         started = time.time()
         outcome = self._run(job, timeout_s)
         outcome.result.update(facts, started_at=started, finished_at=time.time())
         return outcome
 
-    def _run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def _run(self, job: Job, timeout_s: float) -> JobOutcome:
         with tempfile.TemporaryDirectory(prefix="movibench-cell-") as tmp:
             job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            job_path.write_text(json.dumps(job))
+            job_path.write_text(json.dumps(job.to_dict()))
             start = time.perf_counter()
             proc = subprocess.Popen(
                 [self.python, "-m", "bench.launchers.worker", str(job_path), str(result_path)],
@@ -159,8 +134,10 @@ class LocalProcessExecutor:
                     self._live.discard(proc)
                     self._workers_changed()
             wall = time.perf_counter() - start
-            result = json.loads(result_path.read_text()) if result_path.exists() else {}
-            if proc.returncode == 0:
-                return JobOutcome(True, result, "", 0, wall)
-            error = result.get("_error") or f"{_describe_exit(proc.returncode)}: {_last_line(stderr)}"
-            return JobOutcome(False, result, error, proc.returncode, wall)
+            sent = json.loads(result_path.read_text()) if result_path.exists() else {}
+            error = sent.get("error", "")
+            if proc.returncode and not error:
+                error = f"{_describe_exit(proc.returncode)}: {_last_line(stderr)}"
+            return JobOutcome(proc.returncode == 0, sent.get("result", {}), error,
+                              proc.returncode, wall, tuple(sent.get("samples_ms", ())),
+                              tuple(sent.get("predictions", ())))

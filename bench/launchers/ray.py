@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.launchers.local import JobOutcome, LocalProcessExecutor
+from bench.jobs.job import CellJob, ExportJob, Job
+from bench.launchers.executor import Executor, JobOutcome
+from bench.launchers.local import LocalProcessExecutor
 from core.errors import MovibenchError, first_line
 
 # Ray must not phone home from a benchmark run; a user who wants usage stats sets it to 1.
@@ -139,7 +141,7 @@ def _unpack_entry(box: list) -> tuple[str, float]:
 
 
 @ray.remote(num_cpus=1, max_retries=2)
-def _export_task(job: dict, timeout_s: float, env: dict):
+def _export_task(job: ExportJob, timeout_s: float, env: dict):
     """Build one artifact on this node; yield its outcome, then (if built) its cache entry."""
     outcome = _node_executor(env).run(job, timeout_s)
     outcome.result.update(_here())
@@ -149,26 +151,26 @@ def _export_task(job: dict, timeout_s: float, env: dict):
 
 
 @ray.remote(num_cpus=0, resources={SLOT: 1}, max_retries=0)
-def _cell_task(job: dict, timeout_s: float, env: dict, artifact_box: list | None):
+def _cell_task(job: CellJob, timeout_s: float, env: dict, artifact_box: list | None):
     """Run one cell on this node: yield a 'started' record once the slot is held and the
     artifact is here, then the outcome."""
     here = _here()
-    job = dict(job)
-    fetch = {}
+    fetch, artifact = {}, None
     problem = ""
-    if job.get("dataset") and not Path(job["dataset"]).exists():
-        problem = (f"dataset not found on node {here['node_host']}: {job['dataset']} (every "
+    if job.data and job.data.path and not Path(job.data.path).exists():
+        problem = (f"dataset not found on node {here['node_host']}: {job.data.path} (every "
                    "node reads the data at the same path)")
     elif artifact_box:
-        path, seconds = _unpack_entry(artifact_box)
-        job["artifact"] = path
-        fetch = {"artifact": path, "artifact_fetch_s": seconds}
+        artifact, seconds = _unpack_entry(artifact_box)
+        job = job.with_artifact(artifact)
+        fetch = {"artifact_fetch_s": seconds}
     yield {**here, "started_at": time.time()}
     if problem:
         yield asdict(JobOutcome(False, dict(here), problem, None, 0.0))
         return
     outcome = _node_executor(env).run(job, timeout_s)
     outcome.result.update(here, **fetch)
+    outcome.artifact = artifact
     yield asdict(outcome)
 
 
@@ -195,12 +197,12 @@ def _failure(exc: BaseException, where: dict, wall_s: float) -> JobOutcome:
     lost = isinstance(exc, LOST)
     on = f" on node {where['node_id'][:8]} ({where.get('node_host')})" if where.get("node_id") else ""
     what = "lost its node" if lost else "Ray could not run it"
-    return JobOutcome(False, {**where, "lost_node": lost}, f"{what}{on}: {_one_line(exc)}", None,
-                      wall_s)
+    return JobOutcome(False, dict(where), f"{what}{on}: {_one_line(exc)}", None, wall_s,
+                      lost_node=lost)
 
 
-class RayExecutor:
-    """The Executor protocol on a Ray cluster (connect first, e.g. with `ray_session`).
+class RayExecutor(Executor):
+    """The Executor on a Ray cluster (connect first, e.g. with `ray_session`).
 
     `env` is added to each worker process's environment on the nodes (as for the local
     executor). `running` maps the label of each cell now running to its node id.
@@ -215,14 +217,14 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._nodes: dict[str, dict] = {}
 
-    def run(self, job: dict, timeout_s: float) -> JobOutcome:
+    def run(self, job: Job, timeout_s: float) -> JobOutcome:
         """Run an export or a cell as a Ray task and wait for its outcome (thread-safe)."""
         start = time.perf_counter()
-        export = job.get("job") == "export"
+        export = isinstance(job, ExportJob)
         if export:
             gen = _export_task.options(num_returns="streaming").remote(job, timeout_s, self.env)
         else:
-            box = self._payloads.get(job.get("artifact") or "")
+            box = self._payloads.get(job.artifact or "")
             gen = _cell_task.options(num_returns="streaming").remote(job, timeout_s, self.env, box)
         with self._lock:
             self._live.add(gen)
@@ -231,9 +233,9 @@ class RayExecutor:
         finally:
             with self._lock:
                 self._live.discard(gen)
-                self.running.pop(job.get("label", ""), None)
+                self.running.pop(job.label, None)
 
-    def _follow(self, gen, job: dict, timeout_s: float, export: bool, start: float) -> JobOutcome:
+    def _follow(self, gen, job: Job, timeout_s: float, export: bool, start: float) -> JobOutcome:
         where: dict = {}
         try:
             if not export:
@@ -246,7 +248,7 @@ class RayExecutor:
                 where = ray.get(next(gen))
                 where.pop("started_at", None)
                 with self._lock:
-                    self.running[job.get("label", "")] = where["node_id"]
+                    self.running[job.label] = where["node_id"]
                 # The node kills a worker at timeout_s itself; this only catches a node that
                 # stopped answering.
                 if not ray.wait([gen], timeout=timeout_s + self.grace_s)[0]:

@@ -7,7 +7,9 @@ survive those. Only the runtime the cell names is imported, so memory is that ru
 Every cell, whatever its scenario, is measured the same way: the runtime's engine and the
 harness's libraries are imported, the memory tracker takes its idle reading, the session loads
 (timed), the scenario runs, the tracker reads the peak. Nothing resets the process's peak.
-Only then does a latency cell ask the runtime how it runs the deployment (the `exec_*` columns).
+Only then does the scenario read what must not count in the cell's memory (a latency cell asks
+the runtime how it runs the deployment: the `exec_*` columns). The scenario is looked up by the
+cell's kind in bench.scenarios.registry.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.scenarios import LATENCY
+from bench.jobs.job import CellJob, ExportJob, job_from_dict
+from bench.jobs.result import ScenarioResult
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
 
@@ -28,7 +31,7 @@ BALLOON_MB = 256  # 'balloon': this much memory allocated, touched and freed rig
 # Imported by every cell before the idle reading, whatever it measures, so idle memory is the
 # same harness everywhere (PyAV, the dataset and protocol code, numpy, psutil).
 HARNESS_MODULES = ("numpy", "psutil", "av", "bench.data.datasets", "bench.data.video",
-                   "bench.evaluation.evaluate", "bench.scenarios.deployment")
+                   "bench.evaluation.evaluate", "bench.jobs.deployment")
 
 
 def inject_fault(label: str, phase: str) -> None:
@@ -52,31 +55,29 @@ def inject_fault(label: str, phase: str) -> None:
         del block
 
 
-def run_export(job: dict) -> dict:
+def run_export(job: ExportJob) -> dict:
     """Export (or fetch from the cache) one artifact; return its path and build facts.
 
-    A job with a `source` is an [[artifacts]] entry: a user's file copied into the cache, or
-    a recipe's build, with the manifest read off the file's signature (converters.foreign)."""
-    from core.zoo import ModelConfig
-
+    A deployment with a `source` is an [[artifacts]] entry: a user's file copied into the
+    cache, or a recipe's build, with the manifest read off the file's signature
+    (converters.foreign)."""
     start = time.perf_counter()
-    config = ModelConfig.from_dict(job["config"])
-    if job.get("source"):
+    d = job.deployment
+    if d.source:
         from converters.foreign import ForeignRequest, foreign_artifact
         from runtimes.loader import load_manifest
 
         request = ForeignRequest.from_source(
-            job["source"], config, job["format"], checkpoint=job.get("checkpoint") or None,
-            path=job.get("source_path") or "", frames=job.get("frames_per_call"))
+            d.source, d.config, d.format, checkpoint=d.checkpoint or None,
+            path=d.source_path, frames=d.frames_per_call)
         artifact = foreign_artifact(request, load_manifest)
     else:
         from bench.data.calibration_clips import export_options
         from converters.export import export_model
 
-        options = export_options(job["format"], job.get("calibration_videos") or [],
-                                 job.get("calibration_frames") or 16)
-        artifact = export_model(config, job["format"], checkpoint=job.get("checkpoint") or None,
-                                frames_per_call=job.get("frames_per_call"), options=options)
+        options = export_options(d.format, job.calibration_videos, job.calibration_frames)
+        artifact = export_model(d.config, d.format, checkpoint=d.checkpoint or None,
+                                frames_per_call=d.frames_per_call, options=options)
     return {"artifact": str(artifact.path), "cached": artifact.cached,
             "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
             "artifact_mb": artifact.size_bytes / 2**20,
@@ -84,47 +85,39 @@ def run_export(job: dict) -> dict:
             "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
 
 
-def run_cell(job: dict) -> dict:
-    """Measure one cell; the returned dict uses bench.results.schema column names."""
-    from bench.scenarios.deployment import open_deployment
-    from core.formats import get_format
-    from core.zoo import ModelConfig
+def run_cell(job: CellJob) -> ScenarioResult:
+    """Measure one cell; its columns are bench.results.schema's, each written once."""
+    from bench.jobs.deployment import open_deployment
     from runtimes.loader import session_class
 
-    cell = job["cell"]
-    label = job.get("label", "")
-    inject_fault(label, "start")
-    spec = get_format(cell["format"])
-    session_class(spec.runtime).import_engine()
+    inject_fault(job.label, "start")
+    engine = session_class(job.deployment.runtime)
+    engine.import_engine()
     for name in HARNESS_MODULES:
         importlib.import_module(name)
-    scenario = importlib.import_module(f"bench.scenarios.{cell['kind']}")
+    # After the engine, like the harness: what a process imports before the engine moves
+    # where the engine's memory lands (TF's load and peak RSS shift by tens of MB).
+    from bench.scenarios.registry import get_scenario
+
+    scenario = get_scenario(job.kind)
     trackers = CellTrackers()
     trackers.mark(IDLE)
-    trackers.gpu.before_load(session_class(spec.runtime))
+    trackers.gpu.before_load(engine)
     start = time.perf_counter()
-    session = open_deployment(ModelConfig.from_dict(job["config"]), spec.name,
-                              checkpoint=job.get("checkpoint") or None,
-                              artifact=job.get("artifact"), frames=job.get("frames_per_call"),
-                              threads=cell["threads"])
+    session = open_deployment(job.deployment, job.artifact)
     try:
-        out = {"load_s": time.perf_counter() - start,
-               # The artifact's fixed frames per call (empty for TF, which takes any T); a
-               # latency cell overwrites it with the frames its calls took.
-               "frames_per_call": session.manifest.frames_per_call,
-               "precision": session.manifest.precision,
-               "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
-        inject_fault(label, "loaded")
+        loaded = {"load_s": time.perf_counter() - start,
+                  "frames_per_call": scenario.frames_per_call(session, job),
+                  "runtime_settings": json.dumps(session.settings(), sort_keys=True)}
+        inject_fault(job.label, "loaded")
         trackers.session = session
         trackers.mark(LOADED)
-        out.update(scenario.run(session, job, trackers))
+        result = scenario.run(session, job, trackers).with_columns(loaded)
         trackers.mark(END)
-        out.update(trackers.columns())
-        if cell["kind"] == LATENCY:
-            out.update(scenario.execution_columns(session, job))
+        result = result.with_columns(trackers.columns())
+        return result.with_columns(scenario.after(session, job))
     finally:
         session.close()
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,15 +126,20 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     job_path, result_path = (argv or sys.argv[1:])[:2]
-    job = json.loads(Path(job_path).read_text())
+    job = job_from_dict(json.loads(Path(job_path).read_text()))
     code = 0
     try:
-        result = run_export(job) if job.get("job") == "export" else run_cell(job)
+        if isinstance(job, ExportJob):
+            sent = {"result": run_export(job)}
+        else:
+            measured = run_cell(job)
+            sent = {"result": dict(measured.columns), "samples_ms": list(measured.samples_ms),
+                    "predictions": list(measured.predictions)}
     except Exception as exc:  # any failure of the thing measured becomes a failed row
-        result = {"_error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+        sent = {"error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
         code = 1
     tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, default=float))
+    tmp.write_text(json.dumps(sent, default=float))
     tmp.replace(result_path)
     return code
 

@@ -490,20 +490,17 @@ def latency_frames(config: MatrixConfig, causal: bool) -> list[int]:
     """Frames per call of a model's latency cells: 1 for causal models (they stream); for base
     models every clip length its protocols run (multi-clip L, and full-clip on fixed-length
     synthetic videos), since each is its own artifact on exported formats."""
-    from bench.evaluation.protocols import FULL_CLIP, MULTI_CLIP, parse_protocol
+    from bench.evaluation.protocols import parse_protocol
+    from bench.jobs.deployment import fixed_frames
 
-    if causal:
-        return [1]
-    lengths = []
-    for name in config.protocols:
-        protocol = parse_protocol(name)
-        if protocol.kind == MULTI_CLIP:
-            lengths.append(protocol.clip_frames)
-        elif protocol.kind == FULL_CLIP and config.data.synth:
-            from bench.data.synth import SynthConfig
+    video_frames = None
+    if config.data.synth:
+        from bench.data.synth import SynthConfig
 
-            lengths.append(config.data.synth.get("frames", SynthConfig().frames))
-    return sorted(set(lengths))
+        video_frames = config.data.synth.get("frames", SynthConfig().frames)
+    lengths = {fixed_frames(causal, parse_protocol(name), video_frames=video_frames)
+               for name in config.protocols}
+    return sorted(lengths - {None})
 
 
 def expand(config: MatrixConfig) -> list[Cell]:

@@ -13,18 +13,22 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from bench.launchers.local import Executor, JobOutcome, LocalProcessExecutor
+from bench.jobs.deployment import Deployment, frames_per_call
+from bench.jobs.job import CellJob, DataSource, ExportJob, Job
+from bench.jobs.result import join_columns
+from bench.launchers.executor import Executor, JobOutcome
+from bench.launchers.local import LocalProcessExecutor
 from bench.matrix.config import Cell, MatrixConfig, MatrixConfigError
 from bench.matrix.runlock import hold_run_dir
 from bench.results.environment import environment
 from bench.results.store import ResultsStore
-from bench.scenarios import LATENCY, OWN_SOURCE
+from bench.scenarios import LATENCY
 from converters.cache import default_cache_dir
 from core.errors import MovibenchError
 from converters.filelock import FileLock
@@ -41,20 +45,6 @@ def checkpoint_path(ref: str) -> str:
 
 
 CALIBRATION_VIDEOS = 8
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """The resolved evaluation data of a run."""
-
-    path: str
-    split: str | None
-    max_videos: int | None
-    frames: int | None  # fixed video length, known for synthetic data
-    first_video: str
-    # int8 calibration streams these (the train split when there is one, so the evaluated
-    # videos are not the ones the quantization ranges were fitted on).
-    calibration_videos: tuple[str, ...] = ()
 
 
 def synth_root(synth: dict) -> Path:
@@ -119,19 +109,32 @@ def planned_data(config: MatrixConfig) -> DataSource | None:
     return DataSource(data.path, data.split, data.max_videos, frames, "")
 
 
-def cell_frames(cell: Cell, data: DataSource | None) -> int:
-    """Frames per call of the cell's deployment (bench.scenarios.deployment.frames_per_call):
-    1 for causal models; for base models the latency cell's, sweep's or protocol's clip length,
-    or the fixed video length for full-clip."""
-    from bench.evaluation.protocols import parse_protocol
-    from bench.scenarios.deployment import frames_per_call
-    from core.zoo import get_variant
+def resolve_deployment(cell: Cell, data: DataSource | None) -> tuple[Deployment, str]:
+    """The deployment `cell` measures, resolved once (model config from the checkpoint's
+    sidecar, no TF import), and why it cannot run as configured ('' when it can).
 
-    return frames_per_call(
-        get_variant(cell.variant).causal,
-        parse_protocol(cell.protocol) if cell.protocol else None,
-        clip_frames=cell.frames_per_call or cell.clip_frames,
-        video_frames=data.frames if data else None)
+    Frames per call are fixed for an exported artifact and for a latency cell: 1 for causal
+    models; for base models the latency cell's, sweep's or protocol's clip length, or the
+    fixed video length for full-clip. Elsewhere TF takes any T (full-clip: each video in one
+    call).
+    """
+    from bench.evaluation.protocols import parse_protocol
+    from core.zoo import config_for, get_variant
+
+    ckpt = checkpoint_path(cell.checkpoint)
+    config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
+    frames, error = None, ""
+    if get_format(cell.format).exported or cell.kind == LATENCY:
+        try:
+            frames = frames_per_call(
+                get_variant(cell.variant).causal,
+                parse_protocol(cell.protocol) if cell.protocol else None,
+                clip_frames=cell.frames_per_call or cell.clip_frames,
+                video_frames=data.frames if data else None)
+        except MovibenchError as exc:
+            error = str(exc)
+    return Deployment(config, cell.format, ckpt, cell.threads, frames, cell.source,
+                      cell.source_path), error
 
 
 @dataclass
@@ -139,9 +142,7 @@ class CellPlan:
     """A cell with everything resolved that it needs to run."""
 
     cell: Cell
-    config: dict
-    checkpoint: str
-    frames_per_call: int | None
+    deployment: Deployment
     status: str  # 'done', 'todo'
     error: str = ""  # a cell that cannot run as configured: recorded as a failed row
     # 'cached', 'to build', 'to import' (a user's file), or '' (the tensorflow reference
@@ -150,30 +151,18 @@ class CellPlan:
 
 
 def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> list[CellPlan]:
-    """Resolve model configs (from checkpoint sidecars, no TF import) and artifact shapes."""
-    from core.zoo import config_for
-
+    """Resolve each cell's deployment and whether its artifact is in the cache."""
     plans = []
     # Cells share artifacts, and a cache lookup hashes the artifact's files: look each up once.
     cached: dict[tuple, bool | MovibenchError] = {}
     for cell in cells:
-        ckpt = checkpoint_path(cell.checkpoint)
-        config = config_for(cell.model, cell.variant, cell.resolution, cell.classes, ckpt or None)
-        exported = get_format(cell.format).exported
-        frames, error = None, ""
-        if exported or cell.kind == LATENCY:
-            # Outside the latency scenario TF takes any T (full-clip: each video in one call).
-            try:
-                frames = cell_frames(cell, data)
-            except MovibenchError as exc:
-                error = str(exc)
+        deployment, error = resolve_deployment(cell, data)
         artifact = ""
-        if exported and not error:
-            key = (json.dumps(config.to_dict(), sort_keys=True), cell.format, ckpt, frames,
-                   cell.source)
+        if deployment.spec.exported and not error:
+            key = deployment.artifact_key
             if key not in cached:
                 try:
-                    cached[key] = _is_cached(cell, config, ckpt, frames, data)
+                    cached[key] = _is_cached(deployment, data)
                 except MovibenchError as exc:  # a format this model cannot be exported to
                     cached[key] = exc
             if isinstance(cached[key], MovibenchError):
@@ -181,77 +170,81 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
             elif cached[key]:
                 artifact = "cached"
             else:
-                artifact = "to import" if _from_file(cell) else "to build"
-        plans.append(CellPlan(cell, config.to_dict(), ckpt, frames,
-                              "done" if cell.cell_id in done else "todo", error, artifact))
+                artifact = "to import" if _from_file(deployment) else "to build"
+        plans.append(CellPlan(cell, deployment, "done" if cell.cell_id in done else "todo",
+                              error, artifact))
     return plans
 
 
-def _is_cached(cell: Cell, config, checkpoint: str, frames: int | None,
-               data: DataSource | None) -> bool:
-    """True when the artifact `cell` runs on is in the cache: an [[artifacts]] file or recipe
-    build (converters.foreign), or movibench's export of model `config`."""
-    if cell.source:
+def _is_cached(deployment: Deployment, data: DataSource | None) -> bool:
+    """True when the artifact of `deployment` is in the cache: an [[artifacts]] file or
+    recipe build (converters.foreign), or movibench's own export."""
+    d = deployment
+    if d.source:
         from converters.foreign import ForeignRequest, is_foreign_cached
 
         return is_foreign_cached(ForeignRequest.from_source(
-            cell.source, config, cell.format, checkpoint=checkpoint or None,
-            path=cell.source_path, frames=frames))
+            d.source, d.config, d.format, checkpoint=d.checkpoint or None, path=d.source_path,
+            frames=d.frames_per_call))
     from bench.data.calibration_clips import export_options
     from converters.export import is_cached
 
-    options = export_options(cell.format, data.calibration_videos if data else (),
+    options = export_options(d.format, data.calibration_videos if data else (),
                              calibration_frames(data))
-    return is_cached(config, cell.format, checkpoint=checkpoint or None, frames_per_call=frames,
-                     options=options)
+    return is_cached(d.config, d.format, checkpoint=d.checkpoint or None,
+                     frames_per_call=d.frames_per_call, options=options)
 
 
-def _from_file(cell: Cell) -> bool:
-    """True for a cell of a user's file (imported, not built)."""
+def _from_file(deployment: Deployment) -> bool:
+    """True for a deployment of a user's file (imported, not built)."""
     from converters.foreign import FILE, parse_source
 
-    return bool(cell.source) and parse_source(cell.source)[0] == FILE
+    return bool(deployment.source) and parse_source(deployment.source)[0] == FILE
 
 
 def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None) -> dict:
-    cell = plan.cell
-    spec = get_format(cell.format)
-    row = {
+    """The results row of `plan`'s cell: what the plan fixed, the export of its artifact, and
+    what its worker and launcher measured, each column from exactly one of them."""
+    cell, deployment = plan.cell, plan.deployment
+    measured = dict(outcome.result)
+    planned = {
         "cell_id": cell.cell_id, "run_id": run_id, "kind": cell.kind, "model": cell.model,
         "variant": cell.variant, "checkpoint": cell.checkpoint,
-        "resolution": plan.config["resolution"], "format": cell.format,
-        "precision": spec.precision, "runtime": spec.runtime, "threads": cell.threads,
-        "protocol": cell.protocol or None, "clip_frames": cell.clip_frames,
-        "sweep_mode": cell.sweep_mode or None, "frames_per_call": plan.frames_per_call,
+        "resolution": deployment.config.resolution, "format": deployment.format,
+        "precision": deployment.precision, "runtime": deployment.runtime,
+        "threads": deployment.threads, "protocol": cell.protocol or None,
+        "clip_frames": cell.clip_frames, "sweep_mode": cell.sweep_mode or None,
+        # What the worker's session took per call (a file of dynamic T takes any: empty);
+        # a cell whose worker never loaded it keeps the frames it was to take.
+        "frames_per_call": measured.pop("frames_per_call", deployment.frames_per_call),
         "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
-        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s, "lost_node": False,
-        "artifact_source": cell.source or OWN_SOURCE,
+        "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
+        "lost_node": outcome.lost_node, "artifact_source": deployment.artifact_source,
     }
+    exported = {}
     if artifact:
-        row.update(artifact=artifact.get("artifact"), artifact_mb=artifact.get("artifact_mb"),
-                   export_s=artifact.get("build_s"), export_cached=artifact.get("cached"))
-    row.update({k: v for k, v in outcome.result.items() if not k.startswith("_")})
-    return row
+        # The copy the cell ran on where it ran (a Ray node's), else the export's own file.
+        exported = {"artifact": outcome.artifact or artifact.get("artifact"),
+                    "artifact_mb": artifact.get("artifact_mb"),
+                    "export_s": artifact.get("build_s"), "export_cached": artifact.get("cached")}
+    return join_columns(planned, exported, measured)
 
 
 def _artifact_of(plan: CellPlan, artifacts: dict[tuple, JobOutcome]) -> dict | None:
     """The export result of the artifact `plan` runs on; None for TF or a failed export."""
-    if plan.error or not get_format(plan.cell.format).exported:
+    if plan.error or not plan.deployment.spec.exported:
         return None
-    exported = artifacts[artifact_key(plan)]
+    exported = artifacts[plan.deployment.artifact_key]
     return exported.result if exported.ok else None
 
 
-def _cell_job(plan: CellPlan, artifact: dict | None, data: DataSource | None) -> dict:
+def _cell_job(plan: CellPlan, artifact: dict | None, data: DataSource | None) -> CellJob:
     """The job a worker runs for `plan` (see bench.launchers.worker)."""
     cell = plan.cell
-    job = {"cell": cell.to_dict(), "config": plan.config, "checkpoint": plan.checkpoint,
-           "artifact": artifact["artifact"] if artifact else None,
-           "label": cell.label, "frames_per_call": plan.frames_per_call}
-    if data:
-        job.update(dataset=data.path, split=data.split, max_videos=data.max_videos,
-                   first_video=data.first_video)
-    return job
+    return CellJob(cell.kind, cell.label, plan.deployment,
+                   artifact["artifact"] if artifact else None, warmup=cell.warmup,
+                   iterations=cell.iterations, protocol=cell.protocol,
+                   clip_frames=cell.clip_frames, sweep_mode=cell.sweep_mode, data=data)
 
 
 def summary_line(row: dict) -> str:
@@ -269,16 +262,10 @@ def summary_line(row: dict) -> str:
     return ", ".join(parts)
 
 
-def artifact_key(plan: CellPlan) -> tuple:
-    """What makes two cells share one artifact."""
-    return (json.dumps(plan.config, sort_keys=True), plan.checkpoint, plan.cell.format,
-            plan.frames_per_call, plan.cell.source)
-
-
 def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: Executor,
                      timeout: float, jobs: int = 1,
                      on_start: Callable[[int], None] | None = None,
-                     on_export: Callable[[dict, JobOutcome], None] | None = None
+                     on_export: Callable[[ExportJob, JobOutcome], None] | None = None
                      ) -> dict[tuple, JobOutcome]:
     """Build (or take from the cache) every artifact `plans` need, `jobs` exports at a time.
 
@@ -286,17 +273,14 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
     TFLite converter are single-threaded), so on a 2-core machine two at once take about half
     the wall time, and each export's own time (`export_s`) barely changes.
     """
-    pending: dict[tuple, dict] = {}
+    pending: dict[tuple, ExportJob] = {}
     for plan in plans:
-        if plan.error or not get_format(plan.cell.format).exported:
+        if plan.error or not plan.deployment.spec.exported:
             continue
-        job = {"job": "export", "config": plan.config, "checkpoint": plan.checkpoint,
-               "format": plan.cell.format, "frames_per_call": plan.frames_per_call,
-               "calibration_videos": list(data.calibration_videos) if data else [],
-               "calibration_frames": calibration_frames(data)}
-        if plan.cell.source:  # copied or built by converters.foreign (bench.launchers.worker)
-            job.update(source=plan.cell.source, source_path=plan.cell.source_path)
-        pending.setdefault(artifact_key(plan), job)
+        # Threads are not part of an artifact: the first cell's deployment stands for all.
+        job = ExportJob(plan.deployment, data.calibration_videos if data else (),
+                        calibration_frames(data))
+        pending.setdefault(plan.deployment.artifact_key, job)
     if on_start:
         on_start(len(pending))
     outcomes: dict[tuple, JobOutcome] = {}
@@ -310,7 +294,7 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
     return outcomes
 
 
-def run_jobs(executor: Executor, jobs: list[tuple[object, dict]], timeout: float, workers: int,
+def run_jobs(executor: Executor, jobs: list[tuple[object, Job]], timeout: float, workers: int,
              on_done: Callable[[object, JobOutcome], None], name: str) -> None:
     """Run (key, job) pairs through `executor`, `workers` at a time. Ctrl-C stops the jobs
     still running.
@@ -325,7 +309,7 @@ def run_jobs(executor: Executor, jobs: list[tuple[object, dict]], timeout: float
     recording = threading.Lock()
     stopping = threading.Event()  # an interrupted run records none of the jobs it killed
 
-    def run_and_record(key: object, job: dict) -> None:
+    def run_and_record(key: object, job: Job) -> None:
         outcome = executor.run(job, timeout)
         with recording:
             if not stopping.is_set():
@@ -370,8 +354,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell],
     command = command or " ".join(sys.argv)
     with hold_run_dir(out, command, on_note) as lock:
         executor = executor or LocalProcessExecutor()
-        if hasattr(executor, "on_workers"):
-            executor.on_workers = lock.set_workers
+        executor.watch_workers(lock.set_workers)
         return _run_matrix(config, out, cells=cells, executor=executor, command=command, **options)
 
 
@@ -381,7 +364,7 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
                 on_cell: Callable[[CellPlan, dict], None] | None = None,
                 on_start: Callable[[int], None] | None = None,
                 on_exports: Callable[[int], None] | None = None,
-                on_export: Callable[[dict, JobOutcome], None] | None = None) -> pd.DataFrame:
+                on_export: Callable[[ExportJob, JobOutcome], None] | None = None) -> pd.DataFrame:
     store = ResultsStore(out)
     if store.exists() and not resume:
         raise MovibenchError(f"{out} already holds results: pass --resume to continue it, "
@@ -397,10 +380,10 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
                 started=meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 dataset=data.path if data else None, cells_planned=len(plans))
     # Executors that spread cells over machines list them in run.json (Ray: every node).
-    describe_nodes = getattr(executor, "describe_nodes", None)
-    if describe_nodes:
+    nodes = executor.describe_nodes()
+    if nodes is not None:
         meta["executor"] = type(executor).__name__
-        meta["nodes"] = merge_nodes(meta.get("nodes"), describe_nodes())
+        meta["nodes"] = merge_nodes(meta.get("nodes"), nodes)
     store.init(meta, config.source)
     try:
         artifacts = export_artifacts(todo, data, executor, timeout, export_jobs, on_exports,
@@ -411,7 +394,7 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
         def record(plan: CellPlan, outcome: JobOutcome) -> None:
             artifact = _artifact_of(plan, artifacts)
             row = _row(plan, run_id, outcome, artifact)
-            store.append(row, outcome.result.get("_samples_ms"), outcome.result.get("_predictions"))
+            store.append(row, outcome.samples_ms, outcome.predictions)
             store.consolidate()
             if on_cell:
                 on_cell(plan, row)
@@ -421,14 +404,13 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
             artifact = _artifact_of(plan, artifacts)
             if plan.error:
                 record(plan, JobOutcome(False, {}, plan.error, 0, 0.0))
-            elif get_format(plan.cell.format).exported and artifact is None:
-                exported = artifacts[artifact_key(plan)]
+            elif plan.deployment.spec.exported and artifact is None:
+                exported = artifacts[plan.deployment.artifact_key]
                 # The export's own facts (its node, its times) are not the cell's; a lost
                 # node is, so that --resume exports and runs it again.
-                lost = {"lost_node": True} if exported.result.get("lost_node") else {}
-                what = "import" if _from_file(plan.cell) else "export"
-                record(plan, replace(exported, result=lost, error=f"{what} failed: {exported.error}",
-                                     wall_s=0.0))
+                what = "import" if _from_file(plan.deployment) else "export"
+                record(plan, JobOutcome(False, {}, f"{what} failed: {exported.error}",
+                                        exported.exit_code, 0.0, lost_node=exported.lost_node))
             else:
                 runnable.append((plan, _cell_job(plan, artifact, data)))
         # One cell at a time unless the executor keeps timed cells apart itself (Ray: one
@@ -436,8 +418,8 @@ def _run_matrix(config: MatrixConfig, out: str | Path, *, cells: list[Cell], res
         run_jobs(executor, runnable, timeout, cell_jobs, record, "cell")
     finally:
         meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if describe_nodes:
-            meta["nodes"] = merge_nodes(meta.get("nodes"), describe_nodes())
+        if nodes is not None:
+            meta["nodes"] = merge_nodes(meta.get("nodes"), executor.describe_nodes())
         store.write_meta(meta)
         table = store.consolidate()
     return table

@@ -7,19 +7,49 @@
 - `memory`: one clip of N frames, in one call or frame by frame, for peak memory vs clip length.
 
 Every scenario runs in a cell worker process after the same memory tracker took its idle reading
-(bench.launchers.worker), and returns columns of bench.results.schema.
+(bench.launchers.worker), which finds it by the cell's kind in bench.scenarios.registry, and
+returns a ScenarioResult: columns of bench.results.schema and its raw tables.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bench.jobs.deployment import OWN_SOURCE
+from bench.jobs.job import CellJob
+from bench.jobs.result import ScenarioResult
+from bench.trackers import CellTrackers
+from runtimes.base import Session
+
 LATENCY, ACCURACY, MEMORY = "latency", "accuracy", "memory"
-SCENARIOS = (LATENCY, ACCURACY, MEMORY)
 
 # Memory-sweep modes: the whole clip in one call, or frame by frame with states carried.
 FULL_CLIP_MODE, STREAM_MODE = "full-clip", "stream"
 SWEEP_MODES = (FULL_CLIP_MODE, STREAM_MODE)
 
 
-# The artifact source of movibench's own deployments (results column artifact_source).
-OWN_SOURCE = "movibench"
+def no_columns(session: Session, job: CellJob) -> Mapping[str, object]:
+    """The default `Scenario.after`: nothing to read once the cell's memory is read."""
+    return {}
+
+
+def artifact_frames(session: Session, job: CellJob) -> int | None:
+    """The default `Scenario.frames_per_call`: the artifact's fixed T (None: any T)."""
+    return session.manifest.frames_per_call
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of cell: `run` measures it on an open session after its idle and load
+    readings; `after` reads columns once the last memory reading is taken (so what it costs
+    is not the deployment's); `frames_per_call` is what the row's column of that name says
+    one call of this cell takes."""
+
+    kind: str
+    run: Callable[[Session, CellJob, CellTrackers], ScenarioResult]
+    after: Callable[[Session, CellJob], Mapping[str, object]] = no_columns
+    frames_per_call: Callable[[Session, CellJob], int | None] = artifact_frames
 
 
 def deployment_format(fmt, source=None) -> str:

@@ -16,8 +16,11 @@ from dataclasses import asdict
 
 import numpy as np
 
-from bench.trackers.latency import LatencyStats
+from bench.jobs.job import CellJob
+from bench.jobs.result import ScenarioResult
+from bench.scenarios import LATENCY, Scenario
 from bench.trackers import CellTrackers
+from bench.trackers.latency import LatencyStats
 from bench.trackers.memory import WARM
 from runtimes.base import Session
 
@@ -39,14 +42,14 @@ def step_input(session: Session, frames: int, first_video: str | None = None) ->
 
 
 def measure_latency(session: Session, frames: np.ndarray, warmup: int, iterations: int,
-                    trackers: CellTrackers | None = None) -> dict:
+                    trackers: CellTrackers | None = None) -> ScenarioResult:
     """First call, warm-up, `iterations` timed calls and the harness overhead.
 
     One chain of states runs through every call, harness and bare alike: a runtime that keeps
     states in its own buffers (TensorRT's ping-pong slots) only ever sees the states its last
     call returned, so the measurement cannot corrupt what it measures.
 
-    Returns bench.results.schema columns plus '_samples_ms' (every timed call).
+    Returns bench.results.schema columns and every timed call's latency.
     """
     causal = session.manifest.causal
     states = session.init_states() if causal else None
@@ -85,33 +88,34 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
     samples = list(session.step_ns)
     stats = LatencyStats.from_ns(samples)
     per_call = frames.shape[1]
-    return {
-        "frames_per_call": per_call,
+    return ScenarioResult({
         "first_step_ms": first_ms, "warmup_steps": warmup, "step_n": stats.n,
         "step_p50_ms": stats.p50_ms, "step_p90_ms": stats.p90_ms, "step_p99_ms": stats.p99_ms,
         "step_mean_ms": stats.mean_ms, "step_std_ms": stats.std_ms,
         "frame_p50_ms": stats.p50_ms / per_call, "fps": per_call * 1000.0 / stats.p50_ms,
         "harness_step_ms": harness_med / 1e6, "bare_step_ms": bare_med / 1e6,
         "harness_overhead_pct": 100.0 * (harness_med - bare_med) / bare_med,
-        "_samples_ms": [s / 1e6 for s in samples],
-    }
+    }, samples_ms=tuple(s / 1e6 for s in samples))
 
 
-def call_input(session: Session, job: dict) -> np.ndarray:
-    """The input every timed call of the cell takes: the artifact's fixed frames per call, else
-    `job['frames_per_call']`."""
-    frames = session.manifest.frames_per_call or job.get("frames_per_call") or 1
-    return step_input(session, frames, job.get("first_video"))
+def call_input(session: Session, job: CellJob) -> np.ndarray:
+    """The input every timed call of the cell takes (`Deployment.call_frames` frames)."""
+    return step_input(session, call_frames(session, job),
+                      job.data.first_video if job.data else None)
 
 
-def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
-    """The latency cell: `job['frames_per_call']` frames per call, the cell's timing knobs."""
-    cell = job["cell"]
-    return measure_latency(session, call_input(session, job), cell["warmup"], cell["iterations"],
+def call_frames(session: Session, job: CellJob) -> int:
+    """Frames each timed call of the cell takes (the row's frames_per_call)."""
+    return job.deployment.call_frames(session.manifest)
+
+
+def run(session: Session, job: CellJob, trackers: CellTrackers) -> ScenarioResult:
+    """The latency cell: the deployment's frames per call, the cell's timing knobs."""
+    return measure_latency(session, call_input(session, job), job.warmup, job.iterations,
                            trackers)
 
 
-def execution_columns(session: Session, job: dict) -> dict:
+def execution_columns(session: Session, job: CellJob) -> dict:
     """The cell's `exec_*` columns: how the runtime runs the deployment on the timed calls'
     input (`Session.execution_facts`); none for a runtime with nothing to tell.
 
@@ -123,3 +127,6 @@ def execution_columns(session: Session, job: dict) -> dict:
         return {}
     return {f"exec_{name}": json.dumps(value) if isinstance(value, Mapping) else value
             for name, value in asdict(facts).items() if value is not None}
+
+
+SCENARIO = Scenario(LATENCY, run, after=execution_columns, frames_per_call=call_frames)

@@ -11,21 +11,22 @@ import time
 
 import numpy as np
 
-from bench.scenarios import FULL_CLIP_MODE
+from bench.jobs.job import CellJob
+from bench.jobs.result import ScenarioResult
+from bench.scenarios import FULL_CLIP_MODE, MEMORY, Scenario
 from bench.trackers import CellTrackers
 from bench.trackers.memory import WARM
 from core.errors import MovibenchError
 from runtimes.base import Session, chunks, stream
 
 
-def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
+def run(session: Session, job: CellJob, trackers: CellTrackers) -> ScenarioResult:
     """Run the cell's clip twice; returns sweep_s (the second run) and frames_per_video."""
-    cell = job["cell"]
     m = session.manifest
-    frames = cell["clip_frames"]
+    frames = job.clip_frames
     clip = np.random.default_rng(0).random((frames, m.resolution, m.resolution, 3),
                                            dtype=np.float32)
-    if cell["sweep_mode"] == FULL_CLIP_MODE:
+    if job.sweep_mode == FULL_CLIP_MODE:
         def run_clip():
             session.predict(clip[None])
     else:
@@ -33,9 +34,13 @@ def run(session: Session, job: dict, trackers: CellTrackers) -> dict:
             raise MovibenchError(f"{m.model_id}/{m.variant} is not causal: it cannot stream")
 
         def run_clip():
-            stream(session, chunks(clip, m.frames_per_call or 1))
+            stream(session, chunks(clip, job.deployment.call_frames(m)))
     run_clip()
     trackers.mark(WARM)
     start = time.perf_counter()
     run_clip()
-    return {"sweep_s": time.perf_counter() - start, "frames_per_video": float(frames)}
+    return ScenarioResult({"sweep_s": time.perf_counter() - start,
+                           "frames_per_video": float(frames)})
+
+
+SCENARIO = Scenario(MEMORY, run)
