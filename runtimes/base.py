@@ -177,6 +177,8 @@ class Session(ABC):
     # The modules that are this runtime's engine: importing them is what a process pays before
     # it can load any model (benchmarks take their idle memory baseline after this import).
     engine_modules: tuple[str, ...] = ()
+    # The installed distribution whose version decides the numbers (a row's runtime_version).
+    distribution: str = ""
 
     @classmethod
     def import_engine(cls) -> None:

@@ -237,6 +237,7 @@ class LiteRTSession(Session):
     engine_name = "LiteRT"
     artifact_kind = "TFLite"
     engine_modules = ("ai_edge_litert.interpreter", "ai_edge_litert.compiled_model")
+    distribution = "ai-edge-litert"
 
     @classmethod
     def facts_legend(cls) -> tuple[str, str]:

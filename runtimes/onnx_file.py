@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ArtifactError, first_line
+from core.formats import FP32, ONNX
 from core.manifest import StateManifest, manifest_from_signature
 from runtimes.base import TensorInfo
 
@@ -65,7 +66,7 @@ def manifest_from_onnx(path: str | Path) -> StateManifest:
     # Older exporters list initializers among the graph inputs too: those are weights.
     inputs = [info(v) for v in graph.input if v.name not in weights]
     outputs = [info(v) for v in graph.output]
-    manifest = manifest_from_signature(path, inputs, outputs, fmt="onnx", precision="fp32",
+    manifest = manifest_from_signature(path, inputs, outputs, fmt=ONNX, precision=FP32,
                                        source=f"read from the graph of {path.name}")
     names = {t.name for t in outputs}
     for state in manifest.states:

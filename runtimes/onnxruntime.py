@@ -231,6 +231,7 @@ class OnnxRuntimeSession(Session):
     engine_name = "ONNX Runtime"
     artifact_kind = "ONNX"
     engine_modules = ("onnxruntime",)
+    distribution = "onnxruntime"
 
     @classmethod
     def facts_legend(cls) -> tuple[str, str]:

@@ -105,6 +105,7 @@ class OpenVinoSession(Session):
     engine_name = "OpenVINO"
     artifact_kind = "OpenVINO"
     engine_modules = ("openvino",)
+    distribution = "openvino"
 
     @classmethod
     def facts_legend(cls) -> tuple[str, str]:

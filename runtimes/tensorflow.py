@@ -37,6 +37,7 @@ class TensorFlowSession(Session):
     runtime = "tensorflow"
     engine_name = "TensorFlow"
     engine_modules = ("tensorflow", "official.projects.movinet.modeling.movinet_model")
+    distribution = "tensorflow"
 
     def __init__(self, model, manifest: StateManifest):
         from core.build import step_function

@@ -68,6 +68,7 @@ class TensorRTSession(Session):
     engine_name = "TensorRT"
     artifact_kind = "TensorRT"
     engine_modules = ("tensorrt",)
+    distribution = "tensorrt"
 
     def __init__(self, trt, runtime, engine, manifest: StateManifest, logger, cuda_graphs: bool):
         super().__init__(manifest)

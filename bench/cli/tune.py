@@ -110,7 +110,7 @@ def onnxruntime_cmd(
     Exit 0 when every setting ran with the default's results, 1 when one failed or changed
     results, 2 on bad input.
     """
-    from bench.scenarios.deployment import frames_per_call
+    from bench.jobs.deployment import frames_per_call
     from runtimes.loader import load_manifest
     from runtimes.onnxruntime import EXECUTION_MODES, OPTIMIZATION_LEVELS
 

@@ -11,11 +11,6 @@ from pathlib import Path
 
 import psutil
 
-# The distribution that decides each runtime's numbers (bench.results.schema "runtime" values).
-RUNTIME_DISTRIBUTIONS = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime",
-                         "litert": "ai-edge-litert", "tensorrt": "tensorrt",
-                         "openvino": "openvino"}
-
 LIBRARIES = ("movibench", "tensorflow", "tf-models-official", "tf-keras", "tf2onnx", "onnx",
              "onnxruntime", "onnxslim", "ai-edge-litert", "tensorrt", "cuda-python", "openvino",
              "numpy", "pandas", "pyarrow", "av", "ray")
@@ -91,11 +86,14 @@ def node_facts(runtime: str | None = None) -> dict:
     runtime that ran it (the row's node_* and runtime_version columns)."""
     import socket
 
+    from runtimes.loader import session_class
+    from runtimes.registry import RUNTIME_SESSIONS
+
     version = ""
-    if runtime in RUNTIME_DISTRIBUTIONS:
+    if runtime in RUNTIME_SESSIONS:
         try:
-            version = metadata.version(RUNTIME_DISTRIBUTIONS[runtime])
-        except metadata.PackageNotFoundError:
+            version = metadata.version(session_class(runtime).distribution)
+        except (metadata.PackageNotFoundError, ValueError):
             pass
     return {"node_host": socket.gethostname(), "node_cpu": cpu_model(),
             "node_cores": psutil.cpu_count(logical=True), "runtime_version": version or None}
