@@ -94,6 +94,20 @@ def test_eval_runs_an_exported_format_of_the_demo_model(four_videos):
     assert summary["protocol"] == "stream" and summary["videos"] == 2 and summary["failed"] == 0
 
 
+def test_eval_with_a_broken_video_keeps_the_rest_names_it_once_and_exits_1(four_videos, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(four_videos, data)
+    broken = next(data.rglob("*.mp4"))
+    broken.write_bytes(b"not a video" * 100)
+    result = invoke("eval", "--data", str(data), "--demo", "t0-stream-synth", "--protocol", "stream",
+                    "--split", "train")
+    assert result.code == 1, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("failed")]
+    assert line.count(broken.name) == 1 and "cannot open video" in line
+
+
 def test_eval_base_model_on_an_exported_format_needs_one_clip_length(four_videos):
     result = invoke("eval", "--data", str(four_videos), "--demo", "t0-base-synth",
                     "--format", "onnx", "--protocol", "multi-clip:2x8", "--protocol", "multi-clip:2x16")

@@ -255,3 +255,29 @@ def test_a_cells_peak_memory_covers_load(config_file, tmp_path):
     assert row["peak_rss_delta_mb"] >= BALLOON_MB
     assert row["peak_rss_mb"] - row["rss_loaded_mb"] >= BALLOON_MB * 0.9  # freed after load
     assert row["uss_idle_mb"] > 0 and row["uss_max_mb"] >= row["uss_idle_mb"]
+
+
+def test_plan_says_why_a_cell_cannot_run_and_class_folders_take_split_all(tmp_path):
+    """A folder of class folders (no split folders, no fixed length) is usable with
+    split = "all"; a base model's full-clip cell on it cannot run, and the plan says why."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.data.synth import SynthConfig, generate
+
+    generate(tmp_path / "synth", SynthConfig(classes=2, videos_per_class=1, frames=8, size=32))
+    for i, video in enumerate(sorted((tmp_path / "synth").rglob("*.mp4"))[:2]):
+        (tmp_path / "data" / f"class{i}").mkdir(parents=True)
+        shutil.copy(video, tmp_path / "data" / f"class{i}" / video.name)
+    (tmp_path / "cfg.toml").write_text(
+        'name = "plan"\n[[models]]\nmodel = "t0"\nvariant = "base"\nresolution = 32\nclasses = 2\n'
+        '[axes]\nformats = ["onnx"]\nthreads = [1]\nprotocols = ["full-clip"]\n'
+        '[data]\npath = "data"\nsplit = "all"\n')
+    out = subprocess.run([sys.executable, "-m", "bench.cli.app", "matrix", "plan", "cfg.toml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "cannot run 1 cell: a base model's full-clip on an exported format needs one fixed " \
+           "clip length" in " ".join(out.stdout.split())

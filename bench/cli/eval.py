@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.cli.options import (
-    FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options, positive_finite,
-    stdout,
+    EXIT_FAILED, EXIT_OK, FROM_OPTIONS, JsonOpt, ModelChoice, ThreadsOpt, console, model_options,
+    positive_finite, stdout,
 )
 from core.errors import MovibenchError
 from core.formats import TENSORFLOW
@@ -111,8 +111,8 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on a labelled dataset under one or more protocols.
 
-    A video that cannot be decoded becomes a failed row with its error; the rest go on.
-    With --executor ray the per-video rows of all shards are merged in the dataset's order
+    A video that cannot be decoded (or is missing) becomes a failed row with its error; the rest
+    go on, and the exit code is 1 when any video failed. With --executor ray the per-video rows of all shards are merged in the dataset's order
     and the metrics computed over all of them, as in one process.
     """
     from bench.data.datasets import load_dataset
@@ -153,13 +153,16 @@ def eval_cmd(
     if out is not None:
         write_table([row for r in results for row in r.rows()], out)
         write_table(summaries, summary_path(out))
-    failures = {r.protocol: [f"{v.path}: {v.error}" for v in r.videos if not v.ok] for r in results}
+    # Decoding errors name their file already; others get it in front.
+    failures = {r.protocol: [v.error if str(v.path) in v.error else f"{v.path}: {v.error}"
+                             for v in r.videos if not v.ok] for r in results}
+    code = EXIT_FAILED if any(failures.values()) else EXIT_OK
     if as_json:
         print(json.dumps({"data": str(data), "split": split, "videos": len(samples),
                           "summaries": [{**s, "confusion": json.loads(s["confusion"]),
                                          "classes": json.loads(s["classes"])} for s in summaries],
                           "failures": failures}, indent=2))
-        return
+        raise typer.Exit(code)
     table = Table(title=f"{results[0].model} ({results[0].runtime}) on "
                         f"{data}{f' [{split}]' if split else ''}: {len(samples)} videos")
     for col in ("protocol", "top-1", "top-5", "mean class acc", "failed", "frames/video",
@@ -179,6 +182,8 @@ def eval_cmd(
     stdout.print(f"{peak}top-5 is shown only for more than 5 classes")
     for proto, lines in failures.items():
         for line in lines:
-            console.print(f"[yellow]failed[/] {escape(proto)}: {escape(line)}", highlight=False)
+            console.print(f"[yellow]failed[/] {escape(proto)}: {escape(line)}", highlight=False,
+                          soft_wrap=True)
     if out is not None:
         stdout.print(f"wrote {out} and {summary_path(out)}")
+    raise typer.Exit(code)

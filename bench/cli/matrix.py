@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from contextlib import ExitStack
-from contextlib import contextmanager
+from collections import Counter
+from contextlib import ExitStack, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -83,6 +84,11 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
                       "-" if frames is None else str(frames),
                       p.artifact or "-", "[red]cannot run" if p.error else p.status)
     stdout.print(table)
+    # Why, once per reason: the table has no room for it, and a reason often covers many cells.
+    reasons = Counter(p.error for p in plans if p.error)
+    for reason, count in reasons.items():
+        stdout.print(f"[red]cannot run[/] {count} cell{'s' if count > 1 else ''}: {escape(reason)}",
+                     highlight=False, soft_wrap=True)
 
 
 @app.command("run")
