@@ -10,7 +10,6 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from core.checkpoints import resolve_checkpoint_prefix
 from core.errors import CheckpointMismatchError, UnknownModelError
 
 
@@ -197,9 +196,6 @@ def config_for(model_id: str | None, variant: str | None, resolution: int | None
     conv_type='3d_2plus1d') needs `conv_type` when it differs from the variant's default. The
     resolution stays free: MoViNets are fully convolutional.
     """
-    if checkpoint:
-        # A missing checkpoint fails here, in a file read, not after a half-minute model build.
-        resolve_checkpoint_prefix(checkpoint)
     saved = checkpoint_config(checkpoint) if checkpoint else None
     if saved is None:
         if model_id is None:

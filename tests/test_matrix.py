@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -153,7 +154,7 @@ def test_jobs_cross_to_their_worker_as_json_and_come_back_equal():
                                    {"model": "t0", "variant": "base", "checkpoint": "ckpt"}],
         "axes": {"protocols": ["stream", "multi-clip:2x4"], "threads": [1, 2]},
         "memory_sweep": {"clip_frames": [4]}})
-    data = DataSource("videos", "val", 3, 8, "videos/val/a/0.mp4", ("videos/train/a/0.mp4",))
+    data = DataSource("videos", "val", 3, 8, ("videos/val/a/0.mp4",), ("videos/train/a/0.mp4",))
     jobs = [CellJob(p.cell.kind, p.cell.label, p.deployment, "/art/x.onnx", warmup=1,
                     iterations=2, protocol=p.cell.protocol, clip_frames=p.cell.clip_frames,
                     sweep_mode=p.cell.sweep_mode, data=data)
@@ -281,3 +282,27 @@ def test_plan_says_why_a_cell_cannot_run_and_class_folders_take_split_all(tmp_pa
     assert out.returncode == 0, out.stderr
     assert "cannot run 1 cell: a base model's full-clip on an exported format needs one fixed " \
            "clip length" in " ".join(out.stdout.split())
+
+
+def test_a_broken_first_video_does_not_fail_timing_or_calibration(tmp_path):
+    """The latency cell's frames and int8 calibration come from the videos that decode."""
+    from types import SimpleNamespace
+
+    from bench.data.calibration_clips import calibration_from_videos
+    from bench.data.synth import SynthConfig, generate
+    from bench.scenarios.latency import step_input
+    from core.errors import VideoError
+
+    generate(tmp_path / "synth", SynthConfig(classes=2, videos_per_class=1, frames=8, size=32))
+    good = str(sorted((tmp_path / "synth").rglob("*.mp4"))[0])
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    session = SimpleNamespace(manifest=SimpleNamespace(resolution=32))
+    frames = step_input(session, 4, (str(broken), str(tmp_path / "missing.mp4"), good))
+    assert frames.shape == (1, 4, 32, 32, 3)
+    noise = step_input(session, 4, (str(broken),))
+    assert noise.shape == (1, 4, 32, 32, 3) and not np.allclose(frames, noise)
+    calibration = calibration_from_videos([broken, Path(good)], 4)
+    assert [clip.shape for clip in calibration.source(32)] == [(4, 32, 32, 3)]
+    with pytest.raises(VideoError, match="none of the 1 calibration videos decodes"):
+        list(calibration_from_videos([broken], 4).source(32))

@@ -105,8 +105,12 @@ class ModelChoice:
     def config(self) -> ModelConfig:
         """The ModelConfig to build: the zoo's defaults under the options, the architecture
         fixed by a project checkpoint's sidecar (core.zoo.config_for)."""
+        from core.checkpoints import resolve_checkpoint_prefix
         from core.zoo import config_for
 
+        if self.checkpoint:
+            # A missing checkpoint fails here, in a file read, not after a model build.
+            resolve_checkpoint_prefix(self.checkpoint)
         return config_for(self.model, self.variant, self.resolution, self.classes,
                           self.checkpoint, self.conv_type)
 

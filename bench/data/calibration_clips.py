@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from bench.data.video import read_clip
-from core.errors import MovibenchError
+from core.errors import MovibenchError, VideoError
 from converters.export import CalibrationData, ExportOptions
+
+log = logging.getLogger(__name__)
 
 
 def calibration_from_videos(paths: list[Path], frames: int) -> CalibrationData:
@@ -21,11 +24,23 @@ def calibration_from_videos(paths: list[Path], frames: int) -> CalibrationData:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(Path(path).name.encode())
-        digest.update(str(Path(path).stat().st_size).encode())
+        digest.update(str(Path(path).stat().st_size if Path(path).is_file() else -1).encode())
 
     def source(resolution: int):
+        # A broken video among the calibration set costs its clip, not the export.
+        decoded, first_error = 0, None
         for path in paths:
-            yield read_clip(path, resolution, max_frames=frames)
+            try:
+                clip = read_clip(path, resolution, max_frames=frames)
+            except VideoError as exc:
+                first_error = first_error or exc
+                log.warning("int8 calibration skips %s: %s", path, exc)
+                continue
+            decoded += 1
+            yield clip
+        if not decoded:
+            raise VideoError(f"none of the {len(paths)} calibration videos decodes "
+                             f"(the first: {first_error})")
 
     return CalibrationData(name=f"videos:{digest.hexdigest()[:16]}", clips=len(paths),
                            frames=frames, source=source)

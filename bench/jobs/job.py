@@ -23,14 +23,17 @@ class DataSource:
     split: str | None
     max_videos: int | None
     frames: int | None  # fixed video length, known for synthetic data
-    first_video: str
+    # The latency cell's input comes from the first of these that decodes to enough frames,
+    # so one broken video does not fail it.
+    timing_videos: tuple[str, ...]
     # int8 calibration streams these (the train split when there is one, so the evaluated
     # videos are not the ones the quantization ranges were fitted on).
     calibration_videos: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict) -> DataSource:
-        return cls(**{**data, "calibration_videos": tuple(data.get("calibration_videos", ()))})
+        return cls(**{**data, "timing_videos": tuple(data.get("timing_videos", ())),
+                      "calibration_videos": tuple(data.get("calibration_videos", ()))})
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ def checkpoint_path(ref: str) -> str:
 
 
 CALIBRATION_VIDEOS = 8
+# Candidates for a latency cell's input frames (the first that decodes is used).
+TIMING_VIDEOS = 8
 
 
 def synth_root(synth: dict) -> Path:
@@ -84,8 +86,8 @@ def prepare_data(config: MatrixConfig) -> DataSource | None:
     everything = load_dataset(path)
     train = [s for s in everything.samples if s.split == "train"] or list(dataset.samples)
     calibration = tuple(str(s.path) for s in train[:CALIBRATION_VIDEOS])
-    return DataSource(str(path), data.split, data.max_videos, frames, str(dataset.samples[0].path),
-                      calibration)
+    timing = tuple(str(s.path) for s in dataset.samples[:TIMING_VIDEOS])
+    return DataSource(str(path), data.split, data.max_videos, frames, timing, calibration)
 
 
 def calibration_frames(data: DataSource | None) -> int:
@@ -106,7 +108,7 @@ def planned_data(config: MatrixConfig) -> DataSource | None:
         from bench.data.synth import SynthConfig
 
         frames = SynthConfig().frames
-    return DataSource(data.path, data.split, data.max_videos, frames, "")
+    return DataSource(data.path, data.split, data.max_videos, frames, ())
 
 
 def resolve_deployment(cell: Cell, data: DataSource | None) -> tuple[Deployment, str]:

@@ -22,19 +22,23 @@ from bench.scenarios import LATENCY, Scenario
 from bench.trackers import CellTrackers
 from bench.trackers.latency import LatencyStats
 from bench.trackers.memory import WARM
+from core.errors import VideoError
 from runtimes.base import Session
 
 OVERHEAD_BLOCKS = 5
 
 
-def step_input(session: Session, frames: int, first_video: str | None = None) -> np.ndarray:
-    """The [1, frames, H, W, 3] input one timed call takes: decoded frames of a real video
-    when one is given and long enough, else reproducible noise."""
+def step_input(session: Session, frames: int, videos: tuple[str, ...] = ()) -> np.ndarray:
+    """The [1, frames, H, W, 3] input one timed call takes: decoded frames of the first of
+    `videos` that decodes to enough frames, else reproducible noise."""
+    if videos:
+        from bench.data.video import read_clip  # PyAV: imported only when there are videos
     m = session.manifest
-    if first_video:
-        from bench.data.video import read_clip
-
-        clip = read_clip(first_video, m.resolution, max_frames=frames)
+    for video in videos:
+        try:
+            clip = read_clip(video, m.resolution, max_frames=frames)
+        except VideoError:
+            continue  # timing needs frames of the right shape, not this particular video
         if clip.shape[0] == frames:
             return clip[None]
     return np.random.default_rng(0).random((1, frames, m.resolution, m.resolution, 3),
@@ -101,7 +105,7 @@ def measure_latency(session: Session, frames: np.ndarray, warmup: int, iteration
 def call_input(session: Session, job: CellJob) -> np.ndarray:
     """The input every timed call of the cell takes (`Deployment.call_frames` frames)."""
     return step_input(session, call_frames(session, job),
-                      job.data.first_video if job.data else None)
+                      job.data.timing_videos if job.data else ())
 
 
 def call_frames(session: Session, job: CellJob) -> int:
