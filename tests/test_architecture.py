@@ -124,3 +124,21 @@ def test_every_runtime_fills_in_the_one_open_and_none_replaces_it():
             assert cls.artifact_kind != Session.artifact_kind, runtime
     with pytest.raises(TypeError, match="overrides Session.open"):
         type("Replaces", (Session,), {"open": classmethod(lambda cls, *args, **kw: None)})
+
+
+def test_the_architecture_document_names_every_module():
+    """docs/architecture.md is drawn from this tree: each module's file is named there (a CLI
+    verb and a report section by its name), so a module added without a line in the map
+    fails here."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = []
+    for name, path in modules().items():
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        listed = name.startswith(("bench.cli.", "bench.report.sections."))
+        wanted = path.stem if listed else path.name
+        if not re.search(rf"(?<![\w/.]){re.escape(wanted)}\b", text):
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
