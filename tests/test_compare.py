@@ -201,7 +201,7 @@ def test_bad_input_is_one_line_exit_2(run_a, tmp_path, monkeypatch, capsys):
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
     assert "unknown metric(s) speed; known: step_p50_ms" in err
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), str(run_a), "--threshold", "-5")
-    assert code == 2 and "--threshold must be >= 0" in err
+    assert code == 2 and "Invalid value for '--threshold': must be a finite number >= 0" in err
     Path("empty").mkdir()
     code, _, err = run_main(monkeypatch, capsys, "compare", "empty", str(run_a))
     assert code == 2 and "not a movibench run directory" in err
