@@ -83,6 +83,10 @@ class Exporter(ABC):
         """The graph optimizations (converters.optimize) an artifact of `spec` can carry."""
         return ()
 
+    def takes_dynamic_frames(self, spec: FormatSpec) -> bool:
+        """Whether an artifact of `spec` can leave T symbolic (the family's, by default)."""
+        return self.dynamic_frames
+
     def refusal(self, config: ModelConfig, spec: FormatSpec, options: ExportOptions) -> str | None:
         """Why `config` cannot be exported to `spec` with `options`, in one line; None if it can."""
         if options.dynamic_frames and not self.dynamic_frames:

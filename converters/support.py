@@ -51,7 +51,7 @@ def export_targets() -> tuple[ExportTarget, ...]:
     for name, spec in FORMATS.items():
         if spec.exported:
             targets.append(ExportTarget(name, name))
-            if exporter_for(spec).dynamic_frames and not spec.optimized:
+            if exporter_for(spec).takes_dynamic_frames(spec) and not spec.optimized:
                 targets.append(ExportTarget(f"{name} (dynamic T)", name, dynamic_frames=True))
     return tuple(targets)
 

@@ -83,6 +83,11 @@ FORMATS: dict[str, FormatSpec] = {
         *(FormatSpec(f"{ONNX}+{name}", ONNX, FP32, "onnxruntime", ".onnx",
                      optimized=True, only=(name,))
           for name in (HARD_SWISH_OP, HARD_SIGMOID_GATE_FOLD)),
+        # QDQ int8 of the plain or the optimized ONNX export (onnxruntime.quantization):
+        # weights per channel, activations calibrated on streamed states.
+        FormatSpec(f"{ONNX}-{INT8}", ONNX, INT8, "onnxruntime", ".onnx"),
+        FormatSpec(f"{ONNX}-{INT8}" + OPTIMIZED_SUFFIX, ONNX, INT8, "onnxruntime", ".onnx",
+                   optimized=True),
         # The same ONNX graph, run by OpenVINO's CPU plugin (which reads ONNX itself).
         FormatSpec(OPENVINO, OPENVINO, FP32, OPENVINO, ".onnx"),
         FormatSpec(OPENVINO + OPTIMIZED_SUFFIX, OPENVINO, FP32, OPENVINO, ".onnx",

@@ -57,6 +57,37 @@ def t0_stream_onnx():
 
 
 @pytest.fixture(scope="session")
+def demo_calibration(tmp_path_factory):
+    """The T0 stream demo checkpoint, its model config, and ExportOptions that calibrate int8
+    on four videos of the demo task (generated noise calibrates ranges the task never
+    reaches)."""
+    from bench.data.calibration_clips import calibration_from_videos
+    from bench.data.synth import SynthConfig, generate
+    from bench.data.video import list_videos
+    from converters.export import ExportOptions
+    from core.zoo import config_for, demo_checkpoint
+
+    root = tmp_path_factory.mktemp("calibration")
+    generate(root, SynthConfig(classes=4, videos_per_class=1, frames=32, size=64, seed=7,
+                               val_fraction=0.0))
+    path = demo_checkpoint("t0-stream-synth")
+    options = ExportOptions(calibration=calibration_from_videos(list_videos(root), 32))
+    return path, config_for(None, None, checkpoint=path), options
+
+
+@pytest.fixture(scope="session")
+def demo_task_videos(tmp_path_factory):
+    """Eight videos of the demo task that no calibration saw, as a loaded dataset."""
+    from bench.data.datasets import load_folder
+    from bench.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("demo-task")
+    generate(root, SynthConfig(classes=4, videos_per_class=2, frames=32, size=64, seed=99,
+                               val_fraction=0.0))
+    return load_folder(root)
+
+
+@pytest.fixture(scope="session")
 def t0_stream_tflite():
     """T0_STREAM exported to TFLite fp32 in the session cache (shared like t0_stream_onnx)."""
     from converters.export import export_model

@@ -45,6 +45,10 @@ def test_asking_for_another_model_than_the_checkpoint_holds(saved):
         config_for("a0", None, checkpoint=directory)
     with pytest.raises(CheckpointMismatchError, match="holds variant='mobile', not the 'stream' asked for"):
         config_for(None, "stream", checkpoint=directory)
+    # A class count may come from a dataset's folders, not an option: the message says so.
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"holds num_classes=5, not the 2 asked for \(--classes, or the dataset"):
+        config_for(None, None, num_classes=2, checkpoint=directory)
 
 
 def test_head_of_wrong_size_is_a_mismatch(saved):

@@ -322,7 +322,7 @@ def test_support_rows_cover_every_combination_and_say_why_not():
     # stream and mobile), each with the exporter's own reason.
     dynamic_onnx = "onnx (dynamic T)"
     stream_only = {"tflite-int8+int8-hard-swish", "onnx+opt", "onnx+hard-swish-op",
-                   "onnx+hard-sigmoid-gate-fold", "openvino+opt"}
+                   "onnx+hard-sigmoid-gate-fold", "onnx-int8+opt", "openvino+opt"}
     assert {(r.variant, r.target) for r in refused} == {
         ("base", dynamic_onnx), ("base", "tflite-int8+opt"), ("base", "tflite-int8+causal-pool-step"),
         *(("base", fmt) for fmt in stream_only), *(("mobile", fmt) for fmt in stream_only)}

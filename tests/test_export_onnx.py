@@ -237,7 +237,7 @@ def test_open_refuses_another_runtimes_format_the_reference_and_a_missing_file(s
                                                                                 tmp_path):
     tflite = replace(static_onnx.manifest, format="tflite-fp32")
     with pytest.raises(ArtifactError, match=r"names format 'tflite-fp32', which is not an ONNX "
-                                            r"format \(runtime 'onnxruntime' runs onnx(, onnx\+[a-z-]+)+\)$"):
+                                            r"format \(runtime 'onnxruntime' runs onnx(, onnx[+-][a-z0-9+-]+)+\)$"):
         OnnxRuntimeSession.open(static_onnx.path, tflite)
     copy = tmp_path / "reference.onnx"
     shutil.copy(static_onnx.path, copy)
@@ -287,3 +287,35 @@ def test_base_2plus1d_clip_model_matches_tf(base_onnx, clip):
     with pytest.raises(StateError, match=f"exactly {CLIP_FRAMES} frame"):
         session.predict(clip[None, :CLIP_FRAMES + 1])
 
+
+
+def test_onnx_int8_of_the_demo_weights_keeps_their_decisions(demo_calibration, demo_task_videos):
+    """QDQ int8 (onnxruntime.quantization) of the trained T0 demo, calibrated on task videos:
+    quantized convolutions, float I/O with the fp32 artifact's states, and the same top-1 as
+    fp32 TF on nearly every video it never saw, within the int8 bound on a streamed clip."""
+    from bench.evaluation.compare_logits import compare_logits, tolerance_for
+    from bench.evaluation.evaluate import evaluate
+    from runtimes.tensorflow import TensorFlowSession
+
+    path, config, options = demo_calibration
+    artifact = export_model(config, "onnx-int8", checkpoint=path, options=options)
+    fp32 = export_model(config, "onnx", checkpoint=path)
+    assert artifact.manifest.precision == "int8" and artifact.manifest.states == fp32.manifest.states
+    assert artifact.details["ops"].get("QuantizeLinear", 0) > 0
+    assert artifact.details["calibration_steps"] == 4 * 32 and artifact.details["onnx_source"]
+    reference = TensorFlowSession.from_config(config, path)
+    with open_session(artifact.path, threads=1) as session:
+        assert session.manifest.precision == "int8"
+        videos = demo_task_videos
+        tf = evaluate(reference, videos.samples, "full-clip", classes=videos.classes)
+        int8 = evaluate(session, videos.samples, "stream", classes=videos.classes)
+        clip = videos.samples[0]
+        from bench.data.video import read_clip
+
+        frames = read_clip(clip.path, config.resolution)
+        ref_logits, _ = stream(reference, chunks(frames, 1))
+        int8_logits, _ = stream(session, chunks(frames, 1))
+    assert tf.metrics.top1 >= 0.75
+    agree = np.mean([a.pred_index == b.pred_index for a, b in zip(tf.videos, int8.videos)])
+    assert agree >= 7 / 8, agree
+    assert compare_logits("int8", ref_logits, int8_logits, tolerance_for("int8")).passed

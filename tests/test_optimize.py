@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from core.errors import UnsupportedExportError
-from converters.export import ExportOptions, applied_optimizations, export_model
+from converters.export import applied_optimizations, export_model
 from core.formats import get_format
 from converters.optimize import CAUSAL_POOL_STEP, INT8_HARD_SWISH, optimized_build
-from core.zoo import ModelConfig, config_for, demo_checkpoint
+from core.zoo import ModelConfig, config_for
 from runtimes.base import chunks, stream
 from runtimes.loader import open_session
 
@@ -74,25 +74,14 @@ def test_a_format_of_one_optimization_that_does_not_fit_is_refused():
 
 
 @pytest.fixture(scope="module")
-def demo_int8_opt(tmp_path_factory):
-    """The T0 stream demo weights in full int8 with the optimizations, calibrated on four
-    videos of the demo task (generated noise calibrates int8 ranges the task never reaches)."""
-    from bench.data.calibration_clips import calibration_from_videos
-    from bench.data.synth import SynthConfig, generate
-    from bench.data.video import list_videos
-
-    root = tmp_path_factory.mktemp("calibration")
-    generate(root, SynthConfig(classes=4, videos_per_class=1, frames=32, size=64, seed=7,
-                               val_fraction=0.0))
-    path = demo_checkpoint("t0-stream-synth")
-    options = ExportOptions(calibration=calibration_from_videos(list_videos(root), 32))
-    return path, export_model(config_for(None, None, checkpoint=path), "tflite-int8+opt",
-                              checkpoint=path, options=options)
+def demo_int8_opt(demo_calibration):
+    """The T0 stream demo weights in full int8 with the optimizations, calibrated on videos
+    of the demo task."""
+    path, config, options = demo_calibration
+    return path, export_model(config, "tflite-int8+opt", checkpoint=path, options=options)
 
 
-def test_optimized_int8_stays_on_xnnpack_and_agrees_with_fp32(demo_int8_opt, tmp_path):
-    from bench.data.datasets import load_folder
-    from bench.data.synth import SynthConfig, generate
+def test_optimized_int8_stays_on_xnnpack_and_agrees_with_fp32(demo_int8_opt, demo_task_videos):
     from bench.evaluation.evaluate import evaluate
     from runtimes.tensorflow import TensorFlowSession
 
@@ -109,9 +98,7 @@ def test_optimized_int8_stays_on_xnnpack_and_agrees_with_fp32(demo_int8_opt, tmp
 
         # Against fp32 TF on videos the demo model never saw: the same top-1 on nearly all
         # (TF takes each video in one call: stream = full clip for it, tested elsewhere).
-        generate(tmp_path, SynthConfig(classes=4, videos_per_class=2, frames=32, size=64,
-                                       seed=99, val_fraction=0.0))
-        videos = load_folder(tmp_path)
+        videos = demo_task_videos
         reference = TensorFlowSession.from_config(config_for(None, None, checkpoint=path), path)
         fp32 = evaluate(reference, videos.samples, "full-clip", classes=videos.classes)
         int8 = evaluate(session, videos.samples, "stream", classes=videos.classes)

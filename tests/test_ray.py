@@ -122,6 +122,29 @@ def test_artifact_travels_through_the_object_store(ray_cluster, tmp_path, monkey
     assert _unpack_entry(box) == (path, 0.0)  # already on this node: nothing fetched
 
 
+
+@cluster
+def test_an_export_the_driver_has_cached_is_shipped_not_rebuilt(ray_cluster, t0_stream_onnx):
+    """A node with an empty cache would rebuild an artifact the driver's cache holds: it is
+    served on the driver instead and put in the object store for the cells' nodes."""
+    import ray
+
+    from bench.jobs.deployment import Deployment
+    from bench.jobs.job import ExportJob
+    from bench.launchers.ray import RayExecutor
+    from conftest import T0_STREAM
+
+    job = ExportJob(Deployment(T0_STREAM, "onnx"))
+    assert job.is_cached()
+    executor = RayExecutor()
+    outcome = executor.run(job, 300)
+    assert outcome.ok and outcome.result["cached"], outcome.error
+    assert outcome.result["node_id"] == ray.get_runtime_context().get_node_id()
+    key, filename, ref = executor._payloads[str(t0_stream_onnx.path)]
+    assert (key, filename) == (t0_stream_onnx.path.parent.name, t0_stream_onnx.path.name)
+    assert ray.get(ref)[filename] == t0_stream_onnx.path.read_bytes()
+
+
 @cluster
 def test_crash_and_hang_on_a_node_are_failed_rows(ray_cluster, tmp_path):
     from bench.launchers.ray import RayExecutor, cluster_slots

@@ -43,7 +43,8 @@ def export_cmd(
     # The help names formats as docs/optimization.md groups them, which no registry order
     # gives; test_export_cli checks that every name in it is a registered format.
     formats: Annotated[str, typer.Option(
-        "--formats", "-f", help="Comma-separated: onnx, openvino, tflite-fp32, tflite-fp16, "
+        "--formats", "-f", help="Comma-separated: onnx, onnx-int8 (QDQ, calibrated), openvino, "
+                                "tflite-fp32, tflite-fp16, "
                                 "tflite-dynamic, tflite-int8, tflite-int8+opt (every exact graph "
                                 "optimization that fits; tflite-int8+int8-hard-swish and "
                                 "tflite-int8+causal-pool-step apply one each: "

@@ -56,6 +56,24 @@ class ExportJob:
             what += f" [{d.source}]"
         return what + (f" (T={d.frames_per_call})" if d.frames_per_call else "")
 
+    def is_cached(self) -> bool:
+        """True when this machine's artifact cache serves the export as it is: an
+        [[artifacts]] file or recipe build (converters.foreign), or movibench's own export.
+        Hashes files; imports no TensorFlow."""
+        d = self.deployment
+        if d.source:
+            from converters.foreign import ForeignRequest, is_foreign_cached
+
+            return is_foreign_cached(ForeignRequest.from_source(
+                d.source, d.config, d.format, checkpoint=d.checkpoint or None,
+                path=d.source_path, frames=d.frames_per_call))
+        from bench.data.calibration_clips import export_options
+        from converters.export import is_cached
+
+        options = export_options(d.format, self.calibration_videos, self.calibration_frames)
+        return is_cached(d.config, d.format, checkpoint=d.checkpoint or None,
+                         frames_per_call=d.frames_per_call, options=options)
+
     def to_dict(self) -> dict:
         return {"job": self.JOB, **asdict(self), "deployment": self.deployment.to_dict()}
 

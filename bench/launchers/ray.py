@@ -221,6 +221,8 @@ class RayExecutor(Executor):
         """Run an export or a cell as a Ray task and wait for its outcome (thread-safe)."""
         start = time.perf_counter()
         export = isinstance(job, ExportJob)
+        if export and job.is_cached():
+            return self._export_served_here(job, timeout_s)
         if export:
             gen = _export_task.options(num_returns="streaming").remote(job, timeout_s, self.env)
         else:
@@ -234,6 +236,19 @@ class RayExecutor(Executor):
             with self._lock:
                 self._live.discard(gen)
                 self.running.pop(job.label, None)
+
+    def _export_served_here(self, job: ExportJob, timeout_s: float) -> JobOutcome:
+        """An export this machine's cache already holds: served here (a cache hit, in a worker
+        process like any export) and put in the object store for the cells' nodes, instead of
+        a task that a node with an empty cache would spend a rebuild on."""
+        outcome = _node_executor(self.env).run(job, timeout_s)
+        outcome.result.update(_here())
+        if outcome.ok:
+            artifact = Path(outcome.result["artifact"])
+            with self._lock:
+                self._payloads[str(artifact)] = [artifact.parent.name, artifact.name,
+                                                 ray.put(_pack_entry(str(artifact)))]
+        return outcome
 
     def _follow(self, gen, job: Job, timeout_s: float, export: bool, start: float) -> JobOutcome:
         where: dict = {}

@@ -95,6 +95,11 @@ def calibration_frames(data: DataSource | None) -> int:
     return (data.frames if data else None) or 16
 
 
+def export_job(deployment: Deployment, data: DataSource | None) -> ExportJob:
+    """The export that builds `deployment`'s artifact, calibrated (int8) on the run's data."""
+    return ExportJob(deployment, data.calibration_videos if data else (), calibration_frames(data))
+
+
 def planned_data(config: MatrixConfig) -> DataSource | None:
     """What `prepare_data` will resolve, without generating anything (for plans): the real
     thing once a synthetic dataset exists in the cache, else its expected shape."""
@@ -164,7 +169,7 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
             key = deployment.artifact_key
             if key not in cached:
                 try:
-                    cached[key] = _is_cached(deployment, data)
+                    cached[key] = export_job(deployment, data).is_cached()
                 except MovibenchError as exc:  # a format this model cannot be exported to
                     cached[key] = exc
             if isinstance(cached[key], MovibenchError):
@@ -176,25 +181,6 @@ def plan_cells(cells: list[Cell], data: DataSource | None, done: set[str]) -> li
         plans.append(CellPlan(cell, deployment, "done" if cell.cell_id in done else "todo",
                               error, artifact))
     return plans
-
-
-def _is_cached(deployment: Deployment, data: DataSource | None) -> bool:
-    """True when the artifact of `deployment` is in the cache: an [[artifacts]] file or
-    recipe build (converters.foreign), or movibench's own export."""
-    d = deployment
-    if d.source:
-        from converters.foreign import ForeignRequest, is_foreign_cached
-
-        return is_foreign_cached(ForeignRequest.from_source(
-            d.source, d.config, d.format, checkpoint=d.checkpoint or None, path=d.source_path,
-            frames=d.frames_per_call))
-    from bench.data.calibration_clips import export_options
-    from converters.export import is_cached
-
-    options = export_options(d.format, data.calibration_videos if data else (),
-                             calibration_frames(data))
-    return is_cached(d.config, d.format, checkpoint=d.checkpoint or None,
-                     frames_per_call=d.frames_per_call, options=options)
 
 
 def _from_file(deployment: Deployment) -> bool:
@@ -280,8 +266,7 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
         if plan.error or not plan.deployment.spec.exported:
             continue
         # Threads are not part of an artifact: the first cell's deployment stands for all.
-        job = ExportJob(plan.deployment, data.calibration_videos if data else (),
-                        calibration_frames(data))
+        job = export_job(plan.deployment, data)
         pending.setdefault(plan.deployment.artifact_key, job)
     if on_start:
         on_start(len(pending))
