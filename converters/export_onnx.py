@@ -204,6 +204,7 @@ def quantize_onnx(source: Path, target: Path, manifest: StateManifest, calibrati
     7-bit weights (reduce_range) and S8S8 on 8 of 8; S8S8 keeps the weights' full range and
     needs no CPU-dependent setting in the artifact.
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
     )
@@ -222,6 +223,12 @@ def quantize_onnx(source: Path, target: Path, manifest: StateManifest, calibrati
 
     start = time.perf_counter()
     reader = Feeds()
+    # The quantizer advises pre-processing (shape inference) on the root logger at every call,
+    # which reads as a problem in a CLI's output; every ONNX export here is shape-inferred
+    # strictly before it is written (validate_onnx).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
     try:
         quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8,
@@ -229,8 +236,8 @@ def quantize_onnx(source: Path, target: Path, manifest: StateManifest, calibrati
     except (ValueError, RuntimeError) as exc:
         raise UnsupportedExportError(f"ONNX Runtime's quantizer refused the graph: "
                                      f"{first_line(exc)}") from None
-    import onnx
-
+    finally:
+        root.setLevel(level)
     model = onnx.load(str(target))
     return {"quantizer": QUANTIZER,
             "calibration_steps": reader.count, "quantize_s": time.perf_counter() - start,
