@@ -361,10 +361,11 @@ class ArtifactCache:
         ArtifactError names the first that does not and nothing is published.
         """
         try:
-            records = json.loads(files[BUILD_INFO])["files"]
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+            info = json.loads(files[BUILD_INFO])
+            records = info.pop("files")  # commit records them again from the staged files
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
             raise ArtifactError(f"the entry {key[:12]} to import has no readable "
-                                      f"{BUILD_INFO} with its files' checksums") from None
+                                f"{BUILD_INFO} with its files' checksums") from None
         if filename not in records:
             raise ArtifactError(f"the entry {key[:12]} to import does not hold {filename}")
         with self.build_slot(key, filename) as slot:
@@ -375,8 +376,6 @@ class ArtifactCache:
             problem = file_problem(slot.staging, records)
             if problem:
                 raise ArtifactError(f"the entry {key[:12]} to import is damaged: {problem}")
-            info = json.loads(files[BUILD_INFO])
-            info.pop("files", None)
             return slot.commit(info)
 
     def remove(self, key: str) -> None:

@@ -200,7 +200,6 @@ def bounded(low: float | None = None, high: float | None = None, *, low_open: bo
     return check
 
 
-finite = bounded()
 positive_finite = bounded(0, low_open=True)
 non_negative = bounded(0)
 fraction = bounded(0, 1, high_open=True)
