@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UnsupportedExportError
-from core.manifest import IMAGE_INPUT, StateManifest
+from core.manifest import IMAGE_INPUT, LAYOUT_4D, StateManifest
 
 
 def synthetic_clips(n: int, frames: int, size: int, seed: int = 0) -> list[np.ndarray]:
@@ -54,7 +54,10 @@ def stream_feeds(next_states: Callable[[dict[str, np.ndarray]], dict[str, np.nda
             clip = clip[np.arange(frames) % clip.shape[0]]
         states = manifest.init_states()
         for start in range(0, clip.shape[0] - frames + 1, frames):
-            feed = {IMAGE_INPUT: np.ascontiguousarray(clip[None, start:start + frames])}
+            image = np.ascontiguousarray(clip[None, start:start + frames])
+            # A 4-D artifact's image tensor is its one frame [1, H, W, 3].
+            feed = {IMAGE_INPUT: image.reshape(manifest.image_shape) if manifest.layout == LAYOUT_4D
+                    else image}
             feed.update({s.input_name: states[s.name] for s in manifest.states})
             yield feed
             if manifest.states:

@@ -101,6 +101,10 @@ def resolve_frames(config: ModelConfig, spec: FormatSpec, frames_per_call: int |
     if frames_per_call is not None and frames_per_call < 1:
         raise UnsupportedExportError(f"frames_per_call must be >= 1, got {frames_per_call}")
     refusal = exporter_for(spec).refusal(config, spec, options)
+    if refusal is None and spec.four_d:
+        from converters.stream4d import refusal as four_d_refusal
+
+        refusal = four_d_refusal(config, frames_per_call, options.dynamic_frames)
     if refusal:
         raise UnsupportedExportError(refusal)
     if options.dynamic_frames:
@@ -136,6 +140,10 @@ def artifact_key(config: ModelConfig, spec: FormatSpec, checkpoint: str | Path |
     optimizations = applied_optimizations(config, spec, frames)
     if optimizations:  # absent otherwise, so the keys of plain artifacts stay what they were
         parts["optimizations"] = list(optimizations)
+    if spec.four_d:
+        from converters.stream4d import GRAPH
+
+        parts["graph"] = GRAPH
     return cache_key(parts), artifact_filename(config, spec, frames)
 
 
@@ -152,7 +160,7 @@ def applied_optimizations(config: ModelConfig, spec: FormatSpec,
     from converters.optimize import applicable, describe
 
     names = applicable(config, spec, frames)
-    if not names:
+    if not names and not spec.four_d:  # a 4-D graph differs from the plain one in any case
         per_call = "any number of" if frames is None else str(frames)
         raise UnsupportedExportError(
             f"{spec.name}: no graph optimization applies to a {config.variant} model with "
@@ -268,6 +276,12 @@ def _build(exporter: Exporter, config: ModelConfig, spec: FormatSpec, checkpoint
         model, manifest = build_reference(config, checkpoint, options.seed, frames)
         # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
         with exportable(model, config) as graph:
+            traced = graph.model
+            if spec.four_d:
+                from converters.stream4d import four_d_manifest, single_frame_graph
+
+                traced = single_frame_graph(graph.model, manifest)
+                manifest = four_d_manifest(manifest)
             details = exporter.build(BuildJob(spec, frames, options, target, manifest,
-                                              optimizations, model=graph.model))
+                                              optimizations, model=traced))
     return {**details, **graph.details}, manifest

@@ -263,8 +263,9 @@ class OnnxExporter(Exporter):
         return key
 
     def takes_dynamic_frames(self, spec: FormatSpec) -> bool:
-        # Calibration streams calls of one fixed T through the fp32 model.
-        return not spec.calibrated
+        # Calibration streams calls of one fixed T through the fp32 model; a 4-D graph takes
+        # one frame.
+        return not spec.calibrated and not spec.four_d
 
     def refusal(self, config: ModelConfig, spec: FormatSpec, options: ExportOptions) -> str | None:
         if options.dynamic_frames and not self.takes_dynamic_frames(spec):
@@ -277,7 +278,8 @@ class OnnxExporter(Exporter):
             return SourceExport(ONNX + spec.suffix, options)
         # The rewrites work on the exported graph: they start from the plain export (from the
         # cache when it is there) instead of converting the model again, and simplify after.
-        if not spec.optimized:
+        # A 4-D graph is traced itself (there is no plain 4-D export to start from).
+        if not spec.optimized or spec.four_d:
             return None
         return SourceExport(spec.plain, replace(options, simplify=False))
 
@@ -293,5 +295,9 @@ class OnnxExporter(Exporter):
             details = rewrite_onnx_file(job.source.path, job.target, job.optimizations,
                                         simplify=job.options.simplify)
             return {**details, **source_facts(job.source)}
-        return export_onnx(job.model, job.manifest, job.frames, job.target,
-                           opset=job.options.opset, simplify=job.options.simplify)
+        details = export_onnx(job.model, job.manifest, job.frames, job.target,
+                              opset=job.options.opset, simplify=job.options.simplify)
+        if job.optimizations:  # a 4-D graph: its rewrites apply to the file just written
+            details["rewritten"] = rewrite_onnx_file(job.target, job.target, job.optimizations,
+                                                     simplify=job.options.simplify)
+        return details

@@ -70,6 +70,9 @@ class Optimization:
     # Rewrites a path only a one-frame call takes: an export of more frames per call (or of a
     # symbolic T) would carry the name without the change.
     one_frame_only: bool = False
+    # False where the 4-D single-frame graph (converters.stream4d) replaces the layer a patch
+    # rewrites with its own form of the same change.
+    in_four_d: bool = True
 
 
 def _uses_hard_swish(config: ModelConfig) -> bool:
@@ -140,7 +143,8 @@ OPTIMIZATIONS: tuple[Optimization, ...] = (
     Optimization(INT8_HARD_SWISH, "full-int8 TFLite of models with hard-swish",
                  _uses_hard_swish, patch=_unfused_hard_swish),
     Optimization(CAUSAL_POOL_STEP, "full-int8 TFLite of causal models, one frame per call",
-                 lambda config: config.causal, patch=_causal_pool_step, one_frame_only=True),
+                 lambda config: config.causal, patch=_causal_pool_step, one_frame_only=True,
+                 in_four_d=False),
     Optimization(HARD_SWISH_OP, "ONNX of models with hard-swish",
                  _uses_hard_swish, onnx_pass=fuse_hard_swish),
     Optimization(HARD_SIGMOID_GATE_FOLD,
@@ -158,7 +162,8 @@ def applicable(config: ModelConfig, spec: FormatSpec, frames: int | None = 1) ->
     carried = exporter_for(spec).optimizations(spec)
     return tuple(o.name for o in OPTIMIZATIONS
                  if o.name in carried and o.fits(config) and (not spec.only or o.name in spec.only)
-                 and (frames == 1 or not o.one_frame_only))
+                 and (frames == 1 or not o.one_frame_only)
+                 and (o.in_four_d or not spec.four_d))
 
 
 def describe() -> str:

@@ -22,7 +22,7 @@ from core.checkpoints import checkpoint_files_sha256, resolve_checkpoint_prefix 
 from core.errors import CheckpointMismatchError, first_line  # noqa: E402
 from core.formats import FP32, TENSORFLOW  # noqa: E402
 from core.manifest import (  # noqa: E402
-    IMAGE_INPUT, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
+    IMAGE_INPUT, LAYOUT_4D, LOGITS_OUTPUT, StateManifest, StateSpec, state_name_from_tensor,
 )
 from core.zoo import CONFIG_SIDECAR, ModelConfig  # noqa: E402
 
@@ -173,7 +173,8 @@ def make_manifest(model: tf_keras.Model, config: ModelConfig, checkpoint_hash: s
 def input_signature(manifest: StateManifest, frames: int | None) -> list[tf.TensorSpec]:
     """TensorSpecs named by the state contract: image first, then states in manifest order."""
     res = manifest.resolution
-    specs = [tf.TensorSpec([1, frames, res, res, 3], tf.float32, name=IMAGE_INPUT)]
+    shape = manifest.image_shape if manifest.layout == LAYOUT_4D else [1, frames, res, res, 3]
+    specs = [tf.TensorSpec(shape, tf.float32, name=IMAGE_INPUT)]
     specs += [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.input_name)
               for s in manifest.states]
     return specs

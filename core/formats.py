@@ -26,6 +26,9 @@ class FormatSpec:
     # beside the plain format and '+opt' in one matrix).
     optimized: bool = False
     only: tuple[str, ...] = ()
+    # The single-frame graph with every tensor of rank ≤ 4 (converters.stream4d), for GPU
+    # delegates; it carries every graph optimization of its family that fits the model.
+    four_d: bool = False
 
     @property
     def plain(self) -> str:
@@ -64,6 +67,7 @@ FP16 = "fp16"
 DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
 INT8 = "int8"
 OPTIMIZED_SUFFIX = "+opt"
+FOUR_D_SUFFIX = "+4d"
 # The graph optimizations by name (what each does: converters.optimize).
 INT8_HARD_SWISH = "int8-hard-swish"
 CAUSAL_POOL_STEP = "causal-pool-step"
@@ -105,6 +109,16 @@ FORMATS: dict[str, FormatSpec] = {
         *(FormatSpec(f"tflite-int8+{name}", TFLITE, INT8, "litert", ".tflite",
                      optimized=True, only=(name,))
           for name in (INT8_HARD_SWISH, CAUSAL_POOL_STEP)),
+        # The ≤4-D single-frame stream graph (converters.stream4d) for every family but
+        # TensorRT: LiteRT's GPU delegate takes no tensor of higher rank.
+        *(FormatSpec(f"tflite-{precision}" + FOUR_D_SUFFIX, TFLITE, precision, "litert",
+                     ".tflite", optimized=True, four_d=True) for precision in (FP32, FP16, INT8)),
+        FormatSpec(ONNX + FOUR_D_SUFFIX, ONNX, FP32, "onnxruntime", ".onnx", optimized=True,
+                   four_d=True),
+        FormatSpec(f"{ONNX}-{INT8}" + FOUR_D_SUFFIX, ONNX, INT8, "onnxruntime", ".onnx",
+                   optimized=True, four_d=True),
+        FormatSpec(OPENVINO + FOUR_D_SUFFIX, OPENVINO, FP32, OPENVINO, ".onnx", optimized=True,
+                   four_d=True),
         FormatSpec("trt-fp32", TENSORRT, FP32, TENSORRT, ".engine"),
         FormatSpec("trt-fp16", TENSORRT, FP16, TENSORRT, ".engine"),
         FormatSpec("trt-int8", TENSORRT, INT8, TENSORRT, ".engine"),

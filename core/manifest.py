@@ -24,6 +24,11 @@ STATE_PREFIX = "state_"
 # ("graph input ... not exist" / "Graph has cycles").
 NEXT_STATE_PREFIX = "next_state_"
 MANIFEST_VERSION = 1
+# How an artifact's tensors are laid out: Model Garden's ([1, T, H, W, 3] image, 5-D buffers)
+# or the single-frame graph's, every tensor of rank ≤ 4 (converters.stream4d).
+LAYOUT_5D = "5d"
+LAYOUT_4D = "4d"
+LAYOUTS = (LAYOUT_5D, LAYOUT_4D)
 
 
 def state_input_name(name: str) -> str:
@@ -46,11 +51,15 @@ def state_name_from_tensor(tensor_name: str) -> str:
 
 @dataclass(frozen=True)
 class StateSpec:
-    """One stream state: its short name, static shape and dtype; initial value is zeros."""
+    """One stream state: its short name, static shape and dtype; initial value is zeros.
+
+    `model_garden_shape` is set on a state of a 4-D artifact whose shape differs from Model
+    Garden's state of the same name: the shape it converts to (core.state_layout)."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    model_garden_shape: tuple[int, ...] | None = None
 
     @property
     def input_name(self) -> str:
@@ -92,6 +101,7 @@ class StateManifest:
     version: int = MANIFEST_VERSION
     # Graph optimizations applied at export (converters.optimize); empty for the plain graph.
     optimizations: list[str] = field(default_factory=list)
+    layout: str = LAYOUT_5D
 
     @property
     def causal(self) -> bool:
@@ -99,6 +109,10 @@ class StateManifest:
 
     @property
     def image_shape(self) -> tuple[int | None, ...]:
+        """The shape of the artifact's image tensor. Callers always pass [1, T, H, W, 3]; a 4-D
+        artifact's session reshapes its one frame to [1, H, W, 3] (a view, no copy)."""
+        if self.layout == LAYOUT_4D:
+            return (1, self.resolution, self.resolution, 3)
         return (1, self.frames_per_call, self.resolution, self.resolution, 3)
 
     @property
@@ -136,7 +150,9 @@ class StateManifest:
         data = asdict(self)
         data["states"] = [
             {"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "init": "zeros",
-             "input": s.input_name, "output": s.output_name}
+             "input": s.input_name, "output": s.output_name,
+             **({"model_garden_shape": list(s.model_garden_shape)}
+                if s.model_garden_shape is not None else {})}
             for s in self.states
         ]
         return data
@@ -180,6 +196,11 @@ class StateManifest:
             _count(kwargs[key], key, MAX_DIM)
         if kwargs.get("frames_per_call") is not None:
             _count(kwargs["frames_per_call"], "frames_per_call", MAX_DIM)
+        if kwargs.get("layout", LAYOUT_5D) not in LAYOUTS:
+            raise _Invalid(f"'layout' must be one of {', '.join(LAYOUTS)}, "
+                           f"got {_short(kwargs['layout'])}")
+        if kwargs.get("layout") == LAYOUT_4D and kwargs.get("frames_per_call") != 1:
+            raise _Invalid("a 4-D artifact takes one frame per call: 'frames_per_call' must be 1")
         version = kwargs.get("version", MANIFEST_VERSION)
         _count(version, "version", MAX_DIM)
         if version > MANIFEST_VERSION:
@@ -288,7 +309,16 @@ def _state_spec(data, index: int) -> StateSpec:
     if dtype not in STATE_DTYPES:
         raise _Invalid(f"state {name!r}: dtype must be one of {', '.join(STATE_DTYPES)}, "
                        f"got {_short(dtype)}")
-    return StateSpec(name, dims, dtype)
+    source = data.get("model_garden_shape")
+    if source is not None:
+        if not isinstance(source, (list, tuple)):
+            raise _Invalid(f"state {name!r}: model_garden_shape must be a list, got {_short(source)}")
+        source = tuple(_count(d, f"state {name!r} model_garden_shape", MAX_DIM, lo=0)
+                       for d in source)
+        if int(np.prod(source, dtype=object)) != int(np.prod(dims, dtype=object)):
+            raise _Invalid(f"state {name!r}: model_garden_shape {list(source)} does not hold "
+                           f"the {int(np.prod(dims, dtype=object))} elements of {list(dims)}")
+    return StateSpec(name, dims, dtype, source)
 
 
 def manifest_path_for(artifact: str | Path) -> Path:

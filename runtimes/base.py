@@ -22,7 +22,7 @@ from core.errors import (
     ArtifactError, MissingDependencyError, MovibenchError, StateError, first_line,
 )
 from core.formats import FORMATS, get_format
-from core.manifest import IMAGE_INPUT, LOGITS_OUTPUT, StateManifest
+from core.manifest import IMAGE_INPUT, LAYOUT_4D, LOGITS_OUTPUT, StateManifest
 
 States = Mapping[str, Any]
 # Calls a profiling session runs (Session.execution_facts); the first is left out of the shares.
@@ -207,6 +207,8 @@ class Session(ABC):
         # known to fit the manifest, so the per-state check (tens of microseconds for ~40
         # states, several % of a sub-millisecond step) is skipped for them.
         self._issued: Mapping[str, Any] | None = None
+        # A 4-D artifact's image tensor is its one frame: callers still pass [1, 1, H, W, 3].
+        self._engine_image = manifest.image_shape if manifest.layout == LAYOUT_4D else None
 
     # -- checks against the manifest -------------------------------------------------------
     def check_frames(self, frames: np.ndarray) -> None:
@@ -268,7 +270,7 @@ class Session(ABC):
             self.check_states(states)
         start = time.perf_counter_ns()
         try:
-            logits, next_states = self._step(frames, states)
+            logits, next_states = self._step(self.engine_frames(frames), states)
         except MovibenchError:
             raise
         except Exception as exc:  # the engine's own error types (ORT Fail, LiteRT RuntimeError)
@@ -292,6 +294,10 @@ class Session(ABC):
         self.step_ns.append(time.perf_counter_ns() - start)
         return logits
 
+    def engine_frames(self, frames: np.ndarray) -> np.ndarray:
+        """`frames` [1, T, H, W, 3] as the artifact's image tensor takes them (a view)."""
+        return frames if self._engine_image is None else frames.reshape(self._engine_image)
+
     def _engine_error(self, exc: Exception) -> ArtifactError:
         """An engine that fails on inputs the manifest accepts: the artifact is broken (a
         damaged file can still load) or does not do what its manifest says."""
@@ -305,14 +311,14 @@ class Session(ABC):
         For harnesses that measure their own overhead against the bare engine: pass only
         inputs that `step` accepted (the states the last call returned).
         """
-        logits, next_states = self._step(frames, states)
+        logits, next_states = self._step(self.engine_frames(frames), states)
         # Issued like step's, so a harness call that follows takes them without re-checking.
         return logits, self._issue(next_states)
 
     def predict_unchecked(self, clip: np.ndarray) -> np.ndarray:
         """The engine call of `predict` alone (see `step_unchecked`)."""
         if self.manifest.causal:
-            return self._step(clip, self.manifest.init_states())[0]
+            return self._step(self.engine_frames(clip), self.manifest.init_states())[0]
         return self._predict(clip)
 
     @classmethod
