@@ -1,0 +1,120 @@
+"""The LiteRT GPU-delegate check on real TFLite files: the project's 5-D stream export, and tiny
+4-D graphs converted here with the TFLite converter (each in about a second)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from converters.gpu_delegate_compat import (
+    OPS_TABLE, check_gpu_delegate_compat, load_ops_table, read_tflite_graph,
+)
+from core.errors import ArtifactError
+
+
+def _convert(build, path):
+    """A tf_keras model on a [1, 8, 8, 3] input, `build(x)` its output, converted to `path`."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    x = keras.Input((8, 8, 3), batch_size=1)
+    model = keras.Model(x, build(x, keras, tf))
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def _four_d(x, keras, tf):
+    """conv2d + relu6, a second conv, add, spatial mean: ops and shapes a mobile GPU runs."""
+    a = keras.layers.Conv2D(4, 3, padding="same", activation=tf.nn.relu6)(x)
+    b = keras.layers.Conv2D(4, 1)(x)
+    return keras.layers.GlobalAveragePooling2D(keepdims=True)(keras.layers.Add()([a, b]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The 4-D graph, one with an op outside the table (ARG_MAX) and one with an option the
+    delegate refuses (STRIDED_SLICE with shrink_axis_mask)."""
+    root = tmp_path_factory.mktemp("gpu-delegate")
+    conv = lambda x, keras, tf: keras.layers.Conv2D(4, 3, padding="same")(x)  # noqa: E731
+    return {
+        "four_d": _convert(_four_d, root / "four_d.tflite"),
+        "argmax": _convert(lambda x, k, tf: k.layers.Lambda(
+            lambda t: tf.math.argmax(t, axis=-1))(conv(x, k, tf)), root / "argmax.tflite"),
+        "shrink": _convert(lambda x, k, tf: k.layers.Lambda(
+            lambda t: t[:, 0])(conv(x, k, tf)), root / "shrink.tflite"),
+    }
+
+
+def test_table_records_its_source_and_the_rank_limit():
+    data = json.loads(OPS_TABLE.read_text())
+    assert data["source"]["repo"] == "google-ai-edge/LiteRT"
+    assert len(data["source"]["commit"]) == 40
+    assert "tflite/delegates/gpu/common/model_builder.cc" in data["source"]["files"]
+    table = load_ops_table()
+    assert table.max_tensor_rank == 4
+    assert table.operators["CONV_2D"]["max_version"] == 6
+    assert table.operators["CONV_3D"]["supported"] is False
+    # Every row says in words where its rules come from.
+    assert all(row.get("words") for row in table.operators.values() if not row["supported"])
+
+
+def test_the_5d_stream_graph_is_rejected_for_its_rank_5_tensors(t0_stream_tflite):
+    report = check_gpu_delegate_compat(t0_stream_tflite.path)
+    assert not report.passed
+    assert report.highest_rank == 5
+    assert report.high_rank_count > 0
+    # The image input [1, T, H, W, 3] is one of them, named in the report and its summary.
+    assert any(name.startswith("serving_default_image") for name in report.high_rank_tensors)
+    assert "rank > 4" in report.summary()
+    assert report.ops["CONV_2D"] > 0 and not report.unsupported_ops
+
+
+def test_a_small_4d_graph_passes(tiny):
+    report = check_gpu_delegate_compat(tiny["four_d"])
+    assert report.passed, report.summary()
+    assert report.highest_rank == 4
+    assert set(report.ops) == {"CONV_2D", "ADD", "MEAN"}
+    (ops, _), = read_tflite_graph(tiny["four_d"]).subgraphs
+    # relu6 is fused into a convolution, so the fused-activation rule was really applied.
+    assert "RELU6" in {op.options.get("fused_activation_function") for op in ops}
+
+
+def test_an_op_outside_the_table_is_rejected_by_name(tiny):
+    report = check_gpu_delegate_compat(tiny["argmax"])
+    assert not report.passed
+    assert report.unsupported_ops == ["ARG_MAX"]
+    assert "ARG_MAX" in report.summary()
+
+
+def test_an_option_the_delegate_refuses_is_reported(tiny):
+    report = check_gpu_delegate_compat(tiny["shrink"])
+    assert not report.passed
+    assert report.highest_rank <= 4 and not report.unsupported_ops
+    assert any("STRIDED_SLICE" in v and "shrink_axis_mask" in v for v in report.option_violations)
+
+
+def test_an_op_version_above_the_delegates_is_reported(tiny, tmp_path):
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = tiny["four_d"].read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    conv = next(c for c in model.operatorCodes if c.builtinCode == schema.BuiltinOperator.CONV_2D)
+    conv.version = 7  # the delegate parses CONV_2D up to version 6
+    builder = flatbuffers.Builder(len(data))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    bumped = tmp_path / "conv_v7.tflite"
+    bumped.write_bytes(builder.Output())
+    report = check_gpu_delegate_compat(bumped)
+    assert report.version_too_high == ["CONV_2D v7 (max 6)"]
+    assert not report.passed
+
+
+def test_a_file_that_is_not_tflite_is_an_artifact_error(tmp_path):
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ArtifactError, match="not a TFLite flatbuffer"):
+        check_gpu_delegate_compat(bad)
+    with pytest.raises(ArtifactError, match="cannot read"):
+        check_gpu_delegate_compat(tmp_path / "missing.tflite")
