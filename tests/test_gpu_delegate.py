@@ -11,6 +11,7 @@ from converters.gpu_delegate_compat import (
     OPS_TABLE, check_gpu_delegate_compat, load_ops_table, read_tflite_graph,
 )
 from core.errors import ArtifactError
+from core.formats import get_format
 
 
 def _convert(build, path):
@@ -70,6 +71,20 @@ def test_the_5d_stream_graph_is_rejected_for_its_rank_5_tensors(t0_stream_tflite
     assert report.ops["CONV_2D"] > 0 and not report.unsupported_ops
 
 
+def test_every_tflite_build_records_the_verdict_and_the_support_table_agrees(t0_stream_tflite):
+    from converters.exporter import exporter_for
+    from converters.support import gpu_delegate_rows
+
+    record = t0_stream_tflite.details["gpu_delegate"]
+    report = check_gpu_delegate_compat(t0_stream_tflite.path)
+    assert record["passed"] is False and record["summary"] == report.summary()
+    # The support table's rank for the format is the rank its real build has.
+    spec = get_format(t0_stream_tflite.format)
+    assert exporter_for(spec).max_tensor_rank(spec) == report.highest_rank
+    row = next(r for r in gpu_delegate_rows() if r[0] == spec.name)
+    assert row[1] == "5" and row[2].startswith("no")
+
+
 def test_a_small_4d_graph_passes(tiny):
     report = check_gpu_delegate_compat(tiny["four_d"])
     assert report.passed, report.summary()
@@ -118,3 +133,38 @@ def test_a_file_that_is_not_tflite_is_an_artifact_error(tmp_path):
         check_gpu_delegate_compat(bad)
     with pytest.raises(ArtifactError, match="cannot read"):
         check_gpu_delegate_compat(tmp_path / "missing.tflite")
+
+
+def _movibench(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`movibench ARGS` in this process through the real entry point (exit-code mapping)."""
+    from bench.cli.app import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr("sys.argv", ["movibench", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+def test_cli_fails_the_5d_stream_graph_with_exit_1_and_json(t0_stream_tflite, monkeypatch, capsys):
+    code, out, _ = _movibench(monkeypatch, capsys, "validate", "gpu-delegate",
+                              str(t0_stream_tflite.path), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["passed"] is False and report["highest_rank"] == 5
+    assert report["summary"].startswith("FAIL")
+
+
+def test_cli_passes_the_4d_graph_with_exit_0(tiny, monkeypatch, capsys):
+    code, out, _ = _movibench(monkeypatch, capsys, "validate", "gpu-delegate", str(tiny["four_d"]))
+    assert code == 0
+    assert "PASS" in out and "CONV_2D" in out
+
+
+def test_cli_an_unreadable_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "x.tflite"
+    bad.write_text("not tflite")
+    code, out, err = _movibench(monkeypatch, capsys, "validate", "gpu-delegate", str(bad))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "not a TFLite flatbuffer" in err
