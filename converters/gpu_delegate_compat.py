@@ -97,7 +97,9 @@ class TFLiteGraph:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    """'dilationWFactor' → 'dilation_w_factor': the schema's field names, as the table spells them."""
+    words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", words).lower()
 
 
 def _enum_names(schema, class_name: str) -> dict[int, str]:

@@ -109,21 +109,39 @@ def test_an_option_the_delegate_refuses_is_reported(tiny):
     assert any("STRIDED_SLICE" in v and "shrink_axis_mask" in v for v in report.option_violations)
 
 
-def test_an_op_version_above_the_delegates_is_reported(tiny, tmp_path):
+def _edited(source, target, edit):
+    """`source` rewritten through the schema's object API after `edit(model, schema)`."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    data = tiny["four_d"].read_bytes()
+    data = source.read_bytes()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    conv = next(c for c in model.operatorCodes if c.builtinCode == schema.BuiltinOperator.CONV_2D)
-    conv.version = 7  # the delegate parses CONV_2D up to version 6
+    edit(model, schema)
     builder = flatbuffers.Builder(len(data))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    bumped = tmp_path / "conv_v7.tflite"
-    bumped.write_bytes(builder.Output())
-    report = check_gpu_delegate_compat(bumped)
+    target.write_bytes(builder.Output())
+    return target
+
+
+def test_an_op_version_above_the_delegates_is_reported(tiny, tmp_path):
+    def bump(model, schema):
+        conv = next(c for c in model.operatorCodes
+                    if c.builtinCode == schema.BuiltinOperator.CONV_2D)
+        conv.version = 7  # the delegate parses CONV_2D up to version 6
+
+    report = check_gpu_delegate_compat(_edited(tiny["four_d"], tmp_path / "v7.tflite", bump))
     assert report.version_too_high == ["CONV_2D v7 (max 6)"]
     assert not report.passed
+
+
+def test_a_dilation_below_one_is_reported(tiny, tmp_path):
+    def zero_dilation(model, schema):
+        convs = [op for op in model.subgraphs[0].operators
+                 if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D]
+        convs[0].builtinOptions.dilationHFactor = 0  # CheckDilation wants > 0
+
+    report = check_gpu_delegate_compat(_edited(tiny["four_d"], tmp_path / "d0.tflite", zero_dilation))
+    assert [v.split(": ", 1)[1] for v in report.option_violations] == ["dilation_h_factor 0 < 1"]
 
 
 def test_a_file_that_is_not_tflite_is_an_artifact_error(tmp_path):
