@@ -192,6 +192,7 @@ class GpuDelegateCompatReport:
     highest_rank: int  # the highest rank among them
     high_rank_count: int = 0  # of those, how many exceed max_tensor_rank
     high_rank_tensors: list[str] = field(default_factory=list)  # the first NAMES_KEPT: 'name[1,1,8,8,16]'
+    high_rank_ops: dict[str, int] = field(default_factory=dict)  # 'RESHAPE' → ops touching one of them
     unsupported_ops: list[str] = field(default_factory=list)  # op names not in the table or refused
     version_too_high: list[str] = field(default_factory=list)  # 'DIV v3 (max 2)'
     option_violations: list[str] = field(default_factory=list)  # 'STRIDED_SLICE #4: shrink_axis_mask 1 not in [0]'
@@ -342,6 +343,7 @@ def check_gpu_delegate_compat(model: str | Path, table: GpuDelegateOpsTable | No
     table = table or load_ops_table()
     allowed_types = table.runtime_types | (table.quantized_types if quantized_ops else frozenset())
     ops: Counter[str] = Counter()
+    high_rank_ops: Counter[str] = Counter()
     used: dict[tuple[int, int], TFLiteTensor] = {}
     unsupported, versions, options, types = set(), [], [], []
     words = {}
@@ -353,9 +355,10 @@ def check_gpu_delegate_compat(model: str | Path, table: GpuDelegateOpsTable | No
         for op in operators:
             ops[op.name] += 1
             where = f"{op.name} #{op.index}" + (f" (subgraph {g})" if g else "")
-            for i in (*op.inputs, *op.outputs):
-                if i >= 0:
-                    used[(g, i)] = tensors[i]
+            touched = [tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+            used.update(((g, i), tensors[i]) for i in (*op.inputs, *op.outputs) if i >= 0)
+            if any(t.rank > table.max_tensor_rank for t in touched):
+                high_rank_ops[op.name] += 1
             row = table.operators.get(op.name)
             if row is None or not row["supported"] or (row.get("quantized_only") and not quantized_ops):
                 unsupported.add(op.name)
@@ -382,6 +385,7 @@ def check_gpu_delegate_compat(model: str | Path, table: GpuDelegateOpsTable | No
         ops=dict(ops.most_common()), tensors=len(used),
         highest_rank=max((t.rank for t in used.values()), default=0),
         high_rank_count=len(high), high_rank_tensors=[t.label() for t in high[:NAMES_KEPT]],
+        high_rank_ops=dict(high_rank_ops.most_common()),
         unsupported_ops=sorted(unsupported), version_too_high=sorted(set(versions)),
         option_violations=options, tensor_type_violations=types,
         unchecked_rules=dict(sorted(words.items())))

@@ -69,6 +69,9 @@ def test_the_5d_stream_graph_is_rejected_for_its_rank_5_tensors(t0_stream_tflite
     assert any(name.startswith("serving_default_image") for name in report.high_rank_tensors)
     assert "rank > 4" in report.summary()
     assert report.ops["CONV_2D"] > 0 and not report.unsupported_ops
+    # The 5-D layout runs through the whole graph: the convolutions' reshapes touch it.
+    assert report.high_rank_ops["RESHAPE"] > 0
+    assert sum(report.high_rank_ops.values()) <= sum(report.ops.values())
 
 
 def test_every_tflite_build_records_the_verdict_and_the_support_table_agrees(t0_stream_tflite):

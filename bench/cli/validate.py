@@ -293,7 +293,8 @@ def validate_tensorrt_cmd(
         for op, count in report.ops.items():
             ok = op not in report.unsupported_ops and not any(
                 t.startswith(op + "(") for t in report.unsupported_node_types)
-            table.add_row(op, str(count), "[green]yes" if ok else "[red]no",
+            table.add_row(op, str(count), str(report.high_rank_ops.get(op, "")),
+                          "[green]yes" if ok else "[red]no",
                           report.restrictions.get(op, ""))
         stdout.print(table)
         stdout.print(report.summary())
@@ -339,14 +340,16 @@ def validate_gpu_delegate_cmd(
     else:
         table = Table(title=f"LiteRT GPU delegate ({report.source}) — {tflite_file.name}, "
                             f"highest tensor rank {report.highest_rank}")
-        for col in ("op", "count", "supported", "problems", "rule not checked"):
+        for col in ("op", "count", f"rank > {report.max_tensor_rank}", "supported", "problems",
+                    "rule not checked"):
             table.add_column(col, overflow="fold")
         problems = report.option_violations + report.tensor_type_violations
         for op, count in report.ops.items():
             found = [p for p in problems if p.split(" #")[0] == op]
             ok = op not in report.unsupported_ops and not found and not any(
                 v.startswith(op + " v") for v in report.version_too_high)
-            table.add_row(op, str(count), "[green]yes" if ok else "[red]no",
+            table.add_row(op, str(count), str(report.high_rank_ops.get(op, "")),
+                          "[green]yes" if ok else "[red]no",
                           f"{len(found)}: {found[0]}" if found else "",
                           report.unchecked_rules.get(op, ""))
         stdout.print(table)
