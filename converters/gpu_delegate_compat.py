@@ -355,9 +355,9 @@ def check_gpu_delegate_compat(model: str | Path, table: GpuDelegateOpsTable | No
         for op in operators:
             ops[op.name] += 1
             where = f"{op.name} #{op.index}" + (f" (subgraph {g})" if g else "")
-            touched = [tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
-            used.update(((g, i), tensors[i]) for i in (*op.inputs, *op.outputs) if i >= 0)
-            if any(t.rank > table.max_tensor_rank for t in touched):
+            touched = {i: tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0}
+            used.update(((g, i), t) for i, t in touched.items())
+            if any(t.rank > table.max_tensor_rank for t in touched.values()):
                 high_rank_ops[op.name] += 1
             row = table.operators.get(op.name)
             if row is None or not row["supported"] or (row.get("quantized_only") and not quantized_ops):
