@@ -3,7 +3,8 @@
 The file's `serving_default` signature takes `image` + `state_*` and returns `logits` +
 `next_state_*`. Every converted file is opened with LiteRT and run for one step before it is
 returned, so a model that converts but cannot run (e.g. int8 'RESHAPE num_input_elements !=
-num_output_elements' at prepare) fails here with the reason instead of being cached.
+num_output_elements' at prepare) fails here with the reason instead of being cached; its
+build record also says whether the LiteRT GPU delegate would take it whole.
 `TFLiteExporter` is the TFLite family's exporter (converters.exporter).
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from converters.calibration import stream_feeds
 from converters.exporter import BuildJob, Exporter
+from converters.gpu_delegate_compat import check_gpu_delegate_compat
 from core.errors import ArtifactError, UnsupportedExportError, first_line
 from core.formats import (
     CAUSAL_POOL_STEP, DYNAMIC, FP16, FP32, INT8, INT8_HARD_SWISH, TFLITE, FormatSpec,
@@ -142,7 +144,8 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
 
     Returns:
         details: convert seconds (calibration included), file bytes, op histogram, tensor
-        dtypes and, for int8, the float ops left, the boundary ops and the calibration used.
+        dtypes, the LiteRT GPU-delegate verdict (converters.gpu_delegate_compat) and, for
+        int8, the float ops left, the boundary ops and the calibration used.
 
     Raises:
         UnsupportedExportError for an unknown precision or int8 I/O; ArtifactError when the
@@ -196,7 +199,8 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
              **{s.input_name: s.initial_value() for s in manifest.states}}
     verify_tflite(target, manifest, first)
     details = {"convert_seconds": round(convert_seconds, 3), "precision": precision,
-               "file_bytes": len(data), **graph_facts(data, precision)}
+               "file_bytes": len(data), **graph_facts(data, precision),
+               "gpu_delegate": check_gpu_delegate_compat(target).to_record()}
     if precision == INT8:
         details.update(int8_float_io=int8_float_io, calibration=calibration.key(),
                        calibration_samples=calibrated)

@@ -93,6 +93,11 @@ class Exporter(ABC):
             return f"dynamic_frames is ONNX-only; {spec.name} needs static shapes"
         return None
 
+    def max_tensor_rank(self, spec: FormatSpec) -> int:
+        """The highest tensor rank in `spec`'s graphs: 5 for Model Garden's layout, whose image
+        [1, T, H, W, 3] and stream states keep a time axis (the LiteRT GPU delegate takes <= 4)."""
+        return 5
+
     def prepare(self) -> None:
         """Fail before any build (its source's included) when this machine cannot build one."""
 

@@ -23,6 +23,7 @@ from converters.cache import (
 )
 from core.errors import ArtifactError, UnsupportedExportError
 from converters.export import Artifact, serve_entry
+from converters.gpu_delegate_compat import check_gpu_delegate_compat
 from core.formats import ONNX, OPENVINO, TFLITE, get_export_format, plain_format
 from core.manifest import StateManifest, StateSpec, manifest_path_for, state_name_from_tensor
 from core.zoo import ModelConfig
@@ -169,6 +170,8 @@ def foreign_artifact(request: ForeignRequest, read_manifest: Callable[[Path], St
         # Nothing lies beside the staged copy yet: the manifest is read off its signature.
         manifest = check_declared(read_manifest(target), request)
         manifest.save(manifest_path_for(target))
+        if spec.family == TFLITE:
+            details["gpu_delegate"] = check_gpu_delegate_compat(target).to_record()
         build_seconds = time.perf_counter() - start
         entry = slot.commit({"key": key, "format": spec.name, "build_seconds": build_seconds,
                              "details": details, "model": request.config.resolved().to_dict(),

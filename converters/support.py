@@ -17,7 +17,7 @@ from pathlib import Path
 
 from converters.exporter import exporter_for
 from core.errors import UnsupportedExportError
-from core.formats import FORMATS, FormatSpec, get_format
+from core.formats import FORMATS, TFLITE, FormatSpec, get_format
 from core.zoo import CONV_TYPES, MODELS, VARIANTS, ModelConfig
 
 # The clip length a base model is asked about: any L >= 1 gets the same answer.
@@ -162,6 +162,37 @@ def summary(rows: list[SupportRow]) -> list[list[str]]:
     return lines
 
 
+def gpu_delegate_rows() -> list[list[str]]:
+    """One line per TFLite format: [format, highest tensor rank, LiteRT GPU delegate]."""
+    from converters.gpu_delegate_compat import load_ops_table
+
+    limit = load_ops_table().max_tensor_rank
+    rows = []
+    for spec in FORMATS.values():
+        if spec.family != TFLITE or not spec.exported:
+            continue
+        rank = exporter_for(spec).max_tensor_rank(spec)
+        verdict = (f"no: rank-{rank} tensors, the delegate takes rank <= {limit}" if rank > limit
+                   else "rank fits; each build records its ops' verdict")
+        rows.append([spec.name, str(rank), verdict])
+    return rows
+
+
+def gpu_delegate_section() -> list[str]:
+    """The LiteRT GPU-delegate readiness of each TFLite format, with the op table's source."""
+    from converters.gpu_delegate_compat import load_ops_table
+
+    out = ["## LiteRT GPU delegate", "",
+           "Whether the LiteRT GPU delegate can take a TFLite format's graph whole. Every TFLite "
+           "build records the check (`gpu_delegate` in its build record; `movibench validate "
+           f"gpu-delegate FILE` runs it on any file) against the delegate's op table, "
+           f"transcribed from {load_ops_table().source}.", "",
+           "| format | highest tensor rank | GPU delegate |", "|---|---|---|"]
+    out += ["| " + " | ".join(row) + " |" for row in gpu_delegate_rows()]
+    out.append("")
+    return out
+
+
 def render_markdown(rows: list[SupportRow] | None = None) -> str:
     """docs/support.md: the pivot per group of model ids, the routes and the refusals."""
     from converters.rewrite3d import ROUTE_NOTES
@@ -193,6 +224,7 @@ def render_markdown(rows: list[SupportRow] | None = None) -> str:
     out += [f"- {ROUTE_MARKS[name]} — `{name}`: {note}" for name, note in ROUTE_NOTES.items()]
     out += ["", "TensorRT engines are built from the ONNX export, so they follow the ONNX column "
             "and need TensorRT and a CUDA GPU.", ""]
+    out += gpu_delegate_section()
     notes = refusal_notes(rows)
     if notes:
         out += ["## Refusals", ""]

@@ -48,7 +48,8 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 def test_the_verbs_that_repeated_the_options_take_them_from_one_place():
     assert set(VERBS) == {("export",), ("eval",), ("validate", "equivalence"),
                           ("validate", "cross-runtime"), ("validate", "official-recipe"),
-                          ("validate", "tensorrt"), ("tune", "onnxruntime")}
+                          ("validate", "tensorrt"), ("validate", "gpu-delegate"),
+                          ("tune", "onnxruntime")}
 
 
 @pytest.mark.parametrize("verb", list(VERBS), ids=" ".join)

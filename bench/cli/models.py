@@ -48,11 +48,14 @@ def models_cmd(
 
 def support_cmd(as_json: bool) -> None:
     """The export support table of converters/support.py: rows (--json) or a summary."""
-    from converters.support import refusal_notes, summary, support_rows
+    from converters.support import gpu_delegate_rows, refusal_notes, summary, support_rows
 
     rows = support_rows()
+    gpu = gpu_delegate_rows()
     if as_json:
-        print(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2))
+        print(json.dumps({"rows": [r.to_dict() for r in rows],
+                          "gpu_delegate": [dict(zip(("format", "max_tensor_rank", "gpu_delegate"),
+                                                    line)) for line in gpu]}, indent=2))
         return
     table = Table(title="Export support: every format exports except those refused "
                         "(routes: docs/support.md)")
@@ -63,3 +66,9 @@ def support_cmd(as_json: bool) -> None:
     stdout.print(table)
     for i, note in enumerate(refusal_notes(rows), 1):
         stdout.print(f"[{i}] {note}", highlight=False)
+    delegate = Table(title="LiteRT GPU delegate (movibench validate gpu-delegate FILE)")
+    for col in ("format", "highest tensor rank", "GPU delegate"):
+        delegate.add_column(col)
+    for line in gpu:
+        delegate.add_row(*line)
+    stdout.print(delegate)

@@ -1,5 +1,6 @@
-"""`movibench validate ...`: stream-vs-full-clip equivalence, cross-runtime agreement, and
-TensorRT parser compatibility of the ONNX export."""
+"""`movibench validate ...`: stream-vs-full-clip equivalence, cross-runtime agreement,
+TensorRT parser compatibility of the ONNX export, and LiteRT GPU-delegate readiness of a
+TFLite export."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from bench.cli.options import (
     ThreadsOpt, console, model_options, non_negative, parse_int_list, stdout,
 )
 from core.errors import MovibenchError
-from core.formats import ONNX, TFLITE, plain_format
+from core.formats import ONNX, TFLITE, get_export_format, plain_format
 
 app = typer.Typer(help="Check that streamed and exported models say what the original says, "
-                       "and that the ONNX export suits TensorRT.",
+                       "that the ONNX export suits TensorRT and a TFLite export the LiteRT "
+                       "GPU delegate.",
                   no_args_is_help=True)
 
 
@@ -291,8 +293,65 @@ def validate_tensorrt_cmd(
         for op, count in report.ops.items():
             ok = op not in report.unsupported_ops and not any(
                 t.startswith(op + "(") for t in report.unsupported_node_types)
-            table.add_row(op, str(count), "[green]yes" if ok else "[red]no",
+            table.add_row(op, str(count), str(report.high_rank_ops.get(op, "")),
+                          "[green]yes" if ok else "[red]no",
                           report.restrictions.get(op, ""))
+        stdout.print(table)
+        stdout.print(report.summary())
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_FAILED)
+
+
+@app.command("gpu-delegate")
+@model_options()
+def validate_gpu_delegate_cmd(
+    tflite_file: Annotated[Optional[Path], typer.Argument(
+        help="Check this .tflite file instead of exporting the model's.")] = None,
+    choice: ModelChoice = FROM_OPTIONS,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="The TFLite format to export and check when no file is given.")] = TFLITE + "-fp32",
+    clip_frames: ClipFramesOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of random-init weights (no checkpoint).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check, without a GPU, that the LiteRT GPU delegate would take a TFLite model whole.
+
+    Every tensor an op reads or writes must have rank <= 4, and every op, its version, options,
+    constant inputs and non-constant tensor types must be in the delegate's op table
+    (converters/data/litert_gpu_delegate_ops.json, transcribed from LiteRT's model_builder.cc
+    with its commit). Rules the table states only in words are listed, not checked. Exit 0 on
+    PASS, 1 on FAIL, 2 on bad input or an unreadable file.
+    """
+    from converters.gpu_delegate_compat import check_gpu_delegate_compat
+
+    if tflite_file is None:
+        from converters.export import ExportOptions, export_model
+
+        spec = get_export_format(fmt)
+        if spec.family != TFLITE:
+            raise MovibenchError(f"--format {spec.name} is not a TFLite format")
+        config = choice.config()
+        with console.status(f"exporting {config.model_id}/{config.variant} to {spec.name}"):
+            tflite_file = export_model(config, spec.name, checkpoint=choice.checkpoint,
+                                       frames_per_call=clip_frames,
+                                       options=ExportOptions(seed=seed)).path
+    report = check_gpu_delegate_compat(tflite_file)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table(title=f"LiteRT GPU delegate ({report.source}) — {tflite_file.name}, "
+                            f"highest tensor rank {report.highest_rank}")
+        for col in ("op", "count", f"rank > {report.max_tensor_rank}", "supported", "problems",
+                    "rule not checked"):
+            table.add_column(col, overflow="fold")
+        problems = report.option_violations + report.tensor_type_violations
+        for op, count in report.ops.items():
+            found = [p for p in problems if p.split(" #")[0] == op]
+            ok = op not in report.unsupported_ops and not found and not any(
+                v.startswith(op + " v") for v in report.version_too_high)
+            table.add_row(op, str(count), str(report.high_rank_ops.get(op, "")),
+                          "[green]yes" if ok else "[red]no",
+                          f"{len(found)}: {found[0]}" if found else "",
+                          report.unchecked_rules.get(op, ""))
         stdout.print(table)
         stdout.print(report.summary())
     raise typer.Exit(EXIT_OK if report.passed else EXIT_FAILED)
