@@ -278,10 +278,10 @@ def _build(exporter: Exporter, config: ModelConfig, spec: FormatSpec, checkpoint
         with exportable(model, config) as graph:
             traced = graph.model
             if spec.four_d:
-                from converters.stream4d import four_d_manifest, single_frame_graph
+                from converters.stream4d import float_counts, four_d_manifest, single_frame_graph
 
                 traced = single_frame_graph(graph.model, manifest)
-                manifest = four_d_manifest(manifest)
+                manifest = four_d_manifest(manifest, float_counts(spec))
             details = exporter.build(BuildJob(spec, frames, options, target, manifest,
                                               optimizations, model=traced))
     return {**details, **graph.details}, manifest

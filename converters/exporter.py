@@ -95,8 +95,9 @@ class Exporter(ABC):
 
     def max_tensor_rank(self, spec: FormatSpec) -> int:
         """The highest tensor rank in `spec`'s graphs: 5 for Model Garden's layout, whose image
-        [1, T, H, W, 3] and stream states keep a time axis (the LiteRT GPU delegate takes <= 4)."""
-        return 5
+        [1, T, H, W, 3] and stream states keep a time axis (the LiteRT GPU delegate takes <= 4),
+        4 for the single-frame graph (converters.stream4d)."""
+        return 4 if spec.four_d else 5
 
     def prepare(self) -> None:
         """Fail before any build (its source's included) when this machine cannot build one."""

@@ -16,7 +16,11 @@ can be written with 4-D tensors only, from the same layers and weights:
   reshape that moves no data. (Frames stacked along channels, [1, H, W, k*C], measured 1.47x
   slower on ONNX Runtime for A0: its temporal convolution then has output width 1, the worst
   shape for ONNX Runtime's blocked-channel kernels, which vectorise along the width.);
-- a pool's running sum [1, 1, 1, 1, C] becomes [1, 1, 1, C]; frame counts stay int32 [1];
+- a pool's running sum [1, 1, 1, 1, C] becomes [1, 1, 1, C]. Frame counts stay int32 [1]
+  except in LiteRT's float graphs, which hold them as float32 [1, 1, 1, 1] (exact below 2**24
+  frames): the GPU delegate refuses int32 tensors. An int8 graph keeps them int32, because a
+  quantized count would saturate at the largest count calibration saw, and so do ONNX's (ONNX
+  Runtime's quantizer would quantize a float count's ADD the same way);
 - for one frame the causal pool's cumulative sum is the identity and its divisor the count
   plus one: the pool is a spatial mean, an ADD and a MUL by the reciprocal of the count (as in
   converters.optimize's causal-pool-step), never RANGE, CUMSUM or a 5-D DIV.
@@ -35,12 +39,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from core.errors import UnsupportedExportError
+from core.formats import INT8, TFLITE, FormatSpec
 from core.manifest import LAYOUT_4D, StateManifest, StateSpec
 from core.zoo import ModelConfig
 
 STREAM_BUFFER_SUFFIX = "_stream_buffer"
 # What the 4-D graph is, in the cache key of its artifacts: a change of layout is another file.
-GRAPH = "stream4d: buffers [1, k*H, W, C], one-frame pools, int32 counts"
+GRAPH = "stream4d: buffers [1, k*H, W, C], one-frame pools, LiteRT float counts [1, 1, 1, 1]"
 
 
 def refusal(config: ModelConfig, frames_per_call: int | None, dynamic_frames: bool) -> str | None:
@@ -57,6 +62,22 @@ def refusal(config: ModelConfig, frames_per_call: int | None, dynamic_frames: bo
     return None
 
 
+def float_counts(spec: FormatSpec) -> bool:
+    """Whether `spec`'s 4-D graph holds its frame counts as float32 (see the module docstring)."""
+    return spec.family == TFLITE and spec.precision != INT8
+
+
+def four_d_state(spec: StateSpec, counts_float: bool) -> StateSpec:
+    """The 4-D form of Model Garden state `spec`, recording Model Garden's shape and dtype
+    where they differ."""
+    shape, dtype = four_d_shape(spec), spec.dtype
+    if counts_float and spec.dtype == "int32":
+        shape, dtype = (1, 1, 1, 1), "float32"
+    return StateSpec(spec.name, shape, dtype,
+                     model_garden_shape=None if shape == spec.shape else spec.shape,
+                     model_garden_dtype=None if dtype == spec.dtype else spec.dtype)
+
+
 def four_d_shape(spec: StateSpec) -> tuple[int, ...]:
     """The 4-D shape of Model Garden state `spec` (shapes of rank ≤ 4 stay as they are)."""
     shape = spec.shape
@@ -70,12 +91,10 @@ def four_d_shape(spec: StateSpec) -> tuple[int, ...]:
     raise UnsupportedExportError(f"state {spec.name!r} of shape {list(shape)} has no 4-D form")
 
 
-def four_d_manifest(manifest: StateManifest) -> StateManifest:
+def four_d_manifest(manifest: StateManifest, counts_float: bool = False) -> StateManifest:
     """The manifest of the 4-D graph of the model `manifest` (its reference manifest)
-    describes: the same states by name, each with its 4-D shape and Model Garden's."""
-    states = [StateSpec(s.name, four_d_shape(s), s.dtype,
-                        model_garden_shape=None if four_d_shape(s) == s.shape else s.shape)
-              for s in manifest.states]
+    describes: the same states by name, each in its 4-D form with Model Garden's recorded."""
+    states = [four_d_state(s, counts_float) for s in manifest.states]
     return replace(manifest, states=states, layout=LAYOUT_4D, frames_per_call=1)
 
 
@@ -206,7 +225,7 @@ def _running_mean(pool, x, states, *, spatial_sum: bool):
 
 def _positional_encoding(layer, x, states):
     """PositionalEncoding for the one frame at the stream's frame count (Model Garden's
-    sinusoid, computed from the int32 count without RANGE)."""
+    sinusoid, computed from the frame count without RANGE)."""
     import tensorflow as tf
 
     count = states[layer._frame_count_name]

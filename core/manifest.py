@@ -53,13 +53,15 @@ def state_name_from_tensor(tensor_name: str) -> str:
 class StateSpec:
     """One stream state: its short name, static shape and dtype; initial value is zeros.
 
-    `model_garden_shape` is set on a state of a 4-D artifact whose shape differs from Model
-    Garden's state of the same name: the shape it converts to (core.state_layout)."""
+    `model_garden_shape` and `model_garden_dtype` are set on a state of a 4-D artifact whose
+    shape or dtype differs from Model Garden's state of the same name: what it converts to
+    (core.state_layout)."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     model_garden_shape: tuple[int, ...] | None = None
+    model_garden_dtype: str | None = None
 
     @property
     def input_name(self) -> str:
@@ -152,7 +154,9 @@ class StateManifest:
             {"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "init": "zeros",
              "input": s.input_name, "output": s.output_name,
              **({"model_garden_shape": list(s.model_garden_shape)}
-                if s.model_garden_shape is not None else {})}
+                if s.model_garden_shape is not None else {}),
+             **({"model_garden_dtype": s.model_garden_dtype}
+                if s.model_garden_dtype is not None else {})}
             for s in self.states
         ]
         return data
@@ -318,7 +322,11 @@ def _state_spec(data, index: int) -> StateSpec:
         if int(np.prod(source, dtype=object)) != int(np.prod(dims, dtype=object)):
             raise _Invalid(f"state {name!r}: model_garden_shape {list(source)} does not hold "
                            f"the {int(np.prod(dims, dtype=object))} elements of {list(dims)}")
-    return StateSpec(name, dims, dtype, source)
+    source_dtype = data.get("model_garden_dtype")
+    if source_dtype is not None and source_dtype not in STATE_DTYPES:
+        raise _Invalid(f"state {name!r}: model_garden_dtype must be one of "
+                       f"{', '.join(STATE_DTYPES)}, got {_short(source_dtype)}")
+    return StateSpec(name, dims, dtype, source, source_dtype)
 
 
 def manifest_path_for(artifact: str | Path) -> Path:

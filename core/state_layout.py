@@ -4,8 +4,10 @@ A 4-D artifact (converters.stream4d) has Model Garden's states by the same names
 whose shape differs records Model Garden's shape (`StateSpec.model_garden_shape`). Each holds
 Model Garden's elements in the same order — a stream buffer [1, k, H, W, C] as [1, k*H, W, C],
 its frames stacked along the height axis; a pool's running sum [1, 1, 1, 1, C] as
-[1, 1, 1, C] — so a state converts by a reshape, which copies nothing. Numpy only: a
-deployment that switches artifacts needs no TensorFlow.
+[1, 1, 1, C] — so a state converts by a reshape, which copies nothing. A frame count that a
+LiteRT float 4-D graph holds as float32 [1, 1, 1, 1] (Model Garden's is int32 [1]) converts by
+a cast too, exact below 2**24 frames. Numpy only: a deployment that switches artifacts needs
+no TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ def _convert(states: Mapping[str, np.ndarray], manifest: StateManifest, *, to_4d
     def garden(spec: StateSpec) -> tuple[int, ...]:
         return spec.model_garden_shape or spec.shape
 
-    given_shape, wanted_shape = (garden, lambda s: s.shape) if to_4d else (lambda s: s.shape, garden)
+    def own(spec: StateSpec) -> tuple[int, ...]:
+        return spec.shape
+
+    given_shape, wanted_shape = (garden, own) if to_4d else (own, garden)
     missing = sorted({s.name for s in manifest.states} - set(states))
     if missing:
         raise StateError(f"missing state {missing[0]!r} ({len(missing)} missing in all)")
@@ -33,7 +38,8 @@ def _convert(states: Mapping[str, np.ndarray], manifest: StateManifest, *, to_4d
         if value.shape != tuple(given_shape(spec)):
             raise StateError(f"state {spec.name!r} has shape {list(value.shape)}, expected "
                              f"{list(given_shape(spec))} to convert it")
-        out[spec.name] = value.reshape(wanted_shape(spec)).astype(spec.dtype, copy=False)
+        dtype = spec.dtype if to_4d else (spec.model_garden_dtype or spec.dtype)
+        out[spec.name] = value.reshape(wanted_shape(spec)).astype(dtype, copy=False)
     return out
 
 

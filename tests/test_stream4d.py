@@ -110,6 +110,19 @@ def test_no_tensor_above_rank_4_where_the_5d_graph_has_them(fmt, ranks):
     assert four_d and max(four_d.values()) <= 4, {n: r for n, r in four_d.items() if r > 4}
 
 
+def test_the_float_tflite_4d_graph_passes_the_gpu_delegate_check_the_5d_one_fails():
+    from converters.gpu_delegate_compat import check_gpu_delegate_compat
+
+    five_d = check_gpu_delegate_compat(export_model(T0_STREAM, "tflite-fp32").path)
+    assert not five_d.passed and five_d.highest_rank == 5
+    artifact = export_model(T0_STREAM, "tflite-fp32+4d")
+    report = check_gpu_delegate_compat(artifact.path)
+    assert report.passed, report.summary()
+    assert artifact.details["gpu_delegate"]["passed"]
+    counts = [s for s in artifact.manifest.states if s.model_garden_dtype == "int32"]
+    assert counts and all(s.dtype == "float32" and s.shape == (1, 1, 1, 1) for s in counts)
+
+
 def test_a_stream_moves_from_a_5d_to_a_4d_artifact_mid_clip(t0_stream_onnx, reference):
     frames = clip()
     half = FRAMES // 2
@@ -127,15 +140,18 @@ def test_a_stream_moves_from_a_5d_to_a_4d_artifact_mid_clip(t0_stream_onnx, refe
     assert relative(third, want) <= EXACT
 
 
-def test_state_map_round_trips_and_names_a_misfit():
-    manifest = export_model(T0_STREAM, "onnx+4d").manifest
+@pytest.mark.parametrize("fmt", ["onnx+4d", "tflite-fp32+4d"])
+def test_state_map_round_trips_and_names_a_misfit(fmt):
+    manifest = export_model(T0_STREAM, fmt).manifest
     rng = np.random.default_rng(3)
-    garden = {s.name: rng.random(s.model_garden_shape or s.shape).astype(s.dtype)
-              for s in manifest.states}
+    garden = {s.name: (rng.random(s.model_garden_shape or s.shape) * 100).astype(
+        s.model_garden_dtype or s.dtype) for s in manifest.states}
     there = to_four_d(garden, manifest)
-    assert {n: v.shape for n, v in there.items()} == {s.name: s.shape for s in manifest.states}
+    assert {n: (v.shape, v.dtype) for n, v in there.items()} == {
+        s.name: (s.shape, np.dtype(s.dtype)) for s in manifest.states}
     back = to_model_garden(there, manifest)
     for name, value in garden.items():
+        assert back[name].dtype == value.dtype, name
         np.testing.assert_array_equal(back[name], value)
     buffer = next(s for s in manifest.states if s.name.endswith("_stream_buffer"))
     # Frame j of the buffer lands in rows j*H..(j+1)*H-1 of the 4-D state.
