@@ -308,3 +308,25 @@ def test_bad_serving_sections_name_the_key(serving, message):
     with pytest.raises(MatrixConfigError, match=message) as err:
         parse_config(tomllib.loads(text), text)
     assert "\n" not in str(err.value)
+
+
+def test_a_serving_cell_runs_in_the_worker_and_a_bad_one_is_a_one_line_failure(
+        t0_stream_onnx, tmp_path):
+    from bench.launchers.worker import main
+
+    settings = ServingSettings(fps=30, streams=(1,), duration_s=0.1)
+    deployment = Deployment(T0_STREAM, "onnx", threads=1, frames_per_call=1)
+    good = CellJob(SERVING, "serving", deployment, str(t0_stream_onnx.path), serving=settings)
+    bad = CellJob(SERVING, "bad serving", deployment, str(t0_stream_onnx.path),
+                  serving=ServingSettings(fps=30, workers=0))
+    sent = {}
+    for name, job in (("good", good), ("bad", bad)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(job.to_dict()))
+        code = main([str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.out.json")])
+        sent[name] = (code, json.loads((tmp_path / f"{name}.out.json").read_text()))
+    code, good_out = sent["good"]
+    assert code == 0 and good_out["result"]["serve_frames"] == 3
+    assert good_out["result"]["peak_rss_mb"] > 0 and good_out["result"]["frames_per_call"] == 1
+    code, bad_out = sent["bad"]
+    assert code == 1
+    assert bad_out["error"] == "ServingError: serving workers must be an integer from 1 to 256, got 0"
