@@ -74,9 +74,10 @@ class ServePoint:
     """One stream count served for the settings' duration: what arrived, what came back when.
 
     `latencies_ms` hold every delivered frame's latency and, for each unserved frame, the
-    time it had waited when serving stopped (a lower bound). `trace` (when recorded) lists
-    (stream, frame, worker, start, end) per delivered frame, in clock seconds, and `logits`
-    per stream the logits in the order its frames were served.
+    time it had waited when serving stopped (a lower bound). `start` is the clock
+    (perf_counter) time arrivals count from; `trace` (when recorded) lists (stream, frame,
+    worker, begun, end) per delivered frame on that clock, and `logits` per stream the logits
+    in the order its frames were served.
     """
 
     streams: int
@@ -91,6 +92,7 @@ class ServePoint:
     window_s: float
     cpu_util_pct: float
     rss_mb: float
+    start: float = 0.0
     trace: list[tuple[int, int, int, float, float]] = field(default_factory=list)
     logits: list[list[np.ndarray]] = field(default_factory=list)
 
@@ -141,7 +143,8 @@ def arrival_times(streams: int, settings: ServingSettings) -> list[np.ndarray]:
     period = 1.0 / settings.fps
     times = []
     for offset in arrival_offsets(streams, settings):
-        count = int(np.ceil((settings.duration_s - offset) / period))
+        # Less a hair, so 0.2 s at 30 fps is 6 frames, not 7 by rounding.
+        count = int(np.ceil((settings.duration_s - offset) * settings.fps - 1e-9))
         times.append(offset + period * np.arange(max(count, 0)))
     return times
 
@@ -272,7 +275,7 @@ def serve(streams: Sequence, clips: Sequence[np.ndarray], settings: ServingSetti
         delivered=delivered, dropped=dropped, unserved=sum(left), late=sum(late),
         latencies_ms=all_ms, window_s=window,
         cpu_util_pct=100.0 * cpu_s / ((finished - start + LEAD_S) * cores),
-        rss_mb=process.memory_info().rss / 2**20,
+        rss_mb=process.memory_info().rss / 2**20, start=start,
         trace=sorted(t for part in traces for t in part), logits=logits)
 
 
