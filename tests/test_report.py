@@ -531,12 +531,26 @@ def test_a_race_beside_the_run_gets_its_own_section(tmp_path):
         "| t0/stream tflite-int8 | 1 | 0 | – | – | failed: worker crashed | – | – |"]
 
 
+def test_the_serving_bound_comes_from_the_deployments_latency_cell(run_dir):
+    from bench.report.analysis import streams_per_machine
+    from bench.results.rundir import load_run
+
+    cells = load_run(run_dir).cells.assign(node_cores=2)
+    table = streams_per_machine(cells).set_index("format")
+    latency = cells[(cells["kind"] == "latency") & (cells["threads"] == 1)].set_index("format")
+    for fmt in ("onnx", "tflite-fp32"):
+        assert table.loc[fmt, "bound@30"] == int(latency.loc[fmt, "fps"] * 2 // 30)
+    assert pd.isna(table.loc["tflite-fp32", "max_streams@15"])
+
+
 def test_streams_per_machine_at_15_and_30_fps_with_the_p99_curve(report):
     page = parse(report.html)
     rows = page.table_with("streams at 15 fps")
     got = {r["deployment"]: (r["streams at 15 fps"], r["streams at 30 fps"]) for r in rows}
     assert got == {"t0/stream onnx t1": ("5", "3"), "t0/stream tflite-fp32 t1": ("–", "≥ 4")}
     assert {r["machine"] for r in rows} == {"unknown CPU (<NA> cores)"}
+    # No cores recorded for these cells: no bound from their latency cells.
+    assert {r["bound at 30 fps"] for r in rows} == {"–"}
     assert any(p.name == "serving_p99_vs_streams.png" for p in report.images)
     cells = page.table_with("max streams")
     assert [c["max streams"] for c in cells] == ["5", "3", "4"]

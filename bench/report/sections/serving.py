@@ -38,7 +38,10 @@ def section_serving(run: RunData, out_dir: Path) -> Section:
         "to its logits, queueing included. A count holds when its p99 stays within one frame "
         "period with no frame dropped or unserved; the largest that holds is found "
         f"by {first['serve_search']} (serve_search). Strategy 'sessions': a session per "
-        "stream served by a pool of worker threads (w). ≥: the search reached its cap.")
+        "stream served by a pool of worker threads (w). ≥: the search reached its cap. "
+        "Bound: what the machine would hold if serving cost nothing — the deployment's latency "
+        "cell's frames/s on one session × cores / threads, over the rate, rounded down (– "
+        "without a latency cell of the deployment in the run).")
     curves = serving_curves(run.cells)
     path = serving_plot(curves, out_dir / "serving_p99_vs_streams.png",
                         "p99 latency vs streams, per deployment and serving setting")
@@ -49,7 +52,10 @@ def section_serving(run: RunData, out_dir: Path) -> Section:
                  "deployment": deployment(r),
                  "strategy": f"{r['serve_strategy']} w{r['serve_workers']} "
                              f"j{float(r['serve_jitter']):g} {r['serve_policy']}",
-                 **{f"streams at {fps:g} fps": _streams(r, fps) for fps in RATES}}
+                 **{f"streams at {fps:g} fps": _streams(r, fps) for fps in RATES},
+                 **{f"bound at {fps:g} fps": "–" if r[f"bound@{fps:g}"] is None
+                    or pd.isna(r[f"bound@{fps:g}"]) else str(int(r[f"bound@{fps:g}"]))
+                    for fps in RATES}}
                 for _, r in table.iterrows()]
         section.blocks.append(rows_table(rows, "Streams at 15 and 30 fps per machine"))
     rows = [{"cell": cell_label(r), head("serve_max_streams", "max streams"):
