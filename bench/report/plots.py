@@ -202,8 +202,8 @@ def serving_plot(curves: pd.DataFrame, path: Path, title: str) -> Path:
             ax.plot(group["streams"], group["p99_ms"], color=color, lw=1.2, label=label)
             held = group["holds"].astype(bool)
             ax.scatter(group["streams"][held], group["p99_ms"][held], color=color, s=22)
-            ax.scatter(group["streams"][~held], group["p99_ms"][~held], facecolors="none",
-                       edgecolors=color, s=30)
+            ax.scatter(group["streams"][~held], group["p99_ms"][~held], facecolors="white",
+                       edgecolors=color, s=40, linewidths=1.5, zorder=3)
         ax.axhline(1000.0 / fps, color="black", ls="--", lw=1)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter("{x:g}")

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import psutil
 
 from bench.jobs.job import LATEST_POLICY, CellJob, ServingError, ServingSettings
 from bench.jobs.result import ScenarioResult
@@ -212,8 +213,6 @@ def serve(streams: Sequence, clips: Sequence[np.ndarray], settings: ServingSetti
     `streams[s].step` ([1, 1, H, W, 3] -> logits). See the module docstring for the clock,
     the policies and what is counted; `record` keeps the trace and every stream's logits.
     """
-    import psutil
-
     n = len(streams)
     arrivals = arrival_times(n, settings)
     deadline_s = 1.0 / settings.fps
