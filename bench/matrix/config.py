@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from bench.jobs.job import (
-    MAX_SERVING_STREAMS, QUEUE_POLICY, SESSIONS_STRATEGY, ServingError, ServingSettings)
+    MAX_SERVING_DURATION_S, MAX_SERVING_FPS, MAX_SERVING_STREAMS, MAX_SERVING_WORKERS,
+    QUEUE_POLICY, SESSIONS_STRATEGY, ServingError, ServingSettings)
 from bench.scenarios import ACCURACY, LATENCY, MEMORY, SERVING, SWEEP_MODES, cell_label
 from core.errors import MovibenchError
 from core.formats import TENSORFLOW
@@ -528,20 +529,20 @@ def _serving(value) -> ServingConfig:
     else:
         streams = _tuple(streams, "[serving] streams",
                          lambda v, n: _int(v, n, 1, MAX_SERVING_STREAMS))
-    fraction = lambda v, n: _fraction(v, n)  # noqa: E731
     config = ServingConfig(
         formats=_tuple(table.get("formats", []), "[serving] formats", _registered(get_format),
                        allow_empty=True),
         threads=_tuple(table.get("threads", []), "[serving] threads",
                        lambda v, n: _int(v, n, 1, MAX_THREADS), allow_empty=True),
-        fps=_tuple(table["fps"], "[serving] fps", lambda v, n: _number(v, n, 1000.0)),
+        fps=_tuple(table["fps"], "[serving] fps", lambda v, n: _number(v, n, MAX_SERVING_FPS)),
         streams=streams,
         max_streams=_int(table.get("max_streams", 64), "[serving] max_streams", 1,
                          MAX_SERVING_STREAMS),
         workers=_tuple(table.get("workers", [1]), "[serving] workers",
-                       lambda v, n: _int(v, n, 1, 256)),
-        jitter=_tuple(table.get("jitter", [0.0]), "[serving] jitter", fraction),
-        duration_s=_number(table.get("duration_s", 2.0), "[serving] duration_s", 3600.0),
+                       lambda v, n: _int(v, n, 1, MAX_SERVING_WORKERS)),
+        jitter=_tuple(table.get("jitter", [0.0]), "[serving] jitter", _fraction),
+        duration_s=_number(table.get("duration_s", 2.0), "[serving] duration_s",
+                           MAX_SERVING_DURATION_S),
         policies=_tuple(table.get("policy", [QUEUE_POLICY]), "[serving] policy", _str),
         strategies=_tuple(table.get("strategy", [SESSIONS_STRATEGY]), "[serving] strategy", _str))
     try:
