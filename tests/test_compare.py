@@ -208,3 +208,35 @@ def test_bad_input_is_one_line_exit_2(run_a, tmp_path, monkeypatch, capsys):
     other = write_run(Path("other"), {"tflite-fp16": np.ones(SAMPLES)})
     code, _, err = run_main(monkeypatch, capsys, "compare", str(run_a), str(other))
     assert code == 2 and "no cell in common" in err
+
+
+def write_serving_run(root: Path, max_streams: dict[str, int]) -> Path:
+    """A run directory with one serving cell per format, holding `max_streams[fmt]` streams."""
+    from bench.jobs.job import ServingSettings
+    from bench.matrix.run import serving_plan_columns
+
+    settings = ServingSettings(fps=30, workers=2)
+    store = ResultsStore(root)
+    store.init({"run_id": root.name, "environment": {"cpu_model": "Test CPU", "libraries": {}}}, "")
+    for fmt, streams in sorted(max_streams.items()):
+        c = Cell("serving", "t0", "stream", "", 64, 4, fmt, 1, serving=settings)
+        store.append({"cell_id": c.cell_id, "run_id": root.name, "kind": "serving", "model": "t0",
+                      "variant": "stream", "checkpoint": "", "resolution": 64, "format": fmt,
+                      "precision": "fp32", "runtime": fmt, "threads": 1, "status": "ok",
+                      "serve_max_streams": streams, "serve_max_streams_capped": False,
+                      **serving_plan_columns(settings)})
+    store.consolidate()
+    return root
+
+
+def test_compare_gates_serving_cells_on_max_streams(tmp_path, monkeypatch, capsys):
+    run_a = write_serving_run(tmp_path / "a", {"onnx": 20, "tflite-fp32": 30, "openvino": 10})
+    run_b = write_serving_run(tmp_path / "b", {"onnx": 19, "tflite-fp32": 24, "openvino": 12})
+    result = compare_runs(load_run(run_a), load_run(run_b), metrics=("serve_max_streams",))
+    got = {c.label.split()[1]: (c.verdict, c.reason) for c in result.cells}
+    assert got["onnx"][0] == UNCHANGED  # 5% fewer: within the 10% threshold
+    assert got["tflite-fp32"] == (REGRESSED, "max streams 30 -> 24")
+    assert got["openvino"][0] == IMPROVED
+    assert "serving sessions@30fps w2" in result.cells[0].label
+    code, out, _ = run_main(monkeypatch, capsys, "compare", str(run_a), str(run_b), "--json")
+    assert code == 1 and json.loads(out)["regressed"]

@@ -47,11 +47,13 @@ def _cell(fmt: str, threads: int, protocol: str = "", kind: str = "", **kw) -> C
 
 
 def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution: bool = True,
-             race: bool = True, seed: int = 0, cpus: dict[int, str] | None = None) -> Path:
+             race: bool = True, serving: bool = True, seed: int = 0,
+             cpus: dict[int, str] | None = None) -> Path:
     """A run of t0/stream over 5 formats x 2 threads x 4 protocols (+ a memory sweep): rows,
     raw samples and per-video predictions written through ResultsStore like the runner does.
     `execution`: latency cells carry their runtime's EXECUTION columns. `cpus` maps thread
-    counts to the CPU model (node_cpu) their cells ran on. `race`: a race.csv beside it."""
+    counts to the CPU model (node_cpu) their cells ran on. `race`: a race.csv beside it.
+    `serving`: SERVED's serving cells."""
     rng = np.random.default_rng(seed)
     store = ResultsStore(root)
     environment = {"cpu_model": "Test CPU", "logical_cores": 2,
@@ -140,6 +142,8 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution:
                               "peak_rss_mb": 500 + (7.6 * frames if grows else 3),
                               "peak_rss_delta_mb": 140 + (7.6 * frames if grows else 3),
                               "sweep_s": (0.19 if grows else 0.02) * frames})
+    if serving:
+        _serving_cells(store, run_id, {"node_cpu": cpus[1]} if cpus else {})
     store.consolidate()
     if race:
         pd.DataFrame([{"threads": 2, "label": f"t0/stream {fmt}", "frames_per_call": 1,
@@ -149,6 +153,31 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution:
                       for fmt, ms in (("onnx", 8.0), ("tflite-fp32", 4.0))]
                      ).to_csv(root / "race.csv", index=False)
     return root
+
+
+# Serving cells: (format, fps) -> (the counts measured with their p99 in ms, max streams, capped).
+SERVED = {("onnx", 15.0): ({1: 5.0, 2: 6.0, 4: 9.0, 8: 80.0, 6: 60.0, 5: 20.0}, 5, False),
+          ("onnx", 30.0): ({1: 5.0, 2: 6.0, 4: 40.0, 3: 30.0}, 3, False),
+          ("tflite-fp32", 30.0): ({1: 2.0, 2: 2.5, 4: 3.0}, 4, True)}
+
+
+def _serving_cells(store: ResultsStore, run_id: str, node: dict) -> None:
+    from bench.jobs.job import ServingSettings
+    from bench.matrix.run import serving_plan_columns
+
+    for (fmt, fps), (curve, best, capped) in SERVED.items():
+        settings = ServingSettings(fps=fps, workers=2, jitter=1.0, max_streams=4 if capped else 64)
+        cell = _cell(fmt, 1, kind="serving", serving=settings)
+        runtime, precision = FORMATS[fmt][:2]
+        points = [{"streams": n, "p99_ms": p99, "holds": p99 <= 1000 / fps}
+                  for n, p99 in sorted(curve.items())]
+        store.append({**node, "cell_id": cell.cell_id, "run_id": run_id, "kind": "serving",
+                      "model": "t0", "variant": "stream", "checkpoint": cell.checkpoint,
+                      "resolution": 64, "format": fmt, "precision": precision,
+                      "runtime": runtime, "threads": 1, "status": "ok", "frames_per_call": 1,
+                      "serve_max_streams": best, "serve_max_streams_capped": capped,
+                      "serve_streams": best, "serve_p99_ms": curve[best],
+                      "serve_curve": json.dumps(points), **serving_plan_columns(settings)})
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +252,7 @@ def test_html_is_self_contained_with_tables_and_images(report):
     assert page.scripts == 0 and page.external == []
     for title in report.sections:
         assert title in page.headings
-    assert len(page.images) == len(report.images) == 5
+    assert len(page.images) == len(report.images) == 6
     for src in page.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
@@ -410,10 +439,12 @@ def test_cells_on_two_cpu_models_are_reported_apart(tmp_path):
 
 
 def test_missing_pieces_are_omitted_with_a_note(tmp_path):
-    run = make_run(tmp_path / "bare", memory=False, traces=False, execution=False, race=False)
+    run = make_run(tmp_path / "bare", memory=False, traces=False, execution=False, race=False,
+                   serving=False)
     paths = build_report(run, tmp_path / "out")
     assert set(paths.omitted) == {"Peak memory and time vs clip length", "Prediction trace of one video",
-                                  "Where the time goes", "Side by side in one process"}
+                                  "Where the time goes", "Side by side in one process",
+                                  "Streams per machine"}
     text = paths.markdown.read_text()
     assert "no memory-sweep cells" in text and "no stream cell with a recorded per-step trace" in text
     assert "no latency cell recorded how its runtime runs the artifact" in text
@@ -447,7 +478,7 @@ def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch)
         main()
     assert done.value.code == 0
     out = json.loads(capsys.readouterr().out)
-    assert Path(out["html"]).exists() and len(out["images"]) == 5
+    assert Path(out["html"]).exists() and len(out["images"]) == 6
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["movibench", "report", "no-such-run"])
     with pytest.raises(SystemExit) as done:
@@ -498,3 +529,28 @@ def test_a_race_beside_the_run_gets_its_own_section(tmp_path):
         "| t0/stream tflite-fp32 | 1 | 300 | 4.000 | 4.500 | 4.000 | 1.00 | 2.00e-06 |",
         "| t0/stream onnx | 1 | 300 | 8.000 | 9.000 | 8.000 | 2.00 | 0.00e+00 |",
         "| t0/stream tflite-int8 | 1 | 0 | – | – | failed: worker crashed | – | – |"]
+
+
+def test_the_serving_bound_comes_from_the_deployments_latency_cell(run_dir):
+    from bench.report.analysis import streams_per_machine
+    from bench.results.rundir import load_run
+
+    cells = load_run(run_dir).cells.assign(node_cores=2)
+    table = streams_per_machine(cells).set_index("format")
+    latency = cells[(cells["kind"] == "latency") & (cells["threads"] == 1)].set_index("format")
+    for fmt in ("onnx", "tflite-fp32"):
+        assert table.loc[fmt, "bound@30"] == int(latency.loc[fmt, "fps"] * 2 // 30)
+    assert pd.isna(table.loc["tflite-fp32", "max_streams@15"])
+
+
+def test_streams_per_machine_at_15_and_30_fps_with_the_p99_curve(report):
+    page = parse(report.html)
+    rows = page.table_with("streams at 15 fps")
+    got = {r["deployment"]: (r["streams at 15 fps"], r["streams at 30 fps"]) for r in rows}
+    assert got == {"t0/stream onnx t1": ("5", "3"), "t0/stream tflite-fp32 t1": ("–", "≥ 4")}
+    assert {r["machine"] for r in rows} == {"unknown CPU (<NA> cores)"}
+    # No cores recorded for these cells: no bound from their latency cells.
+    assert {r["bound at 30 fps"] for r in rows} == {"–"}
+    assert any(p.name == "serving_p99_vs_streams.png" for p in report.images)
+    cells = page.table_with("max streams")
+    assert [c["max streams"] for c in cells] == ["5", "3", "4"]

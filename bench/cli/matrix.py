@@ -58,7 +58,7 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
     """Print the expanded cells, the artifact each needs, and which are already done."""
     from bench.matrix.run import plan_cells, planned_data
     from bench.results.store import ResultsStore
-    from bench.scenarios import LATENCY, MEMORY
+    from bench.scenarios import LATENCY, MEMORY, SERVING
 
     cfg, cells = _cells(config, only)
     done = ResultsStore(out).done_cells() if out else set()
@@ -77,7 +77,9 @@ def plan_cmd(config: ConfigArg = DEFAULT_CONFIG, only: OnlyOpt = None,
         table.add_column(col, no_wrap=col != "protocol / sweep")
     for p in plans:
         c = p.cell
-        what = {LATENCY: "-", MEMORY: f"{c.sweep_mode}@{c.clip_frames}f"}.get(c.kind, c.protocol)
+        what = {LATENCY: "-", MEMORY: f"{c.sweep_mode}@{c.clip_frames}f",
+                SERVING: c.serving.label.removeprefix("serving ") if c.serving else ""
+                }.get(c.kind, c.protocol)
         frames = p.deployment.frames_per_call
         table.add_row(c.cell_id[:8], f"{c.model}/{c.variant}", c.format,
                       p.deployment.artifact_source, str(c.threads), c.kind, what,

@@ -9,10 +9,110 @@ job file reads first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar
 
 from bench.jobs.deployment import Deployment
+from core.errors import MovibenchError
+
+# Serving strategies (bench.scenarios.serving): 'sessions' = a session per stream, its states
+# kept in it, the streams' frames served by a pool of worker threads.
+SESSIONS_STRATEGY = "sessions"
+SERVING_STRATEGIES = (SESSIONS_STRATEGY,)
+# What a stream does with frames that arrive while its previous frame is still being served:
+# 'queue' serves every frame in order (latency grows under overload); 'latest' drops the
+# waiting frames but the newest, as a live camera feed does.
+QUEUE_POLICY, LATEST_POLICY = "queue", "latest"
+SERVING_POLICIES = (QUEUE_POLICY, LATEST_POLICY)
+# Bounds beyond which a serving setting is a typo that would open thousands of sessions or
+# measure for hours.
+MAX_SERVING_STREAMS = 1024
+MAX_SERVING_WORKERS = 256
+MAX_SERVING_FPS = 1000.0
+MAX_SERVING_DURATION_S = 3600.0
+
+
+def serving_label(strategy, fps, workers, jitter, policy) -> str:
+    """A serving cell's settings in words, from a job's settings or a results row's columns."""
+    return f"serving {strategy}@{float(fps):g}fps w{workers} j{float(jitter):g} {policy}"
+
+
+class ServingError(MovibenchError, ValueError):
+    """A serving setting that cannot be measured, naming it."""
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How a serving cell loads a deployment (bench.scenarios.serving).
+
+    `fps` frames per second arrive on each stream's own clock; stream starts are spread
+    uniformly over `jitter` of a frame period (0: synchronised, 1: over a whole period).
+    `streams` are the stream counts measured (empty: search for the largest count that holds
+    the deadline, up to `max_streams`); each count is served for `duration_s` seconds of
+    arrivals by `workers` threads, under `policy`.
+    """
+
+    fps: float = 30.0
+    streams: tuple[int, ...] = ()
+    max_streams: int = 64
+    workers: int = 1
+    jitter: float = 0.0
+    duration_s: float = 2.0
+    policy: str = QUEUE_POLICY
+    strategy: str = SESSIONS_STRATEGY
+
+    def __post_init__(self):
+        object.__setattr__(self, "streams", tuple(self.streams))
+
+    @property
+    def searched(self) -> bool:
+        """True when the stream count is searched for rather than listed."""
+        return not self.streams
+
+    @property
+    def search(self) -> str:
+        """How the stream counts measured are chosen, in words (the row's serve_search)."""
+        if self.searched:
+            return f"doubling from 1 then bisection, up to {self.max_streams}"
+        return "listed " + ",".join(map(str, self.streams))
+
+    @property
+    def label(self) -> str:
+        """The settings in words, e.g. 'serving sessions@30fps w2 j0.5 queue'."""
+        return serving_label(self.strategy, self.fps, self.workers, self.jitter, self.policy)
+
+    def check(self) -> ServingSettings:
+        """These settings, or a one-line ServingError naming the first bad one."""
+        def bad(name, value, want):
+            raise ServingError(f"serving {name} must be {want}, got {value!r}")
+
+        if self.strategy not in SERVING_STRATEGIES:
+            raise ServingError(f"unknown serving strategy {self.strategy!r}; known: "
+                               f"{', '.join(SERVING_STRATEGIES)}")
+        if self.policy not in SERVING_POLICIES:
+            raise ServingError(f"unknown serving policy {self.policy!r}; known: "
+                               f"{', '.join(SERVING_POLICIES)}")
+        if not (isinstance(self.fps, (int, float)) and 0 < self.fps <= MAX_SERVING_FPS):
+            bad("fps", self.fps, f"> 0 and <= {MAX_SERVING_FPS:g}")
+        if not (isinstance(self.duration_s, (int, float))
+                and 0 < self.duration_s <= MAX_SERVING_DURATION_S):
+            bad("duration_s", self.duration_s, f"> 0 and <= {MAX_SERVING_DURATION_S:g}")
+        if not (isinstance(self.jitter, (int, float)) and math.isfinite(self.jitter)
+                and 0 <= self.jitter <= 1):
+            bad("jitter", self.jitter, "between 0 and 1 (a fraction of a frame period)")
+        for name, value, hi in (("workers", self.workers, MAX_SERVING_WORKERS),
+                                ("max_streams", self.max_streams, MAX_SERVING_STREAMS),
+                                *(("streams", n, MAX_SERVING_STREAMS) for n in self.streams)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+                bad(name, value, f"an integer from 1 to {hi}")
+        if len(set(self.streams)) != len(self.streams):
+            bad("streams", list(self.streams), "a list without repeats")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ServingSettings:
+        return cls(**{**data, "streams": tuple(data.get("streams", ()))})
 
 
 @dataclass(frozen=True)
@@ -89,7 +189,8 @@ class CellJob:
     `artifact` (the exported file on the machine that runs it; None for the TF reference).
 
     `warmup`/`iterations` time a latency cell, `protocol` is an accuracy cell's, `clip_frames`
-    and `sweep_mode` a memory cell's; `data` is the run's evaluation data (None: none).
+    and `sweep_mode` a memory cell's, `serving` a serving cell's; `data` is the run's
+    evaluation data (None: none).
     """
 
     JOB: ClassVar[str] = "cell"
@@ -103,6 +204,7 @@ class CellJob:
     clip_frames: int | None = None
     sweep_mode: str = ""
     data: DataSource | None = None
+    serving: ServingSettings | None = None
 
     def with_artifact(self, artifact: str) -> CellJob:
         """The same job on this machine's copy of the artifact."""
@@ -118,6 +220,8 @@ class CellJob:
         values["deployment"] = Deployment.from_dict(data["deployment"])
         if data.get("data") is not None:
             values["data"] = DataSource.from_dict(data["data"])
+        if data.get("serving") is not None:
+            values["serving"] = ServingSettings.from_dict(data["serving"])
         return cls(**values)
 
 

@@ -16,7 +16,10 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from bench.scenarios import ACCURACY, LATENCY, MEMORY, SWEEP_MODES, cell_label
+from bench.jobs.job import (
+    MAX_SERVING_DURATION_S, MAX_SERVING_FPS, MAX_SERVING_STREAMS, MAX_SERVING_WORKERS,
+    QUEUE_POLICY, SESSIONS_STRATEGY, ServingError, ServingSettings)
+from bench.scenarios import ACCURACY, LATENCY, MEMORY, SERVING, SWEEP_MODES, cell_label
 from core.errors import MovibenchError
 from core.formats import TENSORFLOW
 
@@ -57,6 +60,24 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """[serving]: multi-stream serving cells (bench.scenarios.serving), one per causal model
+    entry x format x threads x strategy x fps x workers x jitter x policy; `streams` empty:
+    search for the largest count up to `max_streams`."""
+
+    formats: tuple[str, ...] = ()
+    threads: tuple[int, ...] = ()  # empty: axes.threads
+    fps: tuple[float, ...] = ()
+    streams: tuple[int, ...] = ()
+    max_streams: int = 64
+    workers: tuple[int, ...] = (1,)
+    jitter: tuple[float, ...] = (0.0,)
+    duration_s: float = 2.0
+    policies: tuple[str, ...] = (QUEUE_POLICY,)
+    strategies: tuple[str, ...] = (SESSIONS_STRATEGY,)
+
+
+@dataclass(frozen=True)
 class ArtifactEntry:
     """A deployment movibench did not convert ([[artifacts]]): a `.tflite`/`.onnx` file made
     elsewhere (`path`, resolved against the config's folder) or one built during the run by a
@@ -94,6 +115,7 @@ class MatrixConfig:
     exclude: tuple[dict, ...] = ()
     source: str = ""  # the TOML text, stored with the run
     artifacts: tuple[ArtifactEntry, ...] = ()
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def config_hash(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
@@ -103,7 +125,8 @@ class MatrixConfig:
 class Cell:
     """One measurement (bench.scenarios): `kind='latency'` times calls of `frames_per_call`
     frames; `kind='accuracy'` runs `protocol` over the dataset; `kind='memory'` runs one
-    synthetic clip of `clip_frames` frames in `sweep_mode`."""
+    synthetic clip of `clip_frames` frames in `sweep_mode`; `kind='serving'` serves streams
+    under `serving`."""
 
     kind: str
     model: str
@@ -123,6 +146,7 @@ class Cell:
     # own export or the TF reference) and, for a file, where it is.
     source: str = ""
     source_path: str = ""
+    serving: ServingSettings | None = None
 
     @property
     def cell_id(self) -> str:
@@ -130,7 +154,7 @@ class Cell:
         # where a file lies (the run folder or config may move); its source name is.
         ident = {k: v for k, v in asdict(self).items()
                  if k not in ("warmup", "iterations", "source_path")}
-        for key in ("frames_per_call", "source"):
+        for key in ("frames_per_call", "source", "serving"):
             if ident[key] in (None, ""):
                 del ident[key]  # ids of cells that predate the field stay the same
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -139,7 +163,7 @@ class Cell:
     def label(self) -> str:
         return cell_label(self.model, self.variant, self.format, self.threads, self.kind,
                           self.protocol, self.clip_frames, self.sweep_mode, self.frames_per_call,
-                          self.source)
+                          self.source, self.serving.label if self.serving else None)
 
     def matches(self, rule: dict) -> bool:
         """True when every key of `rule` equals this cell's value (lists mean 'any of')."""
@@ -155,7 +179,10 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict) -> Cell:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if isinstance(values.get("serving"), dict):
+            values["serving"] = ServingSettings.from_dict(values["serving"])
+        return cls(**values)
 
 
 # Upper bounds: beyond them a value is a typo (an extra digit), and taking it literally would
@@ -411,7 +438,7 @@ def _parse(raw: dict, text: str, base: Path | None = None) -> MatrixConfig:
     from core.formats import get_format
 
     known = {"name", "models", "axes", "timing", "data", "memory_sweep", "include", "exclude",
-             "artifacts"}
+             "artifacts", "serving"}
     if not isinstance(raw, dict):
         raise _Bad(f"a matrix config is a TOML table, got {_show(raw)}")
     unknown = sorted(set(raw) - known)
@@ -478,7 +505,69 @@ def _parse(raw: dict, text: str, base: Path | None = None) -> MatrixConfig:
         exclude=_rules(raw.get("exclude", []), "[[exclude]]"),
         source=text,
         artifacts=_artifacts(raw.get("artifacts", []), models, base),
+        serving=_serving(raw.get("serving", {})),
     )
+
+
+def _serving(value) -> ServingConfig:
+    """[serving]: lists checked item by item, then every combination as ServingSettings."""
+    from core.formats import get_format
+
+    table = _table(value, "[serving]", {"formats", "threads", "fps", "streams", "max_streams",
+                                        "workers", "jitter", "duration_s", "policy",
+                                        "strategy"})
+    if not table:
+        return ServingConfig()
+    if "fps" not in table:
+        raise _Bad("[serving] needs fps (frames per second of each stream, e.g. fps = [15, 30])")
+    streams = table.get("streams", "search")
+    if streams == "search":
+        streams = ()
+    elif isinstance(streams, str):
+        raise _Bad(f"[serving] streams must be \"search\" or a list of stream counts, got "
+                   f"{_show(streams)}")
+    else:
+        streams = _tuple(streams, "[serving] streams",
+                         lambda v, n: _int(v, n, 1, MAX_SERVING_STREAMS))
+    config = ServingConfig(
+        formats=_tuple(table.get("formats", []), "[serving] formats", _registered(get_format),
+                       allow_empty=True),
+        threads=_tuple(table.get("threads", []), "[serving] threads",
+                       lambda v, n: _int(v, n, 1, MAX_THREADS), allow_empty=True),
+        fps=_tuple(table["fps"], "[serving] fps", lambda v, n: _number(v, n, MAX_SERVING_FPS)),
+        streams=streams,
+        max_streams=_int(table.get("max_streams", 64), "[serving] max_streams", 1,
+                         MAX_SERVING_STREAMS),
+        workers=_tuple(table.get("workers", [1]), "[serving] workers",
+                       lambda v, n: _int(v, n, 1, MAX_SERVING_WORKERS)),
+        jitter=_tuple(table.get("jitter", [0.0]), "[serving] jitter", _fraction),
+        duration_s=_number(table.get("duration_s", 2.0), "[serving] duration_s",
+                           MAX_SERVING_DURATION_S),
+        policies=_tuple(table.get("policy", [QUEUE_POLICY]), "[serving] policy", _str),
+        strategies=_tuple(table.get("strategy", [SESSIONS_STRATEGY]), "[serving] strategy", _str))
+    try:
+        for settings in serving_settings(config):
+            settings.check()
+    except ServingError as exc:
+        raise _Bad(f"[serving]: {exc}") from None
+    return config
+
+
+def _fraction(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise _Bad(f"{name} must be a number from 0 to 1 (a fraction of a frame period), got "
+                   f"{_show(value)}")
+    return float(value)
+
+
+def serving_settings(config: ServingConfig) -> list[ServingSettings]:
+    """Every combination of the [serving] lists, in a stable order."""
+    return [ServingSettings(fps=fps, streams=config.streams, max_streams=config.max_streams,
+                            workers=workers, jitter=jitter, duration_s=config.duration_s,
+                            policy=policy, strategy=strategy)
+            for strategy in config.strategies for fps in config.fps
+            for workers in config.workers for jitter in config.jitter
+            for policy in config.policies]
 
 
 def _sweep_mode(mode: str) -> None:
@@ -507,8 +596,8 @@ def expand(config: MatrixConfig) -> list[Cell]:
     """All cells of the matrix after include/exclude rules, in a stable order.
 
     Per model and format: latency cells once per deployment (threads x frames per call),
-    accuracy cells per threads x protocol, and memory-sweep cells per sweep format x clip length
-    x mode. Each [[artifacts]] entry is one more deployment of its model entry, with the same
+    accuracy cells per threads x protocol, memory-sweep cells per sweep format x clip length
+    x mode, and serving cells per serving format x threads x serving settings (causal models). Each [[artifacts]] entry is one more deployment of its model entry, with the same
     cells (memory ones when the sweep covers its format). `include` rules (if any) keep only
     matching cells; `exclude` rules drop matching cells.
     """
@@ -518,11 +607,15 @@ def expand(config: MatrixConfig) -> list[Cell]:
             cells += _deployment_cells(config, m, fmt)
         for fmt in config.sweep.formats:
             cells += _sweep_cells(config, m, fmt)
+        for fmt in config.serving.formats or (config.formats if config.serving.fps else ()):
+            cells += _serving_cells(config, m, fmt)
     for a in config.artifacts:
         extra = dict(source=a.source, source_path=a.path)
         cells += _deployment_cells(config, a.model, a.format, **extra)
         if a.format in config.sweep.formats:
             cells += _sweep_cells(config, a.model, a.format, **extra)
+        if config.serving.fps and a.format in (config.serving.formats or config.formats):
+            cells += _serving_cells(config, a.model, a.format, **extra)
     if config.include:
         cells = [c for c in cells if any(c.matches(r) for r in config.include)]
     cells = [c for c in cells if not any(c.matches(r) for r in config.exclude)]
@@ -562,6 +655,18 @@ def _sweep_cells(config: MatrixConfig, m: ModelEntry, fmt: str, **extra) -> list
     threads = config.sweep.threads or config.threads[0]
     return [Cell(MEMORY, format=fmt, threads=threads, clip_frames=frames, sweep_mode=mode, **common)
             for frames in config.sweep.clip_frames for mode in config.sweep.modes]
+
+
+def _serving_cells(config: MatrixConfig, m: ModelEntry, fmt: str, **extra) -> list[Cell]:
+    """The serving cells of `m` in `fmt` (none for a model that cannot stream)."""
+    from core.zoo import get_variant
+
+    if not get_variant(m.variant).causal:
+        return []
+    common = _common(config, m, **extra)
+    return [Cell(SERVING, format=fmt, threads=threads, serving=settings, **common)
+            for threads in config.serving.threads or config.threads
+            for settings in serving_settings(config.serving)]
 
 
 def apply_filter(cells: list[Cell], expr: str | None) -> list[Cell]:

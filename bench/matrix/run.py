@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.jobs.deployment import Deployment, frames_per_call
-from bench.jobs.job import CellJob, DataSource, ExportJob, Job
+from bench.jobs.job import CellJob, DataSource, ExportJob, Job, ServingSettings
 from bench.jobs.result import join_columns
 from bench.launchers.executor import Executor, JobOutcome
 from bench.launchers.local import LocalProcessExecutor
@@ -208,6 +208,7 @@ def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None
         "status": "ok" if outcome.ok else "failed", "error": outcome.error or None,
         "exit_code": outcome.exit_code, "cell_wall_s": outcome.wall_s,
         "lost_node": outcome.lost_node, "artifact_source": deployment.artifact_source,
+        **serving_plan_columns(cell.serving),
     }
     exported = {}
     if artifact:
@@ -216,6 +217,16 @@ def _row(plan: CellPlan, run_id: str, outcome: JobOutcome, artifact: dict | None
                     "artifact_mb": artifact.get("artifact_mb"),
                     "export_s": artifact.get("build_s"), "export_cached": artifact.get("cached")}
     return join_columns(planned, exported, measured)
+
+
+def serving_plan_columns(settings: ServingSettings | None) -> dict:
+    """A serving cell's settings as its row's serve_* columns (none for other cells)."""
+    if settings is None:
+        return {}
+    return {"serve_strategy": settings.strategy, "serve_fps": settings.fps,
+            "serve_workers": settings.workers, "serve_jitter": settings.jitter,
+            "serve_policy": settings.policy, "serve_duration_s": settings.duration_s,
+            "serve_search": settings.search}
 
 
 def _artifact_of(plan: CellPlan, artifacts: dict[tuple, JobOutcome]) -> dict | None:
@@ -232,7 +243,8 @@ def _cell_job(plan: CellPlan, artifact: dict | None, data: DataSource | None) ->
     return CellJob(cell.kind, cell.label, plan.deployment,
                    artifact["artifact"] if artifact else None, warmup=cell.warmup,
                    iterations=cell.iterations, protocol=cell.protocol,
-                   clip_frames=cell.clip_frames, sweep_mode=cell.sweep_mode, data=data)
+                   clip_frames=cell.clip_frames, sweep_mode=cell.sweep_mode, data=data,
+                   serving=cell.serving)
 
 
 def summary_line(row: dict) -> str:
@@ -246,6 +258,9 @@ def summary_line(row: dict) -> str:
         parts.append(f"top-1 {row['top1']:.1%}")
     if row.get("sweep_s") is not None:
         parts.append(f"{row['sweep_s']:.2f} s")
+    if row.get("serve_max_streams") is not None:
+        parts.append(f"max {row['serve_max_streams']} streams, p99 {row['serve_p99_ms']:.2f} ms "
+                     f"at {row['serve_streams']}")
     parts.append(f"peak Δ{row.get('peak_rss_delta_mb', float('nan')):.0f} MB")
     return ", ".join(parts)
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.evaluation.protocols import MULTI_CLIP, STREAM, parse_protocol
 from bench.results.rundir import RunData, cell_label
-from bench.scenarios import ACCURACY, LATENCY
+from bench.scenarios import ACCURACY, LATENCY, SERVING
 from core.formats import TENSORFLOW
 from runtimes.base import ExecutionFacts
 
@@ -213,3 +213,48 @@ def recorded_facts(row) -> ExecutionFacts | None:
         values[f.name] = (None if pd.isna(value) else json.loads(value) if isinstance(value, str)
                           else int(value))
     return ExecutionFacts(**values)
+
+
+def serving_curves(cells: pd.DataFrame) -> pd.DataFrame:
+    """Every stream count the run's serving cells measured: one row per cell and count, with
+    the cell's settings (serve_fps, ...), streams, p99_ms, holds and the cell's label."""
+    rows = []
+    for _, cell in ok_cells(cells, SERVING).iterrows():
+        for point in json.loads(cell["serve_curve"] or "[]"):
+            rows.append({**cell.to_dict(), "label": cell_label(cell), "streams": point["streams"],
+                         "p99_ms": point["p99_ms"], "holds": point["holds"]})
+    return pd.DataFrame(rows)
+
+
+# What tells two serving cells' answers apart beyond the deployment and its fps.
+SERVING_KEY = ["serve_strategy", "serve_workers", "serve_jitter", "serve_policy"]
+
+
+def streams_per_machine(cells: pd.DataFrame, fps: tuple[float, ...] = (15.0, 30.0)) -> pd.DataFrame:
+    """Max streams per machine (node_cpu, node_cores), deployment and serving settings: for
+    each frame rate of `fps`, the largest serve_max_streams of its cells ('max_streams@<fps>',
+    None where not served), whether that search hit its cap ('capped@<fps>'), and the count a
+    machine without serving costs would hold ('bound@<fps>'): the deployment's latency cell's
+    frames/s on one session x the sessions its cores run side by side (cores / threads),
+    over the rate, rounded down (None without that latency cell)."""
+    served = ok_cells(cells, SERVING)
+    served = served.assign(node_cpu=served["node_cpu"].fillna("unknown CPU"))
+    key = ["node_cpu", "node_cores", *DEPLOYMENT_KEY, *SERVING_KEY]
+    latency = ok_cells(cells, LATENCY)
+    latency = latency.assign(node_cpu=latency["node_cpu"].fillna("unknown CPU"))
+    single = {tuple(r[k] for k in ["node_cpu", *DEPLOYMENT_KEY]): r["fps"]
+              for _, r in latency.iterrows()}
+    rows = []
+    for values, group in served.groupby(key, dropna=False, sort=True):
+        row = dict(zip(key, values))
+        closed_loop = single.get(tuple(row[k] for k in ["node_cpu", *DEPLOYMENT_KEY]))
+        for rate in fps:
+            at = group[group["serve_fps"] == rate]
+            best = at.loc[at["serve_max_streams"].idxmax()] if len(at) else None
+            row[f"max_streams@{rate:g}"] = None if best is None else int(best["serve_max_streams"])
+            row[f"capped@{rate:g}"] = best is not None and bool(best["serve_max_streams_capped"])
+            row[f"bound@{rate:g}"] = None if closed_loop is None or pd.isna(row["node_cores"]) \
+                else int(closed_loop * row["node_cores"] / row["threads"] // rate)
+        if any(row[f"max_streams@{rate:g}"] is not None for rate in fps):
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -27,6 +27,7 @@ from bench.report.sections.overhead import section_overhead
 from bench.report.sections.pareto import section_pareto
 from bench.report.sections.precision import section_precision
 from bench.report.sections.race import section_race
+from bench.report.sections.serving import section_serving
 from bench.report.sections.speedup import section_speedup
 from bench.report.sections.trace import section_trace
 from bench.results.rundir import RunData, load_run
@@ -81,6 +82,7 @@ def build_sections(run: RunData, out_dir: Path) -> list[Section]:
     return [*per_hardware(run, out_dir, lambda r, _: section_headline(r)),
             *per_hardware(run, out_dir, section_pareto), section_confusion(run, out_dir),
             *per_hardware(run, out_dir, section_memory),
+            *per_hardware(run, out_dir, section_serving),
             section_trace(run, out_dir), section_equivalence(run),
             *per_hardware(run, out_dir, section_speedup),
             *per_hardware(run, out_dir, lambda r, _: section_precision(r)), section_race(run),

@@ -185,3 +185,34 @@ def confusion_plot(matrices: list[tuple[str, np.ndarray]], classes: list[str], p
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of the true class's videos")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def serving_plot(curves: pd.DataFrame, path: Path, title: str) -> Path:
+    """p99 latency (arrival to logits) vs stream count, one panel per frame rate with its
+    deadline (one frame period) dashed, one line per cell; a hollow marker is a count that did
+    not hold. Columns: serve_fps, label, streams, p99_ms, holds."""
+    rates = sorted(curves["serve_fps"].unique())
+    fig = _figure(6.0 * len(rates), 4.4)
+    axes = fig.subplots(1, len(rates), squeeze=False)[0]
+    colors = _style_of(curves["label"])
+    for ax, fps in zip(axes, rates):
+        for label, group in curves[curves["serve_fps"] == fps].groupby("label", sort=True):
+            group = group.sort_values("streams")
+            color = COLORS[colors[label] % len(COLORS)]
+            ax.plot(group["streams"], group["p99_ms"], color=color, lw=1.2, label=label)
+            held = group["holds"].astype(bool)
+            ax.scatter(group["streams"][held], group["p99_ms"][held], color=color, s=22)
+            ax.scatter(group["streams"][~held], group["p99_ms"][~held], facecolors="white",
+                       edgecolors=color, s=40, linewidths=1.5, zorder=3)
+        ax.axhline(1000.0 / fps, color="black", ls="--", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter("{x:g}")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter("{x:g}")
+        ax.set_xlabel("streams")
+        ax.set_ylabel("p99 latency, arrival to logits (ms)")
+        ax.set_title(f"{fps:g} fps (deadline {1000.0 / fps:.1f} ms, dashed)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -9,7 +9,9 @@ is reported; latency gets a verdict from the raw per-step samples, not from two 
 - verdict: `regressed` when the median got slower by more than `threshold` % and the change is
   significant, `improved` for the mirror case, `unchanged` when the change is within the
   threshold, `noisy/insufficient` when it is beyond it but not significant, or when there are
-  too few samples to tell. A cell that ran in A and failed in B is `regressed` (a crash is the
+  too few samples to tell. A serving cell is judged by the most streams the machine held
+  within the deadline (`serve_max_streams`): `regressed` when B holds fewer by more than
+  `threshold` % of A's count, `improved` for more. A cell that ran in A and failed in B is `regressed` (a crash is the
   worst slowdown); failed in A and fixed in B is `improved`. A cell whose two runs ran on
   different CPU models (`node_cpu`) gets no latency verdict (`noisy/insufficient`, saying so).
 
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bench.results.rundir import RunData, cell_label
-from bench.scenarios import LATENCY
+from bench.scenarios import LATENCY, SERVING
 from core.errors import MovibenchError
 
 REGRESSED, IMPROVED, UNCHANGED, NOISY = "regressed", "improved", "unchanged", "noisy/insufficient"
@@ -41,6 +43,7 @@ METRICS: dict[str, bool] = {
     "gpu_mem_loaded_mb": False, "gpu_mem_peak_mb": False, "gpu_engine_mb": False,
     "artifact_mb": False,
     "top1": True, "top5": True, "mean_class_accuracy": True, "ref_max_abs_prob_diff": False,
+    "serve_max_streams": True, "serve_p99_ms": False, "serve_delivered_fps": True,
 }
 DEFAULT_METRICS = ("step_p50_ms", "peak_rss_mb", "top1")
 # Environment keys whose difference makes two runs' timings hard to compare.
@@ -224,6 +227,22 @@ def _load_per_core(env: dict) -> float | None:
     return float(load[0]) / cores if load and cores else None
 
 
+def max_streams_verdict(row_a: pd.Series, row_b: pd.Series, threshold_pct: float) -> tuple[str, str]:
+    """(verdict, reason) of a serving cell: the machine's max streams (serve_max_streams) B vs
+    A, regressed or improved when it moved by more than `threshold_pct` % of A's (one stream
+    more or fewer is within the noise of a tail on a shared machine at small counts)."""
+    a, b = row_a.get("serve_max_streams"), row_b.get("serve_max_streams")
+    if pd.isna(a) or pd.isna(b):
+        return NOISY, "serving cell without serve_max_streams in both runs"
+    a, b = int(a), int(b)
+    capped = " (B at the search's cap)" if bool(row_b.get("serve_max_streams_capped")) else ""
+    said = f"max streams {a} -> {b}{capped}"
+    moved = 100.0 * abs(b - a) / max(a, 1)
+    if a == b or moved <= threshold_pct:
+        return UNCHANGED, f"{said}, within ±{threshold_pct:g}%"
+    return (REGRESSED if b < a else IMPROVED), said
+
+
 def _compare_cell(row_a: pd.Series, row_b: pd.Series, samples_a: dict, samples_b: dict,
                   metrics: tuple[str, ...], threshold_pct: float, alpha: float) -> CellComparison:
     cell_id = row_a["cell_id"]
@@ -239,6 +258,8 @@ def _compare_cell(row_a: pd.Series, row_b: pd.Series, samples_a: dict, samples_b
             test = latency_test(a, b)
         if row_b["kind"] == LATENCY:
             verdict, reason = latency_verdict(test, threshold_pct, alpha)
+        elif row_b["kind"] == SERVING:
+            verdict, reason = max_streams_verdict(row_a, row_b, threshold_pct)
         else:
             # Only latency cells time repeated calls; the others are read by their metrics.
             verdict, reason = UNCHANGED, f"{row_b['kind']} cell: no latency samples, see its metrics"

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.results.schema import PREDICTION_COLUMNS, SAMPLE_COLUMNS, frame
+from bench.jobs.job import serving_label
+from bench.scenarios import SERVING
 from bench.scenarios import cell_label as scenario_cell_label
 from bench.results.store import CELLS, PREDICTIONS, SAMPLES, load_cells
 from core.errors import MovibenchError
@@ -78,7 +80,12 @@ def load_run(path: str | Path) -> RunData:
 
 def cell_label(row) -> str:
     """A results row in words, worded like bench.matrix.config.Cell.label."""
+    serving = None
+    if row["kind"] == SERVING:
+        serving = serving_label(row.get("serve_strategy"), row.get("serve_fps"),
+                                row.get("serve_workers"), row.get("serve_jitter"),
+                                row.get("serve_policy"))
     return scenario_cell_label(row["model"], row["variant"], row["format"], row["threads"],
                                row["kind"], row["protocol"], row["clip_frames"],
                                row["sweep_mode"], row["frames_per_call"],
-                               row.get("artifact_source"))
+                               row.get("artifact_source"), serving)

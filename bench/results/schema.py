@@ -25,7 +25,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     # identity of the cell (stable across runs: resume and compare key on cell_id)
     Column("cell_id", "string", "", "hash of the cell's definition"),
     Column("run_id", "string", "", "the run that produced the row"),
-    Column("kind", "string", "", "scenario: 'latency' (timed calls), 'accuracy' (protocol over a dataset) or 'memory' (clip-length sweep)"),
+    Column("kind", "string", "", "scenario: 'latency' (timed calls), 'accuracy' (protocol over a dataset), 'memory' (clip-length sweep) or 'serving' (streams served open loop)"),
     Column("model", "string", "", "model id (t0, a0..a5)"),
     Column("variant", "string", "", "base, stream or mobile"),
     Column("checkpoint", "string", "", "checkpoint given in the config ('' = random init)"),
@@ -123,6 +123,29 @@ CELL_COLUMNS: tuple[Column, ...] = (
     # memory sweep
     Column("sweep_mode", "string", "", "memory sweep: 'full-clip' (one call) or 'stream' (frame by frame)"),
     Column("sweep_s", "float64", "s", "memory sweep: time to run the clip (a second run; the first traces)"),
+    # serving (bench.scenarios.serving): N streams at serve_fps, frames arriving open loop on
+    # each stream's clock; the settings are the plan's, the measurement the scenario's
+    Column("serve_strategy", "string", "", "serving: how streams are served ('sessions': a session per stream, its states in it, a pool of serve_workers threads)"),
+    Column("serve_fps", "float64", "frames/s", "serving: frames per second arriving on each stream (the deadline is one period, 1/fps)"),
+    Column("serve_workers", "Int64", "", "serving: worker threads serving the streams"),
+    Column("serve_jitter", "float64", "", "serving: stream starts spread uniformly over this fraction of a frame period (0: synchronised)"),
+    Column("serve_policy", "string", "", "serving: 'queue' (every frame served in order) or 'latest' (frames waiting when a newer one arrived are dropped)"),
+    Column("serve_duration_s", "float64", "s", "serving: seconds of arrivals per stream count measured (then at most 1 s of draining)"),
+    Column("serve_search", "string", "", "serving: how the stream counts measured were chosen (doubling from 1 then bisection up to a cap, or a listed set)"),
+    Column("serve_max_streams", "Int64", "", "serving: the largest stream count whose p99 latency stayed within one frame period with no frame dropped or unserved (0: not even one)"),
+    Column("serve_max_streams_capped", "boolean", "", "serving: the search reached its cap still holding (the machine holds at least serve_max_streams)"),
+    Column("serve_streams", "Int64", "", "serving: the stream count the row's other serve_* metrics are of (serve_max_streams, or the smallest count measured when none held)"),
+    Column("serve_frames", "Int64", "frames", "serving: frames that arrived at that count"),
+    Column("serve_delivered_fps", "float64", "frames/s", "serving: frames whose logits came back per second, over all streams"),
+    Column("serve_p50_ms", "float64", "ms", "serving: median per-frame latency, arrival to logits (queueing included)"),
+    Column("serve_p90_ms", "float64", "ms", "serving: 90th percentile per-frame latency, arrival to logits"),
+    Column("serve_p99_ms", "float64", "ms", "serving: 99th percentile per-frame latency, arrival to logits (unserved frames count with the time they had waited)"),
+    Column("serve_deadline_miss_rate", "float64", "fraction", "serving: share of the frames not dropped whose latency exceeded one frame period or that were never served"),
+    Column("serve_dropped_frames", "Int64", "frames", "serving: frames the 'latest' policy dropped (0 under 'queue')"),
+    Column("serve_unserved_frames", "Int64", "frames", "serving: frames not started when the drain after the last arrival ended"),
+    Column("serve_cpu_util_pct", "float64", "%", "serving: the process's CPU time over wall time x the cores it may run on, at that count"),
+    Column("serve_state_bytes_per_stream", "Int64", "bytes", "serving: bytes of one stream's states (the manifest's), kept per camera"),
+    Column("serve_curve", "string", "", "serving: every stream count measured, as JSON (streams, frames, delivered/dropped/unserved, delivered_fps, p50/p90/p99_ms, miss_rate, cpu_util_pct, rss_mb read after the count, holds)"),
 )
 
 SAMPLE_COLUMNS: tuple[Column, ...] = (
@@ -144,7 +167,9 @@ PREDICTION_COLUMNS: tuple[Column, ...] = (
 )
 
 CELL_KEY = ("model", "variant", "checkpoint", "resolution", "format", "runtime", "threads",
-            "protocol", "clip_frames", "kind", "sweep_mode", "frames_per_call", "artifact_source")
+            "protocol", "clip_frames", "kind", "sweep_mode", "frames_per_call", "artifact_source",
+            "serve_strategy", "serve_fps", "serve_workers", "serve_jitter", "serve_policy",
+            "serve_search")
 
 
 def frame(rows: list[dict], columns: tuple[Column, ...] = CELL_COLUMNS) -> pd.DataFrame:

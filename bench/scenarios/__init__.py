@@ -5,6 +5,8 @@
 - `accuracy`: once per deployment and evaluation protocol: top-1/top-5/mean-class accuracy,
   confusion, model time per video from that protocol's own calls.
 - `memory`: one clip of N frames, in one call or frame by frame, for peak memory vs clip length.
+- `serving`: N camera streams at f fps, open loop, on a pool of workers: tail latency, deadline
+  misses and the largest N that holds one frame period.
 
 Every scenario runs in a cell worker process after the same memory tracker took its idle reading
 (bench.launchers.worker), which finds it by the cell's kind in bench.scenarios.registry, and
@@ -22,7 +24,7 @@ from bench.jobs.result import ScenarioResult
 from bench.trackers import CellTrackers
 from runtimes.base import Session
 
-LATENCY, ACCURACY, MEMORY = "latency", "accuracy", "memory"
+LATENCY, ACCURACY, MEMORY, SERVING = "latency", "accuracy", "memory", "serving"
 
 # Memory-sweep modes: the whole clip in one call, or frame by frame with states carried.
 FULL_CLIP_MODE, STREAM_MODE = "full-clip", "stream"
@@ -61,10 +63,14 @@ def deployment_format(fmt, source=None) -> str:
 
 
 def cell_label(model, variant, fmt, threads, kind, protocol=None, clip_frames=None,
-               sweep_mode=None, frames_per_call=None, source=None) -> str:
+               sweep_mode=None, frames_per_call=None, source=None, serving=None) -> str:
     """A cell in words, e.g. 't0/stream onnx t2 latency@1f', 't0/base onnx t2 multi-clip:2x16',
-    't0/stream tensorflow t2 stream@256f' (a memory cell): console, reports and compare."""
-    if kind == LATENCY:
+    't0/stream tensorflow t2 stream@256f' (a memory cell), 't0/stream onnx t1 serving
+    sessions@30fps w2 j0.5 queue' (`serving`: the settings' label): console, reports and
+    compare."""
+    if kind == SERVING:
+        what = serving
+    elif kind == LATENCY:
         what = f"latency@{frames_per_call}f"
     elif kind == MEMORY:
         what = f"{sweep_mode}@{clip_frames}f"

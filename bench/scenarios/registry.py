@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from bench.scenarios import Scenario, accuracy, latency, memory
+from bench.scenarios import Scenario, accuracy, latency, memory, serving
 from core.errors import MovibenchError
 
 SCENARIO_OF: dict[str, Scenario] = {s.kind: s for s in (
-    latency.SCENARIO, accuracy.SCENARIO, memory.SCENARIO)}
+    latency.SCENARIO, accuracy.SCENARIO, memory.SCENARIO, serving.SCENARIO)}
 
 
 def get_scenario(kind: str) -> Scenario:
