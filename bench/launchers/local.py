@@ -57,6 +57,18 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+_passing_on = threading.Lock()
+
+
+def _pass_on(job: Job, stderr: str) -> None:
+    """A worker's stderr (its libraries' log lines) onto this process's, as one block headed
+    by the job: the matrix verb points that at the run's library.log."""
+    if stderr.strip():
+        with _passing_on:
+            sys.stderr.write(f"--- {job.label}\n{stderr.rstrip()}\n")
+            sys.stderr.flush()
+
+
 class LocalProcessExecutor(Executor):
     """Runs each job as `python -m bench.launchers.worker` in a fresh process group.
 
@@ -134,6 +146,7 @@ class LocalProcessExecutor(Executor):
                     self._live.discard(proc)
                     self._workers_changed()
             wall = time.perf_counter() - start
+            _pass_on(job, stderr)
             sent = json.loads(result_path.read_text()) if result_path.exists() else {}
             error = sent.get("error", "")
             if proc.returncode and not error:

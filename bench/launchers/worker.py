@@ -56,12 +56,26 @@ def inject_fault(label: str, phase: str) -> None:
 
 
 def run_export(job: ExportJob) -> dict:
-    """Export (or fetch from the cache) one artifact; return its path and build facts.
+    """Export (or fetch from the cache) one artifact; return its path, build facts and the
+    seconds of each stage it went through (core.stages; none for a cache hit).
 
     A deployment with a `source` is an [[artifacts]] entry: a user's file copied into the
     cache, or a recipe's build, with the manifest read off the file's signature
     (converters.foreign)."""
+    from core.stages import StageTimes, listening
+
     start = time.perf_counter()
+    stages = StageTimes()
+    with listening(stages):
+        artifact = _export(job)
+    return {"artifact": str(artifact.path), "cached": artifact.cached,
+            "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
+            "artifact_mb": artifact.size_bytes / 2**20, "stages": stages.seconds,
+            # Why a cached copy was thrown away and rebuilt ("" when it was not).
+            "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
+
+
+def _export(job: ExportJob):
     d = job.deployment
     if d.source:
         from converters.foreign import ForeignRequest, foreign_artifact
@@ -70,19 +84,13 @@ def run_export(job: ExportJob) -> dict:
         request = ForeignRequest.from_source(
             d.source, d.config, d.format, checkpoint=d.checkpoint or None,
             path=d.source_path, frames=d.frames_per_call)
-        artifact = foreign_artifact(request, load_manifest)
-    else:
-        from bench.data.calibration_clips import export_options
-        from converters.export import export_model
+        return foreign_artifact(request, load_manifest)
+    from bench.data.calibration_clips import export_options
+    from converters.export import export_model
 
-        options = export_options(d.format, job.calibration_videos, job.calibration_frames)
-        artifact = export_model(d.config, d.format, checkpoint=d.checkpoint or None,
-                                frames_per_call=d.frames_per_call, options=options)
-    return {"artifact": str(artifact.path), "cached": artifact.cached,
-            "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
-            "artifact_mb": artifact.size_bytes / 2**20,
-            # Why a cached copy was thrown away and rebuilt ("" when it was not).
-            "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
+    options = export_options(d.format, job.calibration_videos, job.calibration_frames)
+    return export_model(d.config, d.format, checkpoint=d.checkpoint or None,
+                        frames_per_call=d.frames_per_call, options=options)
 
 
 def run_cell(job: CellJob) -> ScenarioResult:
