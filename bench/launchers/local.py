@@ -76,6 +76,8 @@ class LocalProcessExecutor(Executor):
     the cell as timed out; a crash reports the signal or status and the last stderr line.
     """
 
+    runs_export_batches = True
+
     def __init__(self, python: str = sys.executable, env: dict | None = None,
                  die_with_parent: bool = False):
         self.python = python

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.jobs.job import CellJob, ExportJob, job_from_dict
+from bench.jobs.job import CellJob, ExportBatch, ExportJob, job_from_dict
 from bench.jobs.result import ScenarioResult
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
@@ -93,6 +93,31 @@ def _export(job: ExportJob):
                         frames_per_call=d.frames_per_call, options=options)
 
 
+def run_batch(batch: ExportBatch, result_path: Path) -> dict:
+    """Run the batch's exports in turn; each one's result or one-line error is written to
+    `result_path` as soon as it is known, so a crash of this process keeps those before it."""
+    done = []
+    for job in batch.exports:
+        try:
+            done.append({"ok": True, "result": run_export(job)})
+        except Exception as exc:  # one export failing leaves the others to run
+            done.append({"ok": False, "error": _error_line(exc)})
+        _write(result_path, {"result": {"exports": done}})
+    return {"exports": done}
+
+
+def _error_line(exc: Exception) -> str:
+    from core.errors import first_line
+
+    return f"{type(exc).__name__}: {first_line(exc)}"[:500]
+
+
+def _write(result_path: str | Path, sent: dict) -> None:
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(sent, default=float))
+    tmp.replace(result_path)
+
+
 def run_cell(job: CellJob) -> ScenarioResult:
     """Measure one cell; its columns are bench.results.schema's, each written once."""
     from bench.jobs.deployment import open_deployment
@@ -130,25 +155,23 @@ def run_cell(job: CellJob) -> ScenarioResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
-    from core.errors import first_line
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     job_path, result_path = (argv or sys.argv[1:])[:2]
     job = job_from_dict(json.loads(Path(job_path).read_text()))
     code = 0
     try:
-        if isinstance(job, ExportJob):
+        if isinstance(job, ExportBatch):
+            sent = {"result": run_batch(job, result_path)}
+        elif isinstance(job, ExportJob):
             sent = {"result": run_export(job)}
         else:
             measured = run_cell(job)
             sent = {"result": dict(measured.columns), "samples_ms": list(measured.samples_ms),
                     "predictions": list(measured.predictions)}
     except Exception as exc:  # any failure of the thing measured becomes a failed row
-        sent = {"error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+        sent = {"error": _error_line(exc)}
         code = 1
-    tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(sent, default=float))
-    tmp.replace(result_path)
+    _write(result_path, sent)
     return code
 
 
