@@ -484,12 +484,13 @@ def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch)
     assert err == ["error: run directory not found: no-such-run"]
 
 
-def test_committed_reference_report_regenerates_from_its_results(tmp_path, monkeypatch):
-    """results/default/report is exactly what `movibench report` makes of results/default."""
+@pytest.mark.parametrize("name", ["default", "default-full"])
+def test_committed_reference_report_regenerates_from_its_results(name, tmp_path, monkeypatch):
+    """results/NAME/report is exactly what `movibench report` makes of results/NAME."""
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
-    committed = Path("results") / "default"  # as the report names it: relative to the checkout
+    committed = Path("results") / name  # as the report names it: relative to the checkout
     if not (committed / "cells.parquet").exists():
-        pytest.skip("no committed reference run in results/default")
+        pytest.skip(f"no committed reference run in results/{name}")
     build_report(committed, tmp_path)
     assert (tmp_path / "report.md").read_text() == (committed / "report" / "report.md").read_text()
     page = parse(tmp_path / "report.html")
@@ -506,7 +507,7 @@ def test_a_race_beside_the_run_gets_its_own_section(tmp_path):
     from bench.results.rundir import load_run
 
     run = tmp_path / "run"
-    shutil.copytree("results/default", run, ignore=shutil.ignore_patterns("report", "parts"))
+    shutil.copytree("results/default-full", run, ignore=shutil.ignore_patterns("report", "parts"))
     assert section_race(load_run(run)).omitted
     pd.DataFrame([
         {"threads": 2, "label": "t0/stream onnx", "frames_per_call": 1, "calls": 300,
