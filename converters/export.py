@@ -9,6 +9,7 @@ reads two small files and imports no TensorFlow.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from converters.exporter import BuildJob, Exporter, exporter_for
 from core.errors import UnsupportedExportError
 from core.formats import FormatSpec, get_export_format
 from core.manifest import StateManifest, manifest_path_for
+from core.stages import stage
 from converters.tensorrt_config import TensorRTBuildConfig
 from core.zoo import ModelConfig
 
@@ -247,13 +249,30 @@ def serve_entry(hit: CacheEntry, spec: FormatSpec, key: str, start: float) -> Ar
 
 
 def build_reference(config: ModelConfig, checkpoint: str | Path | None, seed: int,
-                    frames: int | None):
-    """Build the Keras model (restoring `checkpoint`) and its reference manifest."""
-    from core.build import build_model, load_checkpoint, make_manifest
+                    frames: int | None, optimizations: tuple[str, ...] = ()):
+    """The Keras model (restoring `checkpoint`, built under `optimizations`' layer patches)
+    and its reference manifest for `frames` per call.
 
-    model = build_model(config, seed=seed)
-    ckpt_hash = load_checkpoint(model, checkpoint) if checkpoint else ""
-    return model, make_manifest(model, config, ckpt_hash, frames_per_call=frames)
+    One process exporting a model to several formats or clip lengths builds it once: the
+    build (TensorFlow's import, Model Garden's layers, the checkpoint) is a third of a small
+    export, and no exporter changes the model it converts.
+    """
+    with stage("build"):
+        from core.build import make_manifest
+
+        model, ckpt_hash = _built(config, str(checkpoint) if checkpoint else "", seed,
+                                  optimizations)
+        return model, make_manifest(model, config, ckpt_hash, frames_per_call=frames)
+
+
+@lru_cache(maxsize=2)
+def _built(config: ModelConfig, checkpoint: str, seed: int, optimizations: tuple[str, ...]):
+    from converters.optimize import optimized_build
+    from core.build import build_model, load_checkpoint
+
+    with optimized_build(optimizations):
+        model = build_model(config, seed=seed)
+    return model, load_checkpoint(model, checkpoint) if checkpoint else ""
 
 
 def _build(exporter: Exporter, config: ModelConfig, spec: FormatSpec, checkpoint,
@@ -271,9 +290,9 @@ def _build(exporter: Exporter, config: ModelConfig, spec: FormatSpec, checkpoint
     from converters.optimize import optimized_build
     from converters.rewrite3d import exportable
 
-    # The optimizations patch how layers are built: the reference and any convertible twin.
+    model, manifest = build_reference(config, checkpoint, options.seed, frames, optimizations)
+    # The optimizations patch how layers are built: the reference's and any convertible twin's.
     with optimized_build(optimizations):
-        model, manifest = build_reference(config, checkpoint, options.seed, frames)
         # 3D conv types trace a convertible twin of the same weights (converters/rewrite3d.py).
         with exportable(model, config) as graph:
             traced = graph.model

@@ -20,6 +20,7 @@ from converters.exporter import BuildJob, Exporter, SourceExport, source_facts
 from core.errors import UnsupportedExportError, first_line
 from core.formats import HARD_SIGMOID_GATE_FOLD, HARD_SWISH_OP, ONNX, FormatSpec
 from core.manifest import LOGITS_OUTPUT, StateManifest
+from core.stages import stage
 
 if TYPE_CHECKING:
     from converters.export import ExportOptions
@@ -135,10 +136,13 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
     from core.build import input_signature, step_function
 
     start = time.perf_counter()
-    step = step_function(model, manifest, frames)
-    with quiet_tf2onnx():
-        proto, _ = tf2onnx.convert.from_function(
-            step, input_signature=input_signature(manifest, frames), opset=opset)
+    signature = input_signature(manifest, frames)
+    with stage("trace"):
+        step = step_function(model, manifest, frames)
+        # tf2onnx asks for this same concrete function: traced once, here.
+        step.get_concrete_function(*signature)
+    with stage("convert"), quiet_tf2onnx():
+        proto, _ = tf2onnx.convert.from_function(step, input_signature=signature, opset=opset)
     convert_seconds = time.perf_counter() - start
     check_contract_names(proto, manifest)
     pin_io_shapes(proto, manifest, frames)
@@ -155,8 +159,9 @@ def save_checked(proto, target: Path, details: dict) -> dict:
     node count, op histogram and file size added."""
     import onnx
 
-    proto = validate_onnx(proto)
-    onnx.save(proto, str(target))
+    with stage("validate"):
+        proto = validate_onnx(proto)
+        onnx.save(proto, str(target))
     details.update(nodes=len(proto.graph.node), op_histogram=op_histogram(proto),
                    file_bytes=Path(target).stat().st_size)
     return details
@@ -230,9 +235,11 @@ def quantize_onnx(source: Path, target: Path, manifest: StateManifest, calibrati
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        with stage("calibrate+quantize"):
+            quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
     except (ValueError, RuntimeError) as exc:
         raise UnsupportedExportError(f"ONNX Runtime's quantizer refused the graph: "
                                      f"{first_line(exc)}") from None

@@ -26,6 +26,7 @@ from core.formats import (
     CAUSAL_POOL_STEP, DYNAMIC, FP16, FP32, INT8, INT8_HARD_SWISH, TFLITE, FormatSpec,
 )
 from core.manifest import IMAGE_INPUT, StateManifest
+from core.stages import stage
 
 if TYPE_CHECKING:
     from converters.export import ExportOptions
@@ -165,8 +166,9 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
 
     from core.build import step_function
 
-    step = step_function(model, manifest, frames)
-    concrete = step.get_concrete_function()
+    with stage("trace"):
+        step = step_function(model, manifest, frames)
+        concrete = step.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [concrete], function_holder(step, model))
     calibrated = 0
@@ -184,8 +186,10 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
 
     configure(converter, precision, feeds)
     start = time.perf_counter()
+    # The converter draws int8's calibration feeds as it quantizes: one stage, not two.
     try:
-        with warnings.catch_warnings():
+        with stage("calibrate+convert" if precision == INT8 else "convert"), \
+                warnings.catch_warnings():
             # int8 calibration runs TF's own deprecated tf.lite.Interpreter internally.
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             data = converter.convert()
@@ -197,9 +201,11 @@ def export_tflite(model, manifest: StateManifest, frames: int, target: Path, pre
     target.write_bytes(data)
     first = {IMAGE_INPUT: np.zeros(manifest.image_shape, np.float32),
              **{s.input_name: s.initial_value() for s in manifest.states}}
-    verify_tflite(target, manifest, first)
+    with stage("validate"):
+        verify_tflite(target, manifest, first)
+        facts = graph_facts(data, precision)
     details = {"convert_seconds": round(convert_seconds, 3), "precision": precision,
-               "file_bytes": len(data), **graph_facts(data, precision),
+               "file_bytes": len(data), **facts,
                "gpu_delegate": check_gpu_delegate_compat(target).to_record()}
     if precision == INT8:
         details.update(int8_float_io=int8_float_io, calibration=calibration.key(),

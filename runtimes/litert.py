@@ -14,7 +14,6 @@ import atexit
 import os
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import ArtifactError, MovibenchError, first_line
+from core.library_log import stderr_silenced
 from core.manifest import (
     IMAGE_INPUT, LOGITS_OUTPUT, STATE_PREFIX, StateManifest, StateSpec, manifest_from_signature,
     state_name_from_tensor, state_output_name,
@@ -360,29 +360,13 @@ class SignatureEngine:
         return self._runner(**{IMAGE_INPUT: clip})[LOGITS_OUTPUT]
 
 
-@contextmanager
-def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null: LiteRT's C++ environment logs a score of INFO lines
-    (accelerator registry, vendor plugins it cannot find) at every CompiledModel it creates.
-    Its failures still arrive as Python exceptions."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @lru_cache(maxsize=1)
 def _environment():
     """One LiteRT environment for the process: every CompiledModel shares it (creating one
     registers the accelerators again)."""
     from ai_edge_litert.environment import Environment
 
-    with _native_stderr_silenced():
+    with stderr_silenced():
         environment = Environment.create()
     # Its destruction at interpreter shutdown logs a line per accelerator: by then everything
     # the process had to say (a traceback included) has been written.
@@ -411,7 +395,7 @@ class CompiledEngine:
         load_interpreter(path, threads, xnnpack=False)
         options = Options(cpu_options=CpuOptions(num_threads=int(threads or 0)))
         try:
-            with _native_stderr_silenced():
+            with stderr_silenced():
                 self.model = model = CompiledModel.from_file(
                     str(path), environment=_environment(), options=options)
             signatures = model.get_signature_list()
@@ -427,7 +411,7 @@ class CompiledEngine:
         self._outputs = naming = state_outputs(inputs, outputs)
         self.declared = (list(inputs.values()), _as_contract(outputs, naming))
         self._image = model.create_input_buffer_by_name(key, IMAGE_INPUT)
-        with _native_stderr_silenced():  # the first write sets up the buffers' own environment
+        with stderr_silenced():  # the first write sets up the buffers' own environment
             image = inputs[IMAGE_INPUT]
             self._image.write(np.zeros([d or 1 for d in image.shape], np.dtype(image.dtype)))
         self._logits = model.create_output_buffer_by_name(key, LOGITS_OUTPUT)

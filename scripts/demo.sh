@@ -14,6 +14,6 @@ status=0
 # A failed cell (exit 1) still leaves a complete store: report it; bad usage (2) stops here.
 if [ "$status" -le 1 ]; then
     .venv/bin/movibench report "$OUT" --out "$OUT/report"
-    echo "results: $OUT/cells.parquet (+ cells.csv); report: $OUT/report/report.html" >&2
+    echo "results: $OUT/cells.parquet (+ cells.csv); report: $OUT/report/report.html; the libraries' output: $OUT/library.log" >&2
 fi
 exit "$status"

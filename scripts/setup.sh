@@ -14,11 +14,20 @@ fi
 stamp=".venv/.movibench-installed"
 want="$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "setup: .venv is up to date with requirements.lock" >&2
     exit 0
 fi
-echo "setting up .venv from requirements.lock (first run: a few minutes, ~3.6 GB)" >&2
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# One line per stage; pip's own output only when a stage fails (or with its -v).
+stage() { echo "setup: $1" >&2; }
+if [ ! -x .venv/bin/python ]; then
+    stage "creating .venv ($("$PYTHON" --version 2>&1))"
+    "$PYTHON" -m venv .venv
+fi
+stage "upgrading pip"
 .venv/bin/python -m pip install --quiet --upgrade pip
+stage "installing the locked packages (first run: a few minutes, ~3.6 GB)"
 .venv/bin/python -m pip install --quiet -r requirements.lock
+stage "installing movibench (editable)"
 .venv/bin/python -m pip install --quiet --no-deps -e .
 echo "$want" > "$stamp"
+stage "done"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -112,3 +116,49 @@ def test_eval_base_model_on_an_exported_format_needs_one_clip_length(four_videos
     result = invoke("eval", "--data", str(four_videos), "--demo", "t0-base-synth",
                     "--format", "onnx", "--protocol", "multi-clip:2x8", "--protocol", "multi-clip:2x16")
     assert "--clip-frames" in str(result.exception)
+
+
+# What the libraries write to stderr on their own during an export: absl/TensorFlow C++ log
+# lines (I0000 / W0000 ...), absl's note on its own set-up, XNNPACK's delegate line.
+LIBRARY_LINE = re.compile(r"^[IWEF]\d{4} |absl::|XNNPACK|tf_tfl_flatbuffer|mlir", re.M)
+TINY = ["--model", "t0", "--variant", "stream", "--resolution", "32", "--classes", "2"]
+
+
+def export_process(tmp_path, *args):
+    """`movibench export` of tiny T0 in a process of its own, into a fresh cache."""
+    env = dict(os.environ, MOVIBENCH_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, "-m", "bench", "export", *TINY, *args],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_an_export_prints_its_stages_and_no_library_line_which_go_to_its_log(tmp_path):
+    done = export_process(tmp_path, "--formats", "tflite-fp32", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    for stage in ("build", "trace", "convert", "validate"):
+        assert re.search(rf"^t0/stream tflite-fp32: {stage} \d+\.\d s$", done.stderr, re.M), \
+            done.stderr
+    assert not LIBRARY_LINE.search(done.stdout + done.stderr), done.stdout + done.stderr
+    log = (tmp_path / "out" / "library.log").read_text()
+    assert "XNNPACK" in log and re.search(r"^[IW]0000 ", log, re.M), log
+    assert f"library output: {tmp_path / 'out' / 'library.log'}" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_export_with_verbose_shows_the_library_lines(tmp_path):
+    done = export_process(tmp_path, "--formats", "onnx", "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert LIBRARY_LINE.search(done.stderr), done.stderr
+    assert re.search(r"^t0/stream onnx: convert \d+\.\d s$", done.stderr, re.M)
+    assert not (tmp_path / "cache" / "library.log").exists()
+
+
+@pytest.mark.slow
+def test_one_process_builds_a_model_once_for_all_its_exports():
+    from converters.export import build_reference
+    from core.zoo import ModelConfig
+
+    config = ModelConfig("t0", "stream", 32, 2).resolved()
+    model, one = build_reference(config, None, 0, 1)
+    again, eight = build_reference(config, None, 0, 8)
+    assert again is model and (one.frames_per_call, eight.frames_per_call) == (1, 8)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.jobs.deployment import Deployment
-from bench.jobs.job import CellJob, DataSource, ExportJob, job_from_dict
+from bench.jobs.job import CellJob, DataSource, ExportBatch, ExportJob, job_from_dict
 from bench.launchers.executor import Executor, JobOutcome
 from bench.launchers.local import LocalProcessExecutor
 from bench.matrix.config import MatrixConfigError, apply_filter, expand, load_config, parse_config
@@ -159,7 +159,8 @@ def test_jobs_cross_to_their_worker_as_json_and_come_back_equal():
                     iterations=2, protocol=p.cell.protocol, clip_frames=p.cell.clip_frames,
                     sweep_mode=p.cell.sweep_mode, data=data)
             for p in plan_cells(expand(config), planned_data(config), set())]
-    jobs += [ExportJob(replace(jobs[0].deployment, format="onnx"), data.calibration_videos, 8),
+    export = ExportJob(replace(jobs[0].deployment, format="onnx"), data.calibration_videos, 8)
+    jobs += [export, ExportBatch((export, replace(export, calibration_frames=4))),
              CellJob(LATENCY, "no data", Deployment(ModelConfig("t0"), TENSORFLOW, threads=2))]
     assert {j.kind for j in jobs if isinstance(j, CellJob)} == {"latency", "accuracy", "memory"}
     for job in jobs:
@@ -226,6 +227,64 @@ def test_exports_run_first_in_parallel_once_per_artifact_and_a_failed_one_fails_
     assert rows.loc[("tflite-int8", "full-clip"), "status"] == "failed"
     assert rows.loc[("tflite-int8", "full-clip"), "error"] == "export failed: ConverterError: op not supported"
     assert len(table) == 12
+
+
+class BatchingExecutor(RecordingExecutor):
+    """RecordingExecutor that takes export batches; the batch holding `crash_format` dies
+    right before that export, as a worker killed mid-batch does."""
+
+    runs_export_batches = True
+
+    def __init__(self, crash_format: str):
+        super().__init__(fail_format="")
+        self.crash_format = crash_format
+
+    def run(self, job, timeout_s):
+        if not isinstance(job, ExportBatch):
+            return super().run(job, timeout_s)
+        with self._lock:
+            self.jobs.append(job)
+        entries = []
+        for export in job.exports:
+            if export.deployment.format == self.crash_format:
+                return JobOutcome(False, {"exports": entries, "node_host": "here"},
+                                  "worker killed by SIGSEGV", -11, 0.1)
+            entries.append({"ok": True, "result": {"artifact": f"/art/{export.deployment.format}",
+                                                   "cached": False, "build_s": 0.2,
+                                                   "artifact_mb": 1.0}})
+        return JobOutcome(True, {"exports": entries, "node_host": "here"}, "", 0, 0.1)
+
+
+def test_exports_of_one_model_share_a_process_and_a_crash_fails_only_those_after_it(tmp_path):
+    from bench.matrix.run import export_batches
+
+    config = parse_config({
+        "name": "batches", "models": [
+            {"model": "t0", "variant": "stream", "resolution": 32, "classes": 2},
+            {"model": "t0", "variant": "stream", "resolution": 48, "classes": 2}],
+        "axes": {"formats": ["tensorflow", "onnx", "tflite-fp32", "tflite-int8"],
+                 "protocols": ["stream"]}})
+    plans = plan_cells(expand(config), None, set())
+    pending = {p.deployment.artifact_key: ExportJob(p.deployment) for p in plans
+               if p.deployment.spec.exported}
+    models = lambda batches: [{j.deployment.config for j in b.exports} for _, b in batches]  # noqa: E731
+    # Two models, two workers: one process per model, with all three of its exports.
+    two = export_batches(pending, 2)
+    assert [len(b.exports) for _, b in two] == [3, 3] and all(len(m) == 1 for m in models(two))
+    # One model, two workers: its exports split over both (round-robin), no worker idle.
+    one = export_batches({k: j for k, j in pending.items() if j.deployment.config.resolution == 32}, 2)
+    assert sorted(len(b.exports) for _, b in one) == [1, 2]
+    assert all(keys == tuple(j.deployment.artifact_key for j in b.exports) for keys, b in one)
+
+    executor = BatchingExecutor(crash_format="tflite-fp32")
+    table = run_matrix(config, tmp_path / "run", cells=expand(config), executor=executor,
+                       export_jobs=2, command="test")
+    assert [job.JOB for job in executor.jobs[:2]] == ["exports", "exports"]
+    rows = table[table["kind"] == "accuracy"].set_index(["resolution", "format"])
+    # The export before the crash is kept; the crashed one and the one after fail with its reason.
+    assert rows.loc[(32, "onnx"), "status"] == "ok" and rows.loc[(32, "onnx"), "export_s"] == 0.2
+    for fmt in ("tflite-fp32", "tflite-int8"):
+        assert rows.loc[(32, fmt), "error"] == "export failed: worker killed by SIGSEGV"
 
 
 def test_stop_all_kills_the_workers_still_running():

@@ -85,7 +85,7 @@ def _run_with(tmp_path: Path, artifacts: dict[tuple[str, str], str]) -> Path:
     """A copy of the committed default run whose latency cells of (variant, format) point at
     `artifacts` (the session's T0 exports), every other artifact left where it was made."""
     run = tmp_path / "run"
-    shutil.copytree("results/default", run, ignore=shutil.ignore_patterns("report", "parts"))
+    shutil.copytree("results/default-full", run, ignore=shutil.ignore_patterns("report", "parts"))
     cells = pd.read_parquet(run / "cells.parquet")
     for (variant, fmt), path in artifacts.items():
         cells.loc[(cells["variant"] == variant) & (cells["format"] == fmt), "artifact"] = path
@@ -109,18 +109,18 @@ def test_race_takes_the_artifacts_of_a_runs_latency_cells(t0_stream_onnx, t0_str
 
 @pytest.mark.parametrize("args, message", [
     ([], "error: give artifact paths or --run, one of the two"),
-    (["--run", "results/default", "--only", "format=onnx", "x.onnx"],
+    (["--run", "results/default-full", "--only", "format=onnx", "x.onnx"],
      "error: give artifact paths or --run, one of the two"),
     (["x.onnx", "--only", "format=onnx"], "error: --only needs --run"),
     (["x.onnx", "y.onnx"], "error: artifact not found: x.onnx"),
-    (["--run", "results/default", "--out", "race.txt"],
+    (["--run", "results/default-full", "--out", "race.txt"],
      "error: --out must end in .csv or .parquet, got race.txt"),
-    (["--run", "results/default", "--only", "format=onxx"],
+    (["--run", "results/default-full", "--only", "format=onxx"],
      # the run's 12 latency cells that have an artifact (the TF reference has none)
      "error: --only 'format=onxx' matches none of the 12 cells (format values: onnx, "
      "tflite-fp32, tflite-int8)"),
-    (["--run", "results/default", "--only", "variant=stream,format=onnx|tflite-int8"],
-     "error: 2 artifact(s) of results/default are not on this machine (first: "),
+    (["--run", "results/default-full", "--only", "variant=stream,format=onnx|tflite-int8"],
+     "error: 2 artifact(s) of results/default-full are not on this machine (first: "),
 ], ids=["none", "both", "only-without-run", "missing-file", "out", "bad-filter", "not-here"])
 def test_race_refuses_bad_input_in_one_line(args, message, monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "race", *args)

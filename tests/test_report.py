@@ -90,6 +90,8 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution:
                           "runtime": runtime, "threads": threads, "status": "ok", "exit_code": 0,
                           "cell_wall_s": 3.0, "frames_per_call": 1, **artifact, "step_n": 50,
                           "step_p50_ms": p50, "frame_p50_ms": p50, "fps": 1000 / p50,
+                          "step_p99_ms": float(np.percentile(samples, 99)),
+                          "first_step_ms": 30 * p50,
                           "harness_step_ms": 1.02 * p50, "bare_step_ms": p50,
                           "harness_overhead_pct": 2.0}, samples)
             for protocol in PROTOCOLS:
@@ -116,6 +118,8 @@ def make_run(root: Path, *, memory: bool = True, traces: bool = True, execution:
                            videos=VIDEOS, videos_failed=0,
                            top1=float(np.mean(preds == labels)),
                            frames_per_video=float(frames), video_ms=frames * p50,
+                           # Decoding and resizing: a fixed 2 ms per frame on top of the model.
+                           video_wall_ms=frames * (p50 + 2.0),
                            classes=json.dumps(CLASSES))
                 trace = ""
                 predictions = []
@@ -290,6 +294,29 @@ def test_headline_picks_one_best_deployment_per_runtime_and_precision(report, ru
     assert onnx["top-1 (%)"] == f"{100 * cells[cells['status'] == 'ok']['top1'].max():.1f}"
     assert onnx["export (s)"] == "40.0" and onnx["load (s)"] == "0.50"
     assert next(r for r in rows if r["runtime"] == "tensorflow")["export (s)"] == "–"
+
+
+def test_end_to_end_frames_per_second_beside_model_only_with_p99_and_first_call(report, run_dir):
+    rows = parse(report.html).table_with("end to end (frames/s)")
+    cells = pd.read_parquet(run_dir / "cells.parquet")
+    accuracy = cells[(cells["kind"] == "accuracy") & (cells["status"] == "ok")]
+    assert len(rows) == len(accuracy)
+    walls = [float(r["end to end (frames/s)"].replace(",", "")) for r in rows]
+    assert walls == sorted(walls, reverse=True)
+    onnx = next(r for r in rows if r["deployment"] == "t0/stream onnx t2"
+                and r["protocol"] == "stream")
+    cell = accuracy[(accuracy["format"] == "onnx") & (accuracy["threads"] == 2) &
+                    (accuracy["protocol"] == "stream")].iloc[0]
+    latency = cells[(cells["format"] == "onnx") & (cells["threads"] == 2) &
+                    (cells["kind"] == "latency")].iloc[0]
+    frames = cell["frames_per_video"]
+    assert onnx["end to end (frames/s)"] == f"{1000 * frames / cell['video_wall_ms']:,.1f}"
+    assert onnx["model only, in the protocol (frames/s)"] == f"{1000 * frames / cell['video_ms']:,.1f}"
+    assert onnx["model only, latency cell (frames/s)"] == f"{latency['fps']:,.1f}"
+    assert onnx["call p99 (ms)"] == f"{latency['step_p99_ms']:,.3f}"
+    assert onnx["first call (ms)"] == f"{latency['first_step_ms']:,.1f}"
+    # 4 classes: top-5 is 100 % by construction and left out.
+    assert "top-5 (%)" not in onnx
 
 
 def test_equivalence_passes_float_formats_and_fails_int8(report):
@@ -488,12 +515,13 @@ def test_report_cli_json_and_missing_run(run_dir, tmp_path, capsys, monkeypatch)
     assert err == ["error: run directory not found: no-such-run"]
 
 
-def test_committed_reference_report_regenerates_from_its_results(tmp_path, monkeypatch):
-    """results/default/report is exactly what `movibench report` makes of results/default."""
+@pytest.mark.parametrize("name", ["default", "default-full"])
+def test_committed_reference_report_regenerates_from_its_results(name, tmp_path, monkeypatch):
+    """results/NAME/report is exactly what `movibench report` makes of results/NAME."""
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
-    committed = Path("results") / "default"  # as the report names it: relative to the checkout
+    committed = Path("results") / name  # as the report names it: relative to the checkout
     if not (committed / "cells.parquet").exists():
-        pytest.skip("no committed reference run in results/default")
+        pytest.skip(f"no committed reference run in results/{name}")
     build_report(committed, tmp_path)
     assert (tmp_path / "report.md").read_text() == (committed / "report" / "report.md").read_text()
     page = parse(tmp_path / "report.html")
@@ -510,7 +538,7 @@ def test_a_race_beside_the_run_gets_its_own_section(tmp_path):
     from bench.results.rundir import load_run
 
     run = tmp_path / "run"
-    shutil.copytree("results/default", run, ignore=shutil.ignore_patterns("report", "parts"))
+    shutil.copytree("results/default-full", run, ignore=shutil.ignore_patterns("report", "parts"))
     assert section_race(load_run(run)).omitted
     pd.DataFrame([
         {"threads": 2, "label": "t0/stream onnx", "frames_per_call": 1, "calls": 300,

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from bench.cli.options import (
     EXIT_FAILED, EXIT_OK, FROM_OPTIONS, ClipFramesOpt, JsonOpt, ModelChoice, OpsetOpt, SimplifyOpt,
-    console, model_options, stdout,
+    VerboseOpt, console, library_log, model_options, stdout,
 )
 from core.formats import ONNX, TFLITE, plain_format
 
@@ -65,11 +65,14 @@ def export_cmd(
     calib_clips: Annotated[int, typer.Option(help="int8 calibration clips.", min=1)] = 8,
     calib_frames: Annotated[int, typer.Option(help="Frames per calibration clip.", min=1)] = 16,
     seed: Annotated[int, typer.Option(help="Seed of random-init weights (no checkpoint).")] = 0,
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a model to each format, served from the content-addressed cache when built before.
 
-    Every artifact is written with its state manifest (<artifact>.manifest.json). A format
+    Every artifact is written with its state manifest (<artifact>.manifest.json). Each stage
+    (build, trace, convert, calibrate, validate) is printed with its time; the libraries' own
+    output goes to library.log in --out (else the cache), or here with --verbose. A format
     that fails is reported with its reason and the others go on. Exit 0 when every format
     exported, 1 when any failed, 2 on bad input.
     """
@@ -99,38 +102,72 @@ def export_cmd(
                             int8_float_io=int8_float_io, calibration=calibration, seed=seed)
     cache = ArtifactCache(on_wait=lambda message: console.print(message, highlight=False))
     rows = []
-    for spec in specs:
-        with console.status(f"exporting {config.model_id}/{config.variant} to {spec.name}"), \
-                warnings.catch_warnings():
-            # Said below in one line of our own, not as a Python warning with a source line.
-            warnings.simplefilter("ignore", CacheIntegrityWarning)
-            try:
-                artifact = export_model(config, spec.name, checkpoint=checkpoint,
-                                        frames_per_call=clip_frames, options=options, cache=cache)
-            except MovibenchError as exc:
-                rows.append({"format": spec.name, "ok": False, "error": str(exc)})
-                continue
-        rebuilt = artifact.details.get("cache_rebuilt", "")
-        if rebuilt:
-            console.print(f"warning: the cached {spec.name} artifact failed its check ({rebuilt}): "
-                          "rebuilt it", highlight=False, soft_wrap=True, markup=False)
-        path = artifact.path
-        if out is not None:
-            try:
-                path = copy_artifact(artifact.path, artifact.manifest_path, out)
-            except OSError as exc:
-                rows.append({"format": spec.name, "ok": False,
-                             "error": f"cannot copy the artifact into {out}: {exc.strerror or exc}"})
-                continue
-        rows.append({"format": spec.name, "ok": True, "cached": artifact.cached,
-                     "seconds": round(artifact.elapsed_seconds, 3),
-                     "build_seconds": round(artifact.build_seconds, 3),
-                     "size_mb": round(artifact.size_bytes / 2**20, 3),
-                     "frames_per_call": artifact.manifest.frames_per_call,
-                     "optimizations": artifact.manifest.optimizations,
-                     "path": str(path), "key": artifact.key, "cache_rebuilt": rebuilt,
-                     "details": artifact.details})
-    failed = [r for r in rows if not r["ok"]]
+    with library_log(out or cache.root, verbose):
+        for spec in specs:
+            with warnings.catch_warnings():
+                # Said below in one line of our own, not as a Python warning with a source line.
+                warnings.simplefilter("ignore", CacheIntegrityWarning)
+                try:
+                    artifact = _export_telling_stages(
+                        f"{config.model_id}/{config.variant} {spec.name}",
+                        lambda: export_model(config, spec.name, checkpoint=checkpoint,
+                                             frames_per_call=clip_frames, options=options,
+                                             cache=cache))
+                except MovibenchError as exc:
+                    rows.append({"format": spec.name, "ok": False, "error": str(exc)})
+                    continue
+            rows.append(_row(spec.name, artifact, out))
+    _print(config, rows, as_json)
+    raise typer.Exit(EXIT_FAILED if any(not r["ok"] for r in rows) else EXIT_OK)
+
+
+def _export_telling_stages(label: str, export):
+    """Run `export()` with a live line of its current stage and the time so far; each stage
+    that ends is printed with its seconds (core.stages)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from core.stages import listening
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=console, transient=True)
+    task = progress.add_task(label)
+
+    def tell(name: str, seconds: float | None) -> None:
+        if seconds is None:
+            progress.update(task, description=f"{label}: {name}")
+        else:
+            progress.console.print(f"{label}: {name} {seconds:.1f} s", highlight=False,
+                                   markup=False)
+
+    with progress, listening(tell):
+        return export()
+
+
+def _row(fmt: str, artifact, out: Path | None) -> dict:
+    """The verb's row of one exported `artifact`, copied into `out` when given."""
+    rebuilt = artifact.details.get("cache_rebuilt", "")
+    if rebuilt:
+        console.print(f"warning: the cached {fmt} artifact failed its check ({rebuilt}): "
+                      "rebuilt it", highlight=False, soft_wrap=True, markup=False)
+    path = artifact.path
+    if out is not None:
+        try:
+            path = copy_artifact(artifact.path, artifact.manifest_path, out)
+        except OSError as exc:
+            return {"format": fmt, "ok": False,
+                    "error": f"cannot copy the artifact into {out}: {exc.strerror or exc}"}
+    return {"format": fmt, "ok": True, "cached": artifact.cached,
+            "seconds": round(artifact.elapsed_seconds, 3),
+            "build_seconds": round(artifact.build_seconds, 3),
+            "size_mb": round(artifact.size_bytes / 2**20, 3),
+            "frames_per_call": artifact.manifest.frames_per_call,
+            "optimizations": artifact.manifest.optimizations,
+            "path": str(path), "key": artifact.key, "cache_rebuilt": rebuilt,
+            "details": artifact.details}
+
+
+def _print(config, rows: list[dict], as_json: bool) -> None:
+    """The rows as JSON or as a table, on stdout."""
     if as_json:
         print(json.dumps({"model": config.to_dict(), "artifacts": rows}, indent=2))
     else:
@@ -149,4 +186,3 @@ def export_cmd(
             table.add_row(r["format"], how, f"{r['size_mb']:.2f}",
                           str(r["frames_per_call"] or "any"), r["path"])
         stdout.print(table)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

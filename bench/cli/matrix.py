@@ -13,10 +13,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 from rich.table import Table
 
-from bench.cli.options import EXIT_FAILED, EXIT_OK, JsonOpt, console, positive_finite, stdout
+from bench.cli.options import (
+    EXIT_FAILED, EXIT_OK, JsonOpt, VerboseOpt, console, library_log, positive_finite, stdout,
+)
 from core.errors import MovibenchError
 
 app = typer.Typer(help="Plan and run a benchmark matrix (models x formats x threads x protocols).",
@@ -113,6 +117,7 @@ def run_cmd(
     address: Annotated[Optional[str], typer.Option(
         "--address", help="Ray cluster head (host:port, or 'auto'); default: start Ray on this "
                           "machine. Only with --executor ray.")] = None,
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every cell in its own process; write rows to a Parquet + CSV results store.
@@ -121,20 +126,25 @@ def run_cmd(
     before), then the cells run one at a time. A crash, hang or out-of-memory in one export
     or cell becomes a failed row and the run goes on. With --executor ray the exports run in
     parallel anywhere on the cluster and each node runs one cell at a time (docs/scale-out.md).
+    The libraries' own output (every worker's) goes to library.log in --out, or here with
+    --verbose.
     An --out that another live run holds is refused; after a killed run, --resume takes its
     place and runs only the missing cells.
     Exit 0 when every cell ran, 1 when any cell failed, 2 on a bad config or a busy --out,
     130 on Ctrl-C, 143 on SIGTERM (finished cells are kept either way).
     """
     from bench.matrix.run import run_matrix, summary_line
+    from core.stages import describe
 
     if executor not in ("local", "ray"):
         raise MovibenchError(f"--executor must be local or ray, got {executor!r}")
     if address is not None and executor != "ray":
         raise MovibenchError("--address needs --executor ray")
     cfg, cells = _cells(config, only)
+    # The estimate is each bar's own pace so far: exports and cells take different times.
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=False)
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=console, transient=False)
     task = None
 
     def on_exports(total: int) -> None:
@@ -149,6 +159,8 @@ def run_cmd(
             how = "cached"
         else:
             how = f"built in {outcome.result.get('build_s', float('nan')):.1f} s"
+            if outcome.result.get("stages"):
+                how += f" ({describe(outcome.result['stages'])})"
             if outcome.result.get("cache_rebuilt"):
                 how += (" (the cached copy failed its check and was rebuilt: "
                         f"{outcome.result['cache_rebuilt']})")
@@ -172,7 +184,7 @@ def run_cmd(
         if executor == "ray":
             runner, cell_jobs, cpus = _ray_executor(stack, address)
             export_jobs = export_jobs or cpus
-        with progress, _exit_on_sigterm():
+        with library_log(out, verbose), progress, _exit_on_sigterm():
             table = run_matrix(cfg, out, cells=cells, resume=resume, cell_timeout_s=cell_timeout,
                                executor=runner, command=command, export_jobs=export_jobs or 2,
                                cell_jobs=cell_jobs, on_cell=on_cell, on_start=on_start,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -43,6 +44,35 @@ ClipFramesOpt = Annotated[Optional[int], typer.Option(
                           "or T > 1 for a stream model fed in chunks.", min=1)]
 OpsetOpt = Annotated[int, typer.Option(help="ONNX opset.", min=13)]
 SimplifyOpt = Annotated[bool, typer.Option(help="Simplify the ONNX graph with onnxslim.")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", help="Show the libraries' own log lines (TensorFlow, absl, MLIR, the "
+                      "converters, XNNPACK, Python warnings) here instead of in the log file.")]
+# The file the libraries' output goes to, in a verb's output directory.
+LIBRARY_LOG = "library.log"
+
+
+@contextmanager
+def library_log(directory: Path, verbose: bool = False) -> Iterator[None]:
+    """Run the block with the libraries' output appended to `directory`/library.log
+    (core.library_log) and the console still on the terminal; `verbose` leaves everything on
+    the terminal. Says where the log is at the end when anything was written to it."""
+    if verbose:
+        yield
+        return
+    from core.library_log import library_output_to
+
+    log = Path(directory) / LIBRARY_LOG
+    size = log.stat().st_size if log.exists() else 0
+    with library_output_to(log) as terminal:
+        console.file = terminal
+        try:
+            yield
+        finally:
+            # Back to following sys.stderr, which the console did before.
+            console.file = None
+    if log.stat().st_size > size:
+        console.print(f"library output: {log} (--verbose shows it here)", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 # The options that pick a model, in the order --help lists them. Typer reads each verb's

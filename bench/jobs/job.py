@@ -184,6 +184,28 @@ class ExportJob:
 
 
 @dataclass(frozen=True)
+class ExportBatch:
+    """Several exports of one model run one after another in one worker process, which builds
+    the model once for all of them (converters.export keeps the last builds). Each export's
+    result or error comes back on its own, in order."""
+
+    JOB: ClassVar[str] = "exports"
+    exports: tuple[ExportJob, ...]
+
+    @property
+    def label(self) -> str:
+        """The batch in words: its exports' labels, joined."""
+        return "; ".join(job.label for job in self.exports)
+
+    def to_dict(self) -> dict:
+        return {"job": self.JOB, "exports": [job.to_dict() for job in self.exports]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExportBatch:
+        return cls(tuple(ExportJob.from_dict(job) for job in data["exports"]))
+
+
+@dataclass(frozen=True)
 class CellJob:
     """Measure one cell: scenario `kind` (bench.scenarios) on `deployment`, opened from
     `artifact` (the exported file on the machine that runs it; None for the TF reference).
@@ -225,9 +247,10 @@ class CellJob:
         return cls(**values)
 
 
-Job = CellJob | ExportJob
+Job = CellJob | ExportJob | ExportBatch
 
 
 def job_from_dict(data: dict) -> Job:
     """The job `to_dict` wrote."""
-    return ExportJob.from_dict(data) if data["job"] == ExportJob.JOB else CellJob.from_dict(data)
+    kinds = {kind.JOB: kind for kind in (CellJob, ExportJob, ExportBatch)}
+    return kinds[data["job"]].from_dict(data)

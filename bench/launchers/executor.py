@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bench.jobs.job import Job
 
@@ -39,6 +40,10 @@ class JobOutcome:
 class Executor(ABC):
     """Runs jobs (cells and exports) to their outcomes; `run` may be called from several
     threads at once."""
+
+    # Whether it runs an ExportBatch (one process for several exports of a model); the
+    # matrix sends one ExportJob at a time otherwise.
+    runs_export_batches: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, job: Job, timeout_s: float) -> JobOutcome:

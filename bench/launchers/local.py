@@ -57,12 +57,26 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+_passing_on = threading.Lock()
+
+
+def _pass_on(job: Job, stderr: str) -> None:
+    """A worker's stderr (its libraries' log lines) onto this process's, as one block headed
+    by the job: the matrix verb points that at the run's library.log."""
+    if stderr.strip():
+        with _passing_on:
+            sys.stderr.write(f"--- {job.label}\n{stderr.rstrip()}\n")
+            sys.stderr.flush()
+
+
 class LocalProcessExecutor(Executor):
     """Runs each job as `python -m bench.launchers.worker` in a fresh process group.
 
     A timeout kills the whole group (a runtime's own threads/children included) and reports
     the cell as timed out; a crash reports the signal or status and the last stderr line.
     """
+
+    runs_export_batches = True
 
     def __init__(self, python: str = sys.executable, env: dict | None = None,
                  die_with_parent: bool = False):
@@ -134,6 +148,7 @@ class LocalProcessExecutor(Executor):
                     self._live.discard(proc)
                     self._workers_changed()
             wall = time.perf_counter() - start
+            _pass_on(job, stderr)
             sent = json.loads(result_path.read_text()) if result_path.exists() else {}
             error = sent.get("error", "")
             if proc.returncode and not error:

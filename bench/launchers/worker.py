@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.jobs.job import CellJob, ExportJob, job_from_dict
+from bench.jobs.job import CellJob, ExportBatch, ExportJob, job_from_dict
 from bench.jobs.result import ScenarioResult
 from bench.trackers import CellTrackers
 from bench.trackers.memory import END, IDLE, LOADED
@@ -56,12 +56,26 @@ def inject_fault(label: str, phase: str) -> None:
 
 
 def run_export(job: ExportJob) -> dict:
-    """Export (or fetch from the cache) one artifact; return its path and build facts.
+    """Export (or fetch from the cache) one artifact; return its path, build facts and the
+    seconds of each stage it went through (core.stages; none for a cache hit).
 
     A deployment with a `source` is an [[artifacts]] entry: a user's file copied into the
     cache, or a recipe's build, with the manifest read off the file's signature
     (converters.foreign)."""
+    from core.stages import StageTimes, listening
+
     start = time.perf_counter()
+    stages = StageTimes()
+    with listening(stages):
+        artifact = _export(job)
+    return {"artifact": str(artifact.path), "cached": artifact.cached,
+            "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
+            "artifact_mb": artifact.size_bytes / 2**20, "stages": stages.seconds,
+            # Why a cached copy was thrown away and rebuilt ("" when it was not).
+            "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
+
+
+def _export(job: ExportJob):
     d = job.deployment
     if d.source:
         from converters.foreign import ForeignRequest, foreign_artifact
@@ -70,19 +84,38 @@ def run_export(job: ExportJob) -> dict:
         request = ForeignRequest.from_source(
             d.source, d.config, d.format, checkpoint=d.checkpoint or None,
             path=d.source_path, frames=d.frames_per_call)
-        artifact = foreign_artifact(request, load_manifest)
-    else:
-        from bench.data.calibration_clips import export_options
-        from converters.export import export_model
+        return foreign_artifact(request, load_manifest)
+    from bench.data.calibration_clips import export_options
+    from converters.export import export_model
 
-        options = export_options(d.format, job.calibration_videos, job.calibration_frames)
-        artifact = export_model(d.config, d.format, checkpoint=d.checkpoint or None,
-                                frames_per_call=d.frames_per_call, options=options)
-    return {"artifact": str(artifact.path), "cached": artifact.cached,
-            "build_s": artifact.build_seconds, "wall_s": time.perf_counter() - start,
-            "artifact_mb": artifact.size_bytes / 2**20,
-            # Why a cached copy was thrown away and rebuilt ("" when it was not).
-            "cache_rebuilt": artifact.details.get("cache_rebuilt", "")}
+    options = export_options(d.format, job.calibration_videos, job.calibration_frames)
+    return export_model(d.config, d.format, checkpoint=d.checkpoint or None,
+                        frames_per_call=d.frames_per_call, options=options)
+
+
+def run_batch(batch: ExportBatch, result_path: Path) -> dict:
+    """Run the batch's exports in turn; each one's result or one-line error is written to
+    `result_path` as soon as it is known, so a crash of this process keeps those before it."""
+    done = []
+    for job in batch.exports:
+        try:
+            done.append({"ok": True, "result": run_export(job)})
+        except Exception as exc:  # one export failing leaves the others to run
+            done.append({"ok": False, "error": _error_line(exc)})
+        _write(result_path, {"result": {"exports": done}})
+    return {"exports": done}
+
+
+def _error_line(exc: Exception) -> str:
+    from core.errors import first_line
+
+    return f"{type(exc).__name__}: {first_line(exc)}"[:500]
+
+
+def _write(result_path: str | Path, sent: dict) -> None:
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(sent, default=float))
+    tmp.replace(result_path)
 
 
 def run_cell(job: CellJob) -> ScenarioResult:
@@ -122,25 +155,23 @@ def run_cell(job: CellJob) -> ScenarioResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
-    from core.errors import first_line
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     job_path, result_path = (argv or sys.argv[1:])[:2]
     job = job_from_dict(json.loads(Path(job_path).read_text()))
     code = 0
     try:
-        if isinstance(job, ExportJob):
+        if isinstance(job, ExportBatch):
+            sent = {"result": run_batch(job, result_path)}
+        elif isinstance(job, ExportJob):
             sent = {"result": run_export(job)}
         else:
             measured = run_cell(job)
             sent = {"result": dict(measured.columns), "samples_ms": list(measured.samples_ms),
                     "predictions": list(measured.predictions)}
     except Exception as exc:  # any failure of the thing measured becomes a failed row
-        sent = {"error": f"{type(exc).__name__}: {first_line(exc)}"[:500]}
+        sent = {"error": _error_line(exc)}
         code = 1
-    tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(sent, default=float))
-    tmp.replace(result_path)
+    _write(result_path, sent)
     return code
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.jobs.deployment import Deployment, frames_per_call
-from bench.jobs.job import CellJob, DataSource, ExportJob, Job, ServingSettings
+from bench.jobs.job import CellJob, DataSource, ExportBatch, ExportJob, Job, ServingSettings
 from bench.jobs.result import join_columns
 from bench.launchers.executor import Executor, JobOutcome
 from bench.launchers.local import LocalProcessExecutor
@@ -270,11 +270,14 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
                      on_start: Callable[[int], None] | None = None,
                      on_export: Callable[[ExportJob, JobOutcome], None] | None = None
                      ) -> dict[tuple, JobOutcome]:
-    """Build (or take from the cache) every artifact `plans` need, `jobs` exports at a time.
+    """Build (or take from the cache) every artifact `plans` need, `jobs` processes at a time.
 
-    Each export is its own process, like a cell. Conversions run on one core (tf2onnx and the
-    TFLite converter are single-threaded), so on a 2-core machine two at once take about half
-    the wall time, and each export's own time (`export_s`) barely changes.
+    Exports run in processes of their own, like cells. Conversions run on one core (tf2onnx
+    and the TFLite converter are single-threaded), so on a 2-core machine two at once take
+    about half the wall time, and each export's own time (`export_s`) barely changes. An
+    executor that runs export batches gets the exports of one model in as few processes as
+    keep `jobs` busy (export_batches), so the model is built once per process, not once per
+    artifact; a batch's exports are told (`on_export`) when its process ends.
     """
     pending: dict[tuple, ExportJob] = {}
     for plan in plans:
@@ -292,8 +295,50 @@ def export_artifacts(plans: list[CellPlan], data: DataSource | None, executor: E
         if on_export:
             on_export(pending[key], outcome)
 
-    run_jobs(executor, list(pending.items()), timeout, jobs, done, "export")
+    if not executor.runs_export_batches:
+        run_jobs(executor, list(pending.items()), timeout, jobs, done, "export")
+        return outcomes
+    batches = export_batches(pending, jobs)
+
+    def batch_done(keys: tuple, outcome: JobOutcome) -> None:
+        entries = outcome.result.get("exports", [])
+        # Where and when the batch ran is each export's too.
+        facts = {k: v for k, v in outcome.result.items() if k != "exports"}
+        for i, key in enumerate(keys):
+            if i < len(entries):
+                entry = entries[i]
+                done(key, JobOutcome(entry["ok"], {**facts, **entry.get("result", {})},
+                                     entry.get("error", ""), 0 if entry["ok"] else 1,
+                                     outcome.wall_s))
+            else:  # the process stopped before this export: the batch's reason is its own
+                done(key, JobOutcome(False, facts, outcome.error or "its export batch stopped "
+                                     "before it", outcome.exit_code, outcome.wall_s,
+                                     lost_node=outcome.lost_node))
+
+    longest = max((len(batch.exports) for _, batch in batches), default=1)
+    run_jobs(executor, batches, timeout * longest, jobs, batch_done, "export")
     return outcomes
+
+
+def export_batches(pending: dict[tuple, ExportJob], workers: int
+                   ) -> list[tuple[tuple, ExportBatch]]:
+    """The exports grouped by the model they build (model config, weights, source), each
+    group cut round-robin into as many batches as its share of `workers` (at least one), so
+    a run of one model still keeps every worker busy. Pairs of (the artifact keys, in the
+    batch's order; the batch)."""
+    groups: dict[tuple, list[tuple[tuple, ExportJob]]] = {}
+    for key, job in pending.items():
+        d = job.deployment
+        groups.setdefault((d.config, d.checkpoint, d.source), []).append((key, job))
+    share = max(1, workers // max(1, len(groups)))
+    batches = []
+    for members in groups.values():
+        count = min(share, len(members))
+        for i in range(count):
+            part = members[i::count]
+            batches.append((tuple(key for key, _ in part),
+                            ExportBatch(tuple(job for _, job in part))))
+    return batches
 
 
 def run_jobs(executor: Executor, jobs: list[tuple[object, Job]], timeout: float, workers: int,

@@ -26,7 +26,7 @@ DEPLOYMENT_KEY = ["model", "variant", "checkpoint", "resolution", "format", "art
                   "threads", "frames_per_call"]
 
 
-LATENCY_COLUMNS = ["frame_p50_ms", "fps", "step_p50_ms", "step_p99_ms"]
+LATENCY_COLUMNS = ["frame_p50_ms", "fps", "step_p50_ms", "step_p99_ms", "first_step_ms"]
 
 
 MODEL_KEY = ["model", "variant", "checkpoint", "resolution"]
@@ -63,6 +63,18 @@ def with_latency(cells: pd.DataFrame) -> pd.DataFrame:
         [call_frames(r) for _, r in acc.iterrows()], index=acc.index, dtype=float))
     lat = lat.assign(frames_per_call=lat["frames_per_call"].astype(float))
     return acc.merge(lat.drop_duplicates(DEPLOYMENT_KEY), on=DEPLOYMENT_KEY, how="left")
+
+
+def end_to_end(cells: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy cells that timed their videos (with_latency), each with frames/s through
+    the model alone (`model_fps`: frames through the model ÷ model time per video) and end to
+    end (`wall_fps`: the same frames ÷ the wall time per video, decoding and resizing
+    included), fastest end to end first."""
+    ok = with_latency(cells).dropna(subset=["video_wall_ms", "video_ms", "frames_per_video"])
+    ok = ok[(ok["video_wall_ms"] > 0) & (ok["video_ms"] > 0)]
+    return ok.assign(model_fps=1000 * ok["frames_per_video"] / ok["video_ms"],
+                     wall_fps=1000 * ok["frames_per_video"] / ok["video_wall_ms"]
+                     ).sort_values("wall_fps", ascending=False, kind="stable")
 
 
 def best_per_runtime(cells: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.report.analysis import with_latency  # noqa: F401
 from bench.report.render import Figure, Section, render_html, render_markdown
 from bench.report.sections.confusion import section_confusion
+from bench.report.sections.endtoend import section_end_to_end
 from bench.report.sections.environment import section_environment
 from bench.report.sections.equivalence import section_equivalence
 from bench.report.sections.execution import section_execution
@@ -80,6 +81,7 @@ def build_sections(run: RunData, out_dir: Path) -> list[Section]:
     """All sections of the report, figures written into `out_dir`; the sections that rank or
     pool latencies come once per CPU model the cells ran on."""
     return [*per_hardware(run, out_dir, lambda r, _: section_headline(r)),
+            *per_hardware(run, out_dir, lambda r, _: section_end_to_end(r)),
             *per_hardware(run, out_dir, section_pareto), section_confusion(run, out_dir),
             *per_hardware(run, out_dir, section_memory),
             *per_hardware(run, out_dir, section_serving),
