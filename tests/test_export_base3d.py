@@ -319,13 +319,19 @@ def test_support_rows_cover_every_combination_and_say_why_not():
     # Every model id, variant and conv type exports to every fixed-shape plain format; the
     # refusals are a dynamic T for clip models and an optimized format whose optimizations fit
     # no layer of the variant (hard-swish and hard-sigmoid gates: stream only; the causal pool:
-    # stream and mobile), each with the exporter's own reason.
+    # stream and mobile), each with the exporter's own reason; and the 4-D single-frame graph,
+    # which is for causal models with the (2+1)D causal convolution only.
     dynamic_onnx = "onnx (dynamic T)"
     stream_only = {"tflite-int8+int8-hard-swish", "onnx+opt", "onnx+hard-swish-op",
-                   "onnx+hard-sigmoid-gate-fold", "onnx-int8+opt", "openvino+opt"}
+                   "onnx+hard-sigmoid-gate-fold", "onnx-int8+opt", "openvino+opt",
+                   "openvino-int8+opt"}
+    four_d = {t.label for t in TARGETS if t.label.endswith("+4d")}
+    assert len(four_d) == 7
     assert {(r.variant, r.target) for r in refused} == {
         ("base", dynamic_onnx), ("base", "tflite-int8+opt"), ("base", "tflite-int8+causal-pool-step"),
-        *(("base", fmt) for fmt in stream_only), *(("mobile", fmt) for fmt in stream_only)}
+        *(("base", fmt) for fmt in stream_only), *(("mobile", fmt) for fmt in stream_only),
+        *((variant, fmt) for variant in VARIANTS for fmt in four_d)}
+    assert {r.conv_type for r in refused if r.target in four_d and r.variant != "base"} == {"3d"}
     dynamic = next(r for r in refused if r.target == dynamic_onnx)
     assert "causal" in dynamic.how
     with pytest.raises(UnsupportedExportError, match=re.escape(dynamic.how)):

@@ -293,8 +293,7 @@ def validate_tensorrt_cmd(
         for op, count in report.ops.items():
             ok = op not in report.unsupported_ops and not any(
                 t.startswith(op + "(") for t in report.unsupported_node_types)
-            table.add_row(op, str(count), str(report.high_rank_ops.get(op, "")),
-                          "[green]yes" if ok else "[red]no",
+            table.add_row(op, str(count), "[green]yes" if ok else "[red]no",
                           report.restrictions.get(op, ""))
         stdout.print(table)
         stdout.print(report.summary())
