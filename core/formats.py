@@ -96,6 +96,11 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec(OPENVINO, OPENVINO, FP32, OPENVINO, ".onnx"),
         FormatSpec(OPENVINO + OPTIMIZED_SUFFIX, OPENVINO, FP32, OPENVINO, ".onnx",
                    optimized=True),
+        # NNCF's int8 of the plain or the optimized ONNX export (a QDQ ONNX file the CPU plugin
+        # runs in int8), calibrated on streamed states like every int8 here.
+        FormatSpec(f"{OPENVINO}-{INT8}", OPENVINO, INT8, OPENVINO, ".onnx"),
+        FormatSpec(f"{OPENVINO}-{INT8}" + OPTIMIZED_SUFFIX, OPENVINO, INT8, OPENVINO, ".onnx",
+                   optimized=True),
         FormatSpec("tflite-fp32", TFLITE, FP32, "litert", ".tflite"),
         # fp16 weights; LiteRT's x86 kernels dequantize them to fp32 at load.
         FormatSpec("tflite-fp16", TFLITE, FP16, "litert", ".tflite"),
@@ -119,6 +124,8 @@ FORMATS: dict[str, FormatSpec] = {
                    optimized=True, four_d=True),
         FormatSpec(OPENVINO + FOUR_D_SUFFIX, OPENVINO, FP32, OPENVINO, ".onnx", optimized=True,
                    four_d=True),
+        FormatSpec(f"{OPENVINO}-{INT8}" + FOUR_D_SUFFIX, OPENVINO, INT8, OPENVINO, ".onnx",
+                   optimized=True, four_d=True),
         FormatSpec("trt-fp32", TENSORRT, FP32, TENSORRT, ".engine"),
         FormatSpec("trt-fp16", TENSORRT, FP16, TENSORRT, ".engine"),
         FormatSpec("trt-int8", TENSORRT, INT8, TENSORRT, ".engine"),
