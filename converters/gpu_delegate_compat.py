@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -348,6 +348,11 @@ def check_gpu_delegate_compat(model: str | Path, table: GpuDelegateOpsTable | No
     unsupported, versions, options, types = set(), [], [], []
     words = {}
     for g, (operators, tensors) in enumerate(graph.subgraphs):
+        # The delegate's partitioner folds a DEQUANTIZE of constant fp16 weights into its
+        # consumers (fp16 models): for their rules, its output is a constant.
+        folded = {op.outputs[0] for op in operators if op.name == "DEQUANTIZE" and op.inputs
+                  and tensors[op.inputs[0]].constant and tensors[op.inputs[0]].dtype == "FLOAT16"}
+        tensors = [replace(t, constant=True) if i in folded else t for i, t in enumerate(tensors)]
         consumers: dict[int, list[TFLiteOp]] = {}
         for op in operators:
             for i in op.inputs:
