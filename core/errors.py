@@ -1,5 +1,7 @@
 """Errors that name what is wrong in one line; the CLI prints them without a traceback."""
 
+import re
+
 
 class MovibenchError(Exception):
     """Base class: a user-facing problem with a one-line message."""
@@ -37,7 +39,14 @@ class MissingDependencyError(MovibenchError, ImportError):
     """An optional engine (TensorRT, CUDA bindings) that is not installed here."""
 
 
+# OpenVINO opens each nested exception's message with the source line that threw it
+# ("Exception from src/inference/src/cpp/core.cpp:117:"), which names no problem.
+_WHERE_THROWN = re.compile(r"^Exception from \S+:\d+:$")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception's message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    """The first non-empty line of an exception's message that says something more than where
+    it was thrown (its type name when it has none)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    told = [line for line in lines if not _WHERE_THROWN.match(line)]
+    return (told or lines or [type(exc).__name__])[0][:limit]
