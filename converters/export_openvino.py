@@ -61,11 +61,11 @@ def quantize_nncf(source: Path, target: Path, manifest: StateManifest,
     the first layers) and fast bias correction.
 
     Not accurate on every CPU: on an AVX2 CPU without VNNI, the T0 and A0 stream demos fell to
-    chance top-1 in OpenVINO, with these defaults, with the overflow fix on every layer, with
-    the mixed preset and without bias correction alike, and OpenVINO ran ONNX Runtime's own
-    accurate QDQ file (`onnx-int8`) to chance as well; so the loss is in OpenVINO's int8
-    execution of the stream graph on that CPU, not only in NNCF's ranges. Check a deployment's
-    accuracy cells before trusting it.
+    chance top-1 in OpenVINO, with these defaults and with the overflow fix on every layer
+    (the mixed preset's file OpenVINO refused), and OpenVINO ran ONNX Runtime's own accurate QDQ
+    file (`onnx-int8`) to chance as well; so the loss is in OpenVINO's int8 execution of the
+    stream graph on that CPU, not only in NNCF's ranges (results/a0-4d/experiments/). Check a
+    deployment's accuracy cells before trusting it.
     """
     import nncf
     import onnx
