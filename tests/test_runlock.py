@@ -235,7 +235,8 @@ def stop_when(run: subprocess.Popen, sig: int, wanted, timeout: float = 300) -> 
 
 
 def is_export(job: dict) -> bool:
-    return job.get("job") == "export"
+    # A run's exports reach a worker as a batch (one process per model: ExportBatch).
+    return job.get("job") in ("export", "exports")
 
 
 def cell_labelled(text: str):
