@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# Progress and status go to stderr so stdout stays clean for --json.
-console = Console(stderr=True)
+# Progress and status go to stderr so stdout stays clean for --json. A status line stays one
+# line when stderr is a pipe or a file (rich would fold it at 80 columns there).
+console = Console(stderr=True, soft_wrap=True)
 stdout = Console()
 
 
