@@ -81,3 +81,21 @@ def streamed_feeds(onnx_path: str | Path, manifest: StateManifest,
         return {s.name: value for s, value in zip(manifest.states, session.run(outputs, feed))}
 
     return stream_feeds(next_states, manifest, step, clips)
+
+
+class StreamedFeeds:
+    """`streamed_feeds` of `calibration`'s clips as an iterable a quantizer may walk more than
+    once: each walk streams the clips through the fp32 model again rather than holding every
+    state in memory. `count` is the most feeds one walk handed out (a quantizer may stop a walk
+    early, so it is counted as the feeds go)."""
+
+    def __init__(self, source: str | Path, manifest: StateManifest, calibration) -> None:
+        self.source, self.manifest, self.calibration = source, manifest, calibration
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for count, feed in enumerate(streamed_feeds(
+                self.source, self.manifest, self.calibration.iter_clips(self.manifest.resolution)),
+                start=1):
+            self.count = max(self.count, count)
+            yield feed

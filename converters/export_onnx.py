@@ -34,19 +34,16 @@ ONNX_GRAPH_OPTIMIZATIONS = (HARD_SWISH_OP, HARD_SIGMOID_GATE_FOLD)
 
 
 @contextmanager
-def quiet_tf2onnx():
-    """Silence tf2onnx's Python logging while converting.
-
-    Its transpose optimizer fails on MoViNet's 0-d bias constants and logs a traceback, then
-    carries on without that one optimization (the exported graph is unaffected); errors that matter still raise.
-    """
-    logger = logging.getLogger("tf2onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def quieted(logger_name: str | None, level: int = logging.ERROR):
+    """Python logger `logger_name` (None: the root logger) at `level` within the block: a
+    converter's chatter stays out of the CLI's output; errors that matter still raise."""
+    logger = logging.getLogger(logger_name)
+    saved = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(saved)
 
 
 def op_histogram(model) -> dict[str, int]:
@@ -141,7 +138,9 @@ def export_onnx(model, manifest: StateManifest, frames: int | None, target: Path
         step = step_function(model, manifest, frames)
         # tf2onnx asks for this same concrete function: traced once, here.
         step.get_concrete_function(*signature)
-    with stage("convert"), quiet_tf2onnx():
+    # tf2onnx's transpose optimizer fails on MoViNet's 0-d bias constants and logs a traceback,
+    # then carries on without that one optimization (the exported graph is unaffected).
+    with stage("convert"), quieted("tf2onnx"):
         proto, _ = tf2onnx.convert.from_function(step, input_signature=signature, opset=opset)
     convert_seconds = time.perf_counter() - start
     check_contract_names(proto, manifest)
@@ -217,40 +216,33 @@ def quantize_onnx(source: Path, target: Path, manifest: StateManifest, calibrati
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
     )
 
-    from converters.calibration import streamed_feeds
+    from converters.calibration import StreamedFeeds
+
+    feeds = StreamedFeeds(source, manifest, calibration)
 
     class Feeds(CalibrationDataReader):
         def __init__(self):
-            self.feeds = streamed_feeds(source, manifest, calibration.iter_clips(manifest.resolution))
-            self.count = 0
+            self.feeds = iter(feeds)
 
         def get_next(self):
-            feed = next(self.feeds, None)
-            self.count += feed is not None
-            return feed
+            return next(self.feeds, None)
 
     start = time.perf_counter()
-    reader = Feeds()
     # The quantizer advises pre-processing (shape inference) on the root logger at every call,
     # which reads as a problem in a CLI's output; every ONNX export here is shape-inferred
     # strictly before it is written (validate_onnx).
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
     try:
-        with stage("calibrate+quantize"):
-            quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
+        with stage("calibrate+quantize"), quieted(None):
+            quantize_static(str(source), str(target), Feeds(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, reduce_range=True,
                             calibrate_method=CalibrationMethod.MinMax)
     except (ValueError, RuntimeError) as exc:
         raise UnsupportedExportError(f"ONNX Runtime's quantizer refused the graph: "
                                      f"{first_line(exc)}") from None
-    finally:
-        root.setLevel(level)
     model = onnx.load(str(target))
     return {"quantizer": QUANTIZER,
-            "calibration_steps": reader.count, "quantize_s": time.perf_counter() - start,
+            "calibration_steps": feeds.count, "quantize_s": time.perf_counter() - start,
             "ops": op_histogram(model)}
 
 

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from converters.export_onnx import ONNX_GRAPH_OPTIMIZATIONS, graph_key_parts, op_histogram
+from converters.export_onnx import (
+    ONNX_GRAPH_OPTIMIZATIONS, graph_key_parts, op_histogram, quieted)
 from converters.exporter import BuildJob, Exporter, SourceExport, source_facts
 from core.errors import UnsupportedExportError, first_line
 from core.formats import ONNX, OPENVINO, FormatSpec
@@ -29,25 +30,6 @@ if TYPE_CHECKING:
 
 # How quantize_nncf quantizes, in the cache key: a change of settings is another artifact.
 NNCF_QUANTIZER = "nncf.quantize (ONNX backend, performance preset, every calibration step)"
-
-
-class _StreamedFeeds:
-    """The calibration's streamed feeds, as an iterable NNCF may walk more than once (each walk
-    streams the clips through the fp32 model again rather than holding every state in memory)."""
-
-    def __init__(self, source: Path, manifest: StateManifest, calibration: CalibrationData):
-        self.source, self.manifest, self.calibration = source, manifest, calibration
-        self.count = 0
-
-    def __iter__(self):
-        from converters.calibration import streamed_feeds
-
-        for count, feed in enumerate(streamed_feeds(
-                self.source, self.manifest, self.calibration.iter_clips(self.manifest.resolution)),
-                start=1):
-            # NNCF stops a walk when it has its subset, so count as the feeds go.
-            self.count = max(self.count, count)
-            yield feed
 
 
 def quantize_nncf(source: Path, target: Path, manifest: StateManifest,
@@ -70,23 +52,21 @@ def quantize_nncf(source: Path, target: Path, manifest: StateManifest,
     import nncf
     import onnx
 
-    feeds = _StreamedFeeds(source, manifest, calibration)
+    from converters.calibration import StreamedFeeds
+
+    feeds = StreamedFeeds(source, manifest, calibration)
     steps = calibration.clips * max(1, calibration.frames // (manifest.frames_per_call or 1))
     start = time.perf_counter()
     # NNCF reports its statistics passes with rich progress bars on stdout and INFO lines: the
     # library log's business (stderr, which a run sends to library.log), not the terminal's.
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.WARNING)
     try:
-        with stage("calibrate+quantize"), contextlib.redirect_stdout(sys.stderr):
+        with stage("calibrate+quantize"), quieted("nncf", logging.WARNING), \
+                contextlib.redirect_stdout(sys.stderr):
             quantized = nncf.quantize(onnx.load(str(source)), nncf.Dataset(feeds),
                                       preset=nncf.QuantizationPreset.PERFORMANCE,
                                       subset_size=steps)
     except (ValueError, RuntimeError, nncf.errors.ValidationError) as exc:
         raise UnsupportedExportError(f"NNCF refused the graph: {first_line(exc)}") from None
-    finally:
-        nncf_log.setLevel(level)
     onnx.save(quantized, str(target))
     return {"quantizer": NNCF_QUANTIZER, "calibration_steps": feeds.count,
             "quantize_s": time.perf_counter() - start, "ops": op_histogram(quantized)}

@@ -38,7 +38,7 @@ def main() -> None:
     from bench.data.synth import SynthConfig, generate
     from bench.data.video import list_videos, read_clip
     from converters.export import ExportOptions, export_model
-    from converters.export_openvino import _StreamedFeeds
+    from converters.calibration import StreamedFeeds
     from core.errors import ArtifactError
     from core.zoo import config_for, demo_checkpoint
     from runtimes.base import chunks, stream
@@ -80,7 +80,7 @@ def main() -> None:
                 advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True)),
         }
         for name, kwargs in settings.items():
-            feeds = _StreamedFeeds(onnx_fp32.path, onnx_fp32.manifest, options.calibration)
+            feeds = StreamedFeeds(onnx_fp32.path, onnx_fp32.manifest, options.calibration)
             with contextlib.redirect_stdout(sys.stderr):
                 quantized = nncf.quantize(onnx.load(str(onnx_fp32.path)), nncf.Dataset(feeds),
                                           subset_size=4 * 32, **kwargs)
