@@ -47,6 +47,7 @@ COMMAND_MODULES = [
     "bench.cli.compare",
     "bench.cli.tune",
     "bench.cli.race",
+    "bench.cli.triton_repo",
 ]
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
