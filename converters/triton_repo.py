@@ -235,7 +235,8 @@ def write_triton_repo(artifact: str | Path, repo: str | Path,
         raise MovibenchError(f"{repo} is not a folder")
     target = repo / name
     if target.exists() and not overwrite:
-        raise MovibenchError(f"{target} exists: pass another model name (--name) or overwrite it (--force)")
+        raise MovibenchError(f"{target} exists: pass another model name (--name) or "
+                             "overwrite it (--force)")
     staging = repo / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -146,6 +146,7 @@ PATH_INPUTS = {
     "validate --videos": ["validate", "equivalence", "--demo", "t0-stream-synth", "--videos", "{}"],
     "validate --checkpoint": ["validate", "equivalence", "--model", "t0", "--checkpoint", "{}"],
     "export --checkpoint": ["export", "--model", "t0", "--checkpoint", "{}", "--formats", "onnx"],
+    "triton-repo": ["triton-repo", "{}", "--out", "{}"],
 }
 PATH_KINDS = ("missing", "folder", "empty file", "random bytes", "missing parent")
 
