@@ -215,8 +215,8 @@ def write_triton_repo(artifact: str | Path, repo: str | Path,
     """Write `<repo>/<model>/config.pbtxt` and `<repo>/<model>/1/model.onnx` (+ its manifest)
     for the ONNX stream artifact `artifact`.
 
-    The model's folder is built under a temporary name and renamed into place, so an
-    interrupted write never leaves a half-made model that Triton would try to load.
+    The model's folder is built under a hidden temporary name (removed on any failure) and
+    renamed into place, so an interrupted write leaves no half-made model under its name.
 
     Raises ArtifactError for an artifact that is not an ONNX stream artifact with its manifest,
     MovibenchError for bad options or a model folder that exists (without `overwrite`), and
